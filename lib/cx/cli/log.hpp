@@ -1,0 +1,21 @@
+#pragma once
+// Diagnostics on stderr, prefixed with the tool's name (`cx-ingest: ...`).
+// The logger is the one piece of global state the library keeps.
+#include <string>
+
+namespace cx::log {
+
+enum class Level { quiet = 0, normal = 1, verbose = 2 };
+
+void set_tool_name(std::string name);
+const std::string& tool_name();
+void set_level(Level level);
+Level level();
+
+// error and warn print unless -q; info prints unless -q; debug only with -v.
+void error(const std::string& message);
+void warn(const std::string& message);
+void info(const std::string& message);
+void debug(const std::string& message);
+
+}  // namespace cx::log

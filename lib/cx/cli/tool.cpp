@@ -1,0 +1,149 @@
+#include "cx/cli/tool.hpp"
+
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <thread>
+
+#include "cx/cli/error.hpp"
+#include "cx/cli/log.hpp"
+#include "cx/version.hpp"
+
+namespace cx::cli {
+
+std::string version_string() {
+  return std::string("cx ") + CX_VERSION + " (git " + CX_GIT_REVISION + ")";
+}
+
+Tool::Tool(std::string name, std::string description) : name_(std::move(name)), app_(std::move(description), name_) {
+  log::set_tool_name(name_);
+  app_.set_version_flag("--version", [this] { return name_ + " " + version_string(); });
+  app_.add_flag("-q,--quiet", common_.quiet, "Print nothing but errors on stderr");
+  app_.add_flag("-v,--verbose", common_.verbose, "Print more detail on stderr");
+  app_.footer(
+      "Exit status: 0 success, 1 data or runtime failure, 2 usage error, 3 partial success "
+      "(inputs skipped with --skip-bad).");
+}
+
+void Tool::add_output_option(CLI::App* where) {
+  (where ? where : &app_)->add_option("-o,--output", common_.output, "Write to FILE instead of standard output (atomically: a temporary name, then a rename)")
+      ->type_name("FILE");
+}
+
+void Tool::add_threads_option(CLI::App* where) {
+  (where ? where : &app_)->add_option("--threads", common_.threads, "Worker threads; 0 uses every core")
+      ->envname("CX_THREADS")
+      ->check(CLI::NonNegativeNumber)
+      ->type_name("N");
+}
+
+void Tool::add_device_option(CLI::App* where) {
+  (where ? where : &app_)->add_option("--device", common_.device, "Compute device: cpu, cuda or cuda:N")
+      ->envname("CX_DEVICE")
+      ->type_name("DEV");
+}
+
+void Tool::add_seed_option(std::uint64_t default_seed, CLI::App* where) {
+  common_.seed = default_seed;
+  (where ? where : &app_)->add_option("--seed", common_.seed, "Random seed; the same seed gives the same bytes")
+      ->envname("CX_SEED")
+      ->type_name("N")
+      ->capture_default_str();
+}
+
+void Tool::add_provenance_option(CLI::App* where) {
+  (where ? where : &app_)->add_flag("--no-provenance", common_.no_provenance,
+                     "Leave this tool out of the stream header's provenance chain");
+}
+
+int Tool::threads() const {
+  if (common_.threads > 0) return common_.threads;
+  unsigned n = std::thread::hardware_concurrency();
+  return n == 0 ? 1 : static_cast<int>(n);
+}
+
+std::string Tool::usage() const {
+  // The deepest selected subcommand's help, as CLI11 would print it for --help.
+  const CLI::App* app = &app_;
+  for (;;) {
+    auto subs = app->get_subcommands();
+    if (subs.empty()) break;
+    app = subs.front();
+  }
+  return app->help();
+}
+
+std::vector<std::string> Tool::inputs_or_stdin(const std::vector<std::string>& names) const {
+  if (!names.empty()) return names;
+  if (isatty(STDIN_FILENO)) {
+    std::fputs(usage().c_str(), stderr);
+    throw UsageError("no input given and standard input is a terminal");
+  }
+  return {"-"};
+}
+
+nlohmann::json Tool::provenance_entry() const {
+  nlohmann::json args = nlohmann::json::array();
+  for (size_t i = 1; i < argv_.size(); ++i) args.push_back(argv_[i]);
+  return {{"tool", name_}, {"version", CX_VERSION}, {"git", CX_GIT_REVISION}, {"args", args}};
+}
+
+namespace {
+// A failed write or close of stdout is an error (exit 1); a broken pipe has already ended us
+// quietly through SIGPIPE's default action.
+bool close_stdout_checked() {
+  bool ok = true;
+  if (std::fflush(stdout) != 0 || std::ferror(stdout)) ok = false;
+  int saved = ok ? 0 : errno;
+  if (std::fclose(stdout) != 0 && ok) {
+    ok = false;
+    saved = errno;
+  }
+  if (!ok) log::error(std::string("standard output: write error: ") + std::strerror(saved));
+  return ok;
+}
+}  // namespace
+
+int Tool::run(int argc, char** argv, const std::function<int()>& body) {
+  std::signal(SIGPIPE, SIG_DFL);
+  argv_.assign(argv, argv + argc);
+  try {
+    app_.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app_.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app_.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app_.exit(e);
+  } catch (const CLI::ParseError& e) {
+    log::error(e.what());
+    std::fprintf(stderr, "Run with --help for usage.\n");
+    return kExitUsage;
+  }
+  if (common_.quiet && common_.verbose) {
+    log::error("-q and -v exclude each other");
+    return kExitUsage;
+  }
+  log::set_level(common_.quiet ? log::Level::quiet : common_.verbose ? log::Level::verbose : log::Level::normal);
+
+  int code = kExitFailure;
+  try {
+    code = body();
+  } catch (const UsageError& e) {
+    log::error(e.what());
+    code = kExitUsage;
+  } catch (const std::bad_alloc&) {
+    log::error("out of memory");
+    code = kExitFailure;
+  } catch (const std::exception& e) {
+    log::error(e.what());
+    code = kExitFailure;
+  }
+  if (!close_stdout_checked() && (code == kExitOk || code == kExitPartial)) code = kExitFailure;
+  return code;
+}
+
+}  // namespace cx::cli

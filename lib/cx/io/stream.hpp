@@ -1,0 +1,86 @@
+#pragma once
+// The cx record stream (man 5 cx-stream): a WebDataset-compatible POSIX tar.
+//   __cx__            JSON header: format, version, fields, labels, provenance
+//   <key>.<field>...  consecutive members sharing a key form one record
+//   __end__           JSON trailer: {"records": N}
+//   two zero blocks   the tar's end of archive
+// Readers also take plain WebDataset tars (no __cx__/__end__); then the end-of-archive blocks
+// must be present. A stream that stops early is reported as truncated wherever the cut fell.
+// Memory is bounded by one record; input is read sequentially (pipes work).
+#include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace cx::io {
+
+inline constexpr const char* kStreamFormat = "cx-stream";
+inline constexpr int kStreamVersionMajor = 1;
+inline constexpr int kStreamVersionMinor = 0;
+
+struct Field {
+  std::string name;  // the extension after the key: "json", "png", "mask.png", "cls.npy"
+  std::string data;
+};
+
+struct Record {
+  std::string key;
+  std::vector<Field> fields;  // in stream order
+
+  const Field* find(const std::string& name) const;
+  Field* find(const std::string& name);
+  bool has(const std::string& name) const { return find(name) != nullptr; }
+  // Replaces the field's data or appends a new field.
+  void set(const std::string& name, std::string data);
+  void erase(const std::string& name);
+};
+
+// A new header: {"format":"cx-stream","version":"1.0","fields":{},"labels":[],"provenance":[]}.
+nlohmann::json new_stream_header();
+
+class StreamWriter {
+ public:
+  // Writes the __cx__ member at once. `where` names the destination in errors.
+  StreamWriter(std::FILE* out, const nlohmann::json& header, std::string where = "standard output");
+  ~StreamWriter();
+  StreamWriter(const StreamWriter&) = delete;
+  StreamWriter& operator=(const StreamWriter&) = delete;
+
+  void write(const Record& record);
+  // Writes __end__ and the end-of-archive blocks. A writer destroyed unfinished writes neither,
+  // so the output reads as truncated.
+  void finish();
+  std::int64_t records() const { return records_; }
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  std::int64_t records_ = 0;
+};
+
+class StreamReader {
+ public:
+  // Reads from an open FILE (not closed by the reader). `where` names the source in errors.
+  StreamReader(std::FILE* in, std::string where);
+  // Opens a path, or standard input for "-". gzip-compressed input is read transparently.
+  static std::unique_ptr<StreamReader> open(const std::string& path);
+  ~StreamReader();
+
+  // The __cx__ header; for a plain WebDataset tar, a header with no fields and provenance.
+  const nlohmann::json& header() const;
+  bool is_cx() const;  // true when the stream began with __cx__
+  // Reads the next record; false at a complete end. Throws TruncatedError on a cut stream and
+  // cx::Error on a malformed one (bad member name, repeated key, newer major version).
+  bool next(Record& record);
+  std::int64_t records() const;
+  const std::string& where() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace cx::io
