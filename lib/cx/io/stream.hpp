@@ -41,14 +41,26 @@ struct Record {
 // A new header: {"format":"cx-stream","version":"1.0","fields":{},"labels":[],"provenance":[]}.
 nlohmann::json new_stream_header();
 
+// WebDataset's key rule (base_plus_ext): key = the member name up to the first '.' of its base
+// name (directory kept), field = the rest, lowercased (ASCII). False when the name has no such
+// split (WebDataset skips those members): "train/p1/view1.png" -> ("train/p1/view1", "png"),
+// "0001.mask.png" -> ("0001", "mask.png"), "README" -> false.
+bool split_member_name(const std::string& name, std::string& key, std::string& field);
+// Names WebDataset treats as metadata, never records: "__cx__", "__end__", "__x__/...".
+bool is_meta_member(const std::string& name);
+
 class StreamWriter {
  public:
-  // Writes the __cx__ member at once. `where` names the destination in errors.
+  // Writes the __cx__ member at once, with this writer's "format" and "version" (other header
+  // keys as given). `where` names the destination in errors.
   StreamWriter(std::FILE* out, const nlohmann::json& header, std::string where = "standard output");
   ~StreamWriter();
   StreamWriter(const StreamWriter&) = delete;
   StreamWriter& operator=(const StreamWriter&) = delete;
 
+  // Throws cx::Error for a record that would not read back as itself (empty, a '.' in the key's
+  // last component, a field not lowercase or with '/', a field twice, a "__x__" name), a key
+  // written before, or a failed write (naming `where`).
   void write(const Record& record);
   // Writes __end__ and the end-of-archive blocks. A writer destroyed unfinished writes neither,
   // so the output reads as truncated.
@@ -73,7 +85,9 @@ class StreamReader {
   const nlohmann::json& header() const;
   bool is_cx() const;  // true when the stream began with __cx__
   // Reads the next record; false at a complete end. Throws TruncatedError on a cut stream and
-  // cx::Error on a malformed one (bad member name, repeated key, newer major version).
+  // cx::Error on a malformed one (a name with ".." or a leading '/', a key repeated out of order,
+  // a field twice in a record, a bad tar checksum, __end__ count mismatch, newer major version;
+  // the constructor throws these too, for the first member).
   bool next(Record& record);
   std::int64_t records() const;
   const std::string& where() const;
