@@ -94,7 +94,9 @@ nlohmann::json Tool::provenance_entry() const {
 namespace {
 // A failed write or close of stdout is an error (exit 1); a broken pipe has already ended us
 // quietly through SIGPIPE's default action.
-bool close_stdout_checked() {
+// `report`: print the failure (false when the run already failed and said why: a second line
+// about the same full disk would only repeat it).
+bool close_stdout_checked(bool report) {
   bool ok = true;
   if (std::fflush(stdout) != 0 || std::ferror(stdout)) ok = false;
   int saved = ok ? 0 : errno;
@@ -102,7 +104,7 @@ bool close_stdout_checked() {
     ok = false;
     saved = errno;
   }
-  if (!ok) log::error(std::string("standard output: write error: ") + std::strerror(saved));
+  if (!ok && report) log::error(std::string("standard output: write error: ") + std::strerror(saved));
   return ok;
 }
 }  // namespace
@@ -142,7 +144,8 @@ int Tool::run(int argc, char** argv, const std::function<int()>& body) {
     log::error(e.what());
     code = kExitFailure;
   }
-  if (!close_stdout_checked() && (code == kExitOk || code == kExitPartial)) code = kExitFailure;
+  const bool succeeded = code == kExitOk || code == kExitPartial;
+  if (!close_stdout_checked(succeeded) && succeeded) code = kExitFailure;
   return code;
 }
 

@@ -1,0 +1,224 @@
+#!/usr/bin/env bats
+# cx-phantom: the stream as tar(1) and Python's tarfile see it, the records' fields decoded with
+# Pillow, determinism (seed, threads, CX_SEED), exit codes 0/1/2 with their messages, >/dev/full,
+# a quiet SIGPIPE, atomic -o (also when killed midway), -q/-v. cx-phantom reads no input, so the
+# usage-on-terminal rule does not apply to it.
+
+bats_require_minimum_version 1.5.0
+load helpers/common
+
+setup() { cx_setup; }
+
+@test "tar tvf lists __cx__, 8 records of 4 members in order, then __end__" {
+  cx-phantom -n 8 > "$T/s.cx"
+  run tar tf "$T/s.cx"
+  [ "$status" -eq 0 ]
+  expected="__cx__"
+  for i in 0 1 2 3 4 5 6 7; do
+    for f in json png mask.png txt; do expected="$expected
+phantom-00000$i.$f"; done
+  done
+  expected="$expected
+__end__"
+  [ "$output" = "$expected" ]
+  # the verbose listing works from a pipe too: regular files, mode 0644
+  run bash -c 'cx-phantom -n 8 | tar tvf -'
+  [ "$status" -eq 0 ]
+  [ "$(echo "$output" | wc -l)" -eq 34 ]
+  [ "$(echo "$output" | grep -c '^-rw-r--r--')" -eq 34 ]
+}
+
+@test "Python tarfile reads every member; WebDataset grouping gives 8 records of json/png/mask.png/txt" {
+  cx-phantom -n 8 --size 96 > "$T/s.cx"
+  run stream_summary "$T/s.cx"
+  [ "$status" -eq 0 ]
+  echo "$output" | "$PY" -c '
+import json, sys
+s = json.load(sys.stdin)
+assert s["members"][0] == "__cx__" and s["members"][-1] == "__end__", s["members"]
+assert s["end"] == {"records": 8}, s["end"]
+assert s["keys"] == ["phantom-%06d" % i for i in range(8)], s["keys"]
+for k, fields in s["records"].items():
+    assert fields == ["json", "png", "mask.png", "txt"], (k, fields)
+h = s["header"]
+assert h["format"] == "cx-stream" and h["version"].startswith("1."), h
+assert h["labels"] == ["Cardiomegaly", "Effusion", "Nodule", "Pneumothorax", "No Finding"], h["labels"]
+assert set(h["fields"]) == {"json", "png", "mask.png", "txt"}, h["fields"]
+assert h["fields"]["mask.png"]["classes"] == ["background", "left lung", "right lung", "heart"]
+assert h["provenance"][0]["tool"] == "cx-phantom" and "--size" in h["provenance"][0]["args"], h["provenance"]
+'
+}
+
+@test "record fields decode: 8-bit gray images, label maps 0-3, json labels and a report" {
+  require_python_module PIL numpy
+  cx-phantom -n 6 --size 80 --p-cardiomegaly 1 > "$T/s.cx"
+  "$PY" - "$T/s.cx" <<'PY'
+import io, json, sys, tarfile
+import numpy as np
+from PIL import Image
+recs = {}
+with tarfile.open(sys.argv[1]) as tf:
+    for m in tf:
+        if m.name.startswith("__"):
+            continue
+        key, field = m.name.split(".", 1)
+        recs.setdefault(key, {})[field] = tf.extractfile(m).read()
+assert len(recs) == 6
+for key, r in recs.items():
+    meta = json.loads(r["json"])
+    assert meta["id"] == key and meta["dataset"] == "phantom" and meta["view"] == "PA", meta
+    assert meta["size"] == [80, 80] and meta["labels"]["Cardiomegaly"] == 1 and meta["ctr"] > 0.5, meta
+    assert set(meta["labels"]) == {"Cardiomegaly", "Effusion", "Nodule", "Pneumothorax", "No Finding"}
+    assert all(v in (0, 1) for v in meta["labels"].values())
+    im = Image.open(io.BytesIO(r["png"]))
+    assert im.mode == "L" and im.size == (80, 80), (im.mode, im.size)
+    mask = np.array(Image.open(io.BytesIO(r["mask.png"])))
+    assert mask.shape == (80, 80) and set(np.unique(mask)) <= {0, 1, 2, 3}, np.unique(mask)
+    assert {1, 2, 3} <= set(np.unique(mask))
+    text = r["txt"].decode()
+    assert text.startswith("FINDINGS: ") and "\nIMPRESSION: " in text and "ardiomegaly" in text, text
+PY
+}
+
+@test "the same seed gives the same bytes; another seed, or CX_SEED, changes them; threads do not" {
+  # --no-provenance: the header's provenance records the arguments, which differ here
+  cx-phantom -n 5 --size 64 --seed 7 --threads 1 --no-provenance > "$T/a.cx"
+  cx-phantom -n 5 --size 64 --seed 7 --threads 3 --no-provenance > "$T/b.cx"
+  cx-phantom -n 5 --size 64 --seed 8 --no-provenance > "$T/c.cx"
+  CX_SEED=7 cx-phantom -n 5 --size 64 --threads 2 --no-provenance > "$T/d.cx"
+  cmp "$T/a.cx" "$T/b.cx"
+  cmp "$T/a.cx" "$T/d.cx"
+  run cmp -s "$T/a.cx" "$T/c.cx"
+  [ "$status" -eq 1 ]
+  # record i does not depend on how many records follow it
+  cx-phantom -n 2 --size 64 --seed 7 > "$T/g.cx"
+  mkdir "$T/a" "$T/g"
+  tar xf "$T/a.cx" -C "$T/a" phantom-000001.png phantom-000001.json
+  tar xf "$T/g.cx" -C "$T/g" phantom-000001.png phantom-000001.json
+  cmp "$T/a/phantom-000001.png" "$T/g/phantom-000001.png"
+  cmp "$T/a/phantom-000001.json" "$T/g/phantom-000001.json"
+}
+
+@test "--no-provenance leaves the chain empty" {
+  cx-phantom -n 1 --size 64 --no-provenance | stream_summary - > "$T/s.json"
+  "$PY" -c 'import json, sys; assert json.load(open(sys.argv[1]))["header"]["provenance"] == []' "$T/s.json"
+}
+
+@test "-n 0 writes a valid empty stream" {
+  run bash -c 'cx-phantom -n 0 | tar tf -'
+  [ "$status" -eq 0 ]
+  [ "$output" = "__cx__
+__end__" ]
+}
+
+@test "--version and --help exit 0; the version names the git revision" {
+  run cx-phantom --version
+  [ "$status" -eq 0 ]
+  [[ "$output" =~ ^cx-phantom\ cx\ [0-9]+\.[0-9]+\.[0-9]+\ \(git\ [0-9a-f]{7,} ]]
+  run cx-phantom --help
+  [ "$status" -eq 0 ]
+  [[ "$output" == *"--p-pneumothorax"* ]]
+  [[ "$output" == *"Exit status"* ]]
+}
+
+@test "usage errors exit 2 with a message prefixed cx-phantom: and write no data" {
+  run --separate-stderr cx-phantom --no-such-option
+  [ "$status" -eq 2 ]
+  [ -z "$output" ]
+  [[ "$stderr" == "cx-phantom: "*"--no-such-option"* ]]
+  run --separate-stderr cx-phantom -n -1
+  [ "$status" -eq 2 ]
+  [ -z "$output" ]
+  [[ "$stderr" == "cx-phantom: --count: "* ]]
+  run --separate-stderr cx-phantom --size 10
+  [ "$status" -eq 2 ]
+  [[ "$stderr" == "cx-phantom: --size: "* ]]
+  run --separate-stderr cx-phantom --size 4096
+  [ "$status" -eq 2 ]
+  [[ "$stderr" == "cx-phantom: --size: "* ]]
+  run --separate-stderr cx-phantom --p-nodule 1.5
+  [ "$status" -eq 2 ]
+  [[ "$stderr" == "cx-phantom: --p-nodule: "* ]]
+  run --separate-stderr cx-phantom -n two
+  [ "$status" -eq 2 ]
+  [[ "$stderr" == "cx-phantom: "* ]]
+  run --separate-stderr cx-phantom extra-argument
+  [ "$status" -eq 2 ]
+  [[ "$stderr" == "cx-phantom: "* ]]
+}
+
+@test "a full disk on standard output is an error: exit 1, naming standard output" {
+  [ -w /dev/full ] || skip "no /dev/full"
+  run --separate-stderr bash -c 'cx-phantom -n 4 --size 64 > /dev/full'
+  [ "$status" -eq 1 ]
+  [[ "$stderr" == "cx-phantom: standard output: "* ]]
+}
+
+@test "an output folder that does not exist is an error: exit 1, naming the file" {
+  run --separate-stderr cx-phantom -n 1 --size 64 -o "$T/no/such/dir/out.cx"
+  [ "$status" -eq 1 ]
+  [[ "$stderr" == "cx-phantom: $T/no/such/dir/out.cx: "* ]]
+}
+
+@test "a broken pipe ends it quietly: SIGPIPE (141), nothing on stderr" {
+  run bash -c 'set -o pipefail; cx-phantom -n 200 --size 128 2> "$0/err" | head -c 1 > /dev/null' "$T"
+  [ "$status" -eq 141 ]
+  [ ! -s "$T/err" ]
+}
+
+@test "-o writes atomically: the complete file and no temporary left" {
+  mkdir "$T/out"
+  run --separate-stderr cx-phantom -n 3 --size 64 -o "$T/out/s.cx"
+  [ "$status" -eq 0 ]
+  [ -z "$output" ]
+  [ "$(ls -A "$T/out")" = "s.cx" ]
+  cx-phantom -n 3 --size 64 > "$T/ref.cx"
+  # the same records (the provenance differs by the -o argument)
+  run stream_summary "$T/out/s.cx"
+  [ "$status" -eq 0 ]
+  [[ "$output" == *'"end": {"records": 3}'* ]]
+  cx-phantom -n 3 --size 64 --no-provenance -o "$T/out/p.cx"
+  cx-phantom -n 3 --size 64 --no-provenance -o - > "$T/p.cx"
+  cmp "$T/out/p.cx" "$T/p.cx"
+}
+
+@test "-o killed midway leaves no file under the target name" {
+  mkdir "$T/k"
+  cx-phantom -n 1000000 --size 256 --threads 1 -o "$T/k/big.cx" 2>/dev/null &
+  pid=$!
+  # wait until it is midway: its temporary holds a few records
+  partial=
+  for _ in $(seq 1 200); do
+    partial=$(find "$T/k" -name '.big.cx.tmp.*' -size +100k 2>/dev/null)
+    [ -n "$partial" ] && break
+    sleep 0.1
+  done
+  [ -n "$partial" ]
+  [ ! -e "$T/k/big.cx" ]
+  kill -TERM "$pid"
+  wait "$pid" || true
+  [ ! -e "$T/k/big.cx" ]
+  # (a temporary may remain after a kill: it is hidden and never bears the target's name)
+}
+
+@test "-q prints nothing on stderr; -v says what was written" {
+  run --separate-stderr cx-phantom -q -n 2 --size 64
+  [ "$status" -eq 0 ]
+  [ -z "$stderr" ]
+  run --separate-stderr cx-phantom -v -n 2 --size 64
+  [ "$status" -eq 0 ]
+  [[ "$stderr" == *"cx-phantom: 2 records written"* ]]
+  run --separate-stderr cx-phantom -q -v -n 1 --size 64
+  [ "$status" -eq 2 ]
+}
+
+@test "every finding shows up in its labels and in the report's impression" {
+  run bash -c 'cx-phantom -n 3 --size 64 --p-cardiomegaly 1 --p-effusion 1 --p-nodule 1 --p-pneumothorax 1 | tar xOf - --wildcards "*.txt"'
+  [ "$status" -eq 0 ]
+  for w in ardiomegaly effusion nodule pneumothorax; do
+    [ "$(echo "$output" | grep '^IMPRESSION' | grep -ci "$w")" -eq 3 ]
+  done
+  run bash -c 'cx-phantom -n 3 --size 64 --p-cardiomegaly 0 --p-effusion 0 --p-nodule 0 --p-pneumothorax 0 | tar xOf - --wildcards "*.json"'
+  [ "$status" -eq 0 ]
+  [ "$(echo "$output" | grep -c '"No Finding":1')" -eq 3 ]
+}
