@@ -1,6 +1,7 @@
 #include "cx/io/png.hpp"
 
 #include <png.h>
+#include <zlib.h>
 
 #include <algorithm>
 #include <csetjmp>
@@ -143,6 +144,12 @@ bool write_image(png_structp png, png_infop info, const Image* im, int level, pn
                im->channels == 1 ? PNG_COLOR_TYPE_GRAY : PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
                PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
   png_set_compression_level(png, level);
+  if (level >= 1 && level <= 3) {
+    // Fast levels: one Paeth filter and run-length matching encode radiographs about twice as
+    // fast as adaptive filtering with deflate's default strategy, and smaller than level 6.
+    png_set_filter(png, 0, PNG_FILTER_PAETH);
+    png_set_compression_strategy(png, Z_RLE);
+  }
   png_write_info(png, info);
   if (im->bits == 16 && host_is_little_endian()) png_set_swap(png);
   png_write_image(png, rows);

@@ -1,0 +1,126 @@
+// VinDr-CXR (Nguyen et al. 2022), the Kaggle train.csv (image_id,class_name,class_id,rad_id,
+// x_min,y_min,x_max,y_max) or PhysioNet's annotations_*.csv (no class_id): one row per finding
+// per radiologist, "No finding" rows without a box. One record per image_id, first-appearance
+// order, with
+//   votes:  {rad_id: [class names]} (each radiologist's image-level reading, kept as given),
+//   labels: the majority label per class of the vindr set: positive when more than half of the
+//           radiologists who read the image named it, else negative,
+//   boxes:  every box with its class and rad_id (pixel coordinates of the original image).
+// Images: <root>/<image_id>.dicom, .dcm or .png (first that exists); the root defaults to the
+// label file's folder's train/ when that exists.
+#include <algorithm>
+#include <map>
+#include <memory>
+#include <set>
+#include <unordered_map>
+
+#include "cx/cli/error.hpp"
+#include "cx/cli/log.hpp"
+#include "cx/data/adapter_common.hpp"
+
+namespace cx::data::detail {
+
+namespace {
+
+struct VindrImage {
+  std::string origin;
+  std::map<std::string, std::set<std::string>> votes;  // rad_id -> classes
+  nlohmann::json boxes = nlohmann::json::array();
+};
+
+class VindrSource : public ItemSource {
+ public:
+  explicit VindrSource(const AdapterOptions& o) : set_(load_label_set("vindr")) {
+    const std::string dir = parent_folder(o.label_file);
+    if (!o.root.empty()) root_ = o.root;
+    else if (is_dir(join_path(dir, "train"))) root_ = join_path(dir, "train");
+    else root_ = dir;
+    CsvReader csv(o.label_file);
+    int id = csv.require_column("image_id"), cls = csv.require_column("class_name");
+    int rad = csv.find_column("rad_id");
+    if (rad < 0) rad = csv.require_column("rad_ID");
+    int x0 = csv.require_column("x_min"), y0 = csv.require_column("y_min"), x1 = csv.require_column("x_max"),
+        y1 = csv.require_column("y_max");
+    std::vector<std::string> r;
+    std::set<std::string> unknown;
+    while (csv.next(r)) {
+      const std::string where = csv.where();
+      std::string image = trim(r[id]);
+      if (image.empty()) throw Error(at(where, "empty image_id"));
+      auto [it, fresh] = index_.emplace(image, order_.size());
+      if (fresh) {
+        order_.push_back(image);
+        images_.push_back(VindrImage{where, {}, nlohmann::json::array()});
+      }
+      VindrImage& im = images_[it->second];
+      std::string c = trim(r[cls]), rid = trim(r[rad]);
+      if (rid.empty()) throw Error(at(where, "empty rad_id"));
+      if (set_.index(c) < 0) unknown.insert(c);
+      im.votes[rid].insert(c);
+      auto a = parse_optional_number(r[x0], where + ": x_min"), b = parse_optional_number(r[y0], where + ": y_min"),
+           cc = parse_optional_number(r[x1], where + ": x_max"), d = parse_optional_number(r[y1], where + ": y_max");
+      if (a && b && cc && d) {
+        im.boxes.push_back({{"label", c}, {"rad_id", rid}, {"x", *a}, {"y", *b}, {"width", *cc - *a}, {"height", *d - *b}});
+      } else if (a || b || cc || d) {
+        throw Error(at(where, "box with some of x_min, y_min, x_max, y_max blank"));
+      }
+    }
+    for (const auto& u : unknown) log::debug(o.label_file + ": class '" + u + "' is not in the vindr label set: kept in votes only");
+  }
+
+  bool next(IngestItem& item) override {
+    if (i_ >= order_.size()) return false;
+    const std::string& image = order_[i_];
+    VindrImage& im = images_[i_];
+    ++i_;
+    item = IngestItem{};
+    item.key = sanitize_key(image, im.origin);
+    item.image_path = locate(image);
+    item.origin = im.origin;
+    auto& m = item.meta;
+    m["dataset"] = "vindr";
+    m["source"] = item.image_path.substr(item.image_path.find_last_of('/') + 1);
+    m["origin"] = im.origin;
+    nlohmann::json votes = nlohmann::json::object();
+    std::vector<int> count(set_.classes.size(), 0);
+    for (const auto& [rid, classes] : im.votes) {
+      votes[rid] = nlohmann::json(std::vector<std::string>(classes.begin(), classes.end()));
+      for (const auto& c : classes)
+        if (int k = set_.index(c); k >= 0) ++count[k];
+    }
+    const int readers = static_cast<int>(im.votes.size());
+    std::vector<LabelValue> values(set_.classes.size());
+    for (std::size_t k = 0; k < values.size(); ++k)
+      values[k] = 2 * count[k] > readers ? LabelValue::positive : LabelValue::negative;
+    m["votes"] = std::move(votes);
+    m["readers"] = readers;
+    m["labels"] = labels_json(set_, values);
+    m["boxes"] = std::move(im.boxes);
+    return true;
+  }
+
+  std::string dataset() const override { return "vindr"; }
+  const LabelSet* label_set() const override { return &set_; }
+
+ private:
+  std::string locate(const std::string& image) const {
+    for (const char* ext : {".dicom", ".dcm", ".png"}) {
+      std::string p = join_path(root_, image + ext);
+      if (is_file(p)) return p;
+    }
+    return join_path(root_, image + ".dicom");
+  }
+
+  LabelSet set_;
+  std::string root_;
+  std::vector<std::string> order_;
+  std::vector<VindrImage> images_;
+  std::unordered_map<std::string, std::size_t> index_;
+  std::size_t i_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<ItemSource> open_vindr(const AdapterOptions& options) { return std::make_unique<VindrSource>(options); }
+
+}  // namespace cx::data::detail

@@ -1,0 +1,30 @@
+#pragma once
+// Records from what a user names on a tool's command line: cx streams (files or "-"), or image
+// files and folders (DICOM, PNG, JPEG), each ingested on the fly as cx-ingest would with default
+// options (one record per file, keyed by the file-name stem). Streams and images are not mixed in
+// one call. Several streams are read one after the other; their label lists must agree.
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "cx/io/stream.hpp"
+
+namespace cx::data {
+
+class RecordSource {
+ public:
+  static std::unique_ptr<RecordSource> open(const std::vector<std::string>& inputs);
+  virtual ~RecordSource() = default;
+  // The first stream's header (a fresh one for image inputs).
+  virtual const nlohmann::json& header() const = 0;
+  // False at a complete end; throws cx::Error / TruncatedError naming the input.
+  virtual bool next(io::Record& record) = 0;
+};
+
+// True when the file looks like an image (DICOM, PNG or JPEG by content or extension), or is a
+// folder; false for anything else (taken for a stream).
+bool is_image_input(const std::string& path);
+
+}  // namespace cx::data

@@ -1,0 +1,92 @@
+#include "cx/data/rle.hpp"
+
+#include <cstring>
+
+#include "cx/cli/error.hpp"
+
+namespace cx::data {
+
+namespace {
+
+bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+// Next unsigned decimal in s from pos; false at the end. Throws on anything else.
+bool next_number(std::string_view s, std::size_t& pos, std::int64_t& out, const std::string& where) {
+  while (pos < s.size() && is_space(s[pos])) ++pos;
+  if (pos >= s.size()) return false;
+  std::size_t begin = pos;
+  std::int64_t v = 0;
+  while (pos < s.size() && s[pos] >= '0' && s[pos] <= '9') {
+    if (v > (INT64_MAX - 9) / 10) throw Error(at(where, "RLE number too large at offset " + std::to_string(begin)));
+    v = v * 10 + (s[pos] - '0');
+    ++pos;
+  }
+  if (pos == begin || (pos < s.size() && !is_space(s[pos]))) {
+    std::size_t end = begin;
+    while (end < s.size() && !is_space(s[end]) && end - begin < 20) ++end;
+    throw Error(at(where, "RLE: '" + std::string(s.substr(begin, end - begin)) + "' at offset " +
+                              std::to_string(begin) + " is not a non-negative integer"));
+  }
+  out = v;
+  return true;
+}
+
+}  // namespace
+
+void rle_paint(std::string_view rle, int height, int width, std::uint8_t value, std::uint8_t* labels,
+               const std::string& where) {
+  if (height <= 0 || width <= 0)
+    throw Error(at(where, "RLE mask size " + std::to_string(height) + "x" + std::to_string(width) + " is not positive"));
+  const std::int64_t total = static_cast<std::int64_t>(height) * width;
+  std::size_t pos = 0;
+  std::int64_t start = 0, length = 0;
+  while (next_number(rle, pos, start, where)) {
+    if (!next_number(rle, pos, length, where))
+      throw Error(at(where, "RLE has an odd number of values (a start without its length)"));
+    if (start < 1) throw Error(at(where, "RLE start 0: starts are 1-based"));
+    if (start - 1 + length > total)
+      throw Error(at(where, "RLE run " + std::to_string(start) + " " + std::to_string(length) +
+                                " ends past the " + std::to_string(height) + "x" + std::to_string(width) + " mask"));
+    std::memset(labels + (start - 1), value, static_cast<std::size_t>(length));
+  }
+}
+
+std::vector<std::uint8_t> rle_decode(std::string_view rle, int height, int width, const std::string& where) {
+  if (height <= 0 || width <= 0)
+    throw Error(at(where, "RLE mask size " + std::to_string(height) + "x" + std::to_string(width) + " is not positive"));
+  std::vector<std::uint8_t> mask(static_cast<std::size_t>(height) * width, 0);
+  rle_paint(rle, height, width, 1, mask.data(), where);
+  return mask;
+}
+
+std::string rle_encode(const std::uint8_t* mask, int height, int width) {
+  const std::size_t total = static_cast<std::size_t>(height) * width;
+  std::string out;
+  std::size_t i = 0;
+  while (i < total) {
+    if (!mask[i]) {
+      ++i;
+      continue;
+    }
+    std::size_t begin = i;
+    while (i < total && mask[i]) ++i;
+    if (!out.empty()) out += ' ';
+    out += std::to_string(begin + 1);
+    out += ' ';
+    out += std::to_string(i - begin);
+  }
+  return out;
+}
+
+Image chexmask_label_map(std::string_view left_lung, std::string_view right_lung, std::string_view heart,
+                         int height, int width, const std::string& where) {
+  if (height <= 0 || width <= 0 || static_cast<std::int64_t>(height) * width > (std::int64_t{1} << 31))
+    throw Error(at(where, "mask size " + std::to_string(height) + "x" + std::to_string(width) + " is out of range"));
+  Image map = Image::gray8(width, height);
+  rle_paint(left_lung, height, width, kLeftLung, map.u8(), where + ": Left Lung");
+  rle_paint(right_lung, height, width, kRightLung, map.u8(), where + ": Right Lung");
+  rle_paint(heart, height, width, kHeart, map.u8(), where + ": Heart");
+  return map;
+}
+
+}  // namespace cx::data

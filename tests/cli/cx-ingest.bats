@@ -1,0 +1,383 @@
+#!/usr/bin/env bats
+# cx-ingest: usage, '-', each exit code, bad inputs named and counted, >/dev/full, determinism
+# across thread counts, and real label files (CheXpert, NIH, RSNA, VinDr) paired with small images
+# generated here at the paths their rows name; labels in the records are checked against Python's
+# csv module, masks against CheXmask's numpy RLE decoder, boxes and pixel spacing by arithmetic.
+# PATH must hold the build's bin (ctest sets it; by hand:
+# PATH=$PWD/build-ingest/bin:$PATH bats tests/cli/cx-ingest.bats).
+
+load helpers/common
+
+setup() {
+  cx_setup
+  LABELS=$SHARED/samples/labels
+  require_python_module PIL numpy
+  # Reads a stream with Python's tarfile (no cx code) and prints it as JSON: member names, whether
+  # __end__ closes it, and per record its .json, image mode/size and the other fields' sizes.
+  cat > "$T/read_stream.py" <<'PY'
+import io, json, sys, tarfile
+from PIL import Image
+out = {"members": [], "end": None, "header": None, "records": {}}
+try:
+    with tarfile.open(sys.argv[1]) as tf:
+        for m in tf:
+            out["members"].append(m.name)
+            data = tf.extractfile(m).read()
+            if m.name == "__cx__":
+                out["header"] = json.loads(data)
+                continue
+            if m.name == "__end__":
+                out["end"] = json.loads(data)
+                continue
+            key, field = m.name.split(".", 1)
+            rec = out["records"].setdefault(key, {})
+            if field == "json":
+                rec["json"] = json.loads(data)
+            elif field.endswith("png"):
+                im = Image.open(io.BytesIO(data))
+                rec[field] = {"mode": im.mode, "size": list(im.size)}
+            else:
+                rec[field] = data.decode()
+except tarfile.ReadError as e:
+    out["error"] = str(e)
+print(json.dumps(out))
+PY
+}
+
+read_stream() { "$PY" "$T/read_stream.py" "$1"; }
+
+# The first N data rows of a gzipped label file, header included.
+head_rows() { gzip -dc "$1" | head -n $(($2 + 1)); }
+
+# Writes a gray JPEG or PNG of W x H with a gradient at PATH.
+make_image() { "$PY" - "$@" <<'PY'
+import os, sys
+import numpy as np
+from PIL import Image
+path, w, h = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+a = ((np.add.outer(np.arange(h) * 3, np.arange(w) * 5)) % 256).astype(np.uint8)
+Image.fromarray(a).save(path, quality=95) if path.endswith(".jpg") else Image.fromarray(a).save(path)
+PY
+}
+
+@test "--help and --version exit 0; bad options are usage errors (exit 2)" {
+  run cx-ingest --help
+  [ "$status" -eq 0 ]
+  [[ "$output" == *"--dataset"* && "$output" == *"--skip-bad"* && "$output" == *"Exit status"* ]]
+  run cx-ingest --version
+  [ "$status" -eq 0 ]
+  [[ "$output" == cx-ingest\ cx\ * ]]
+  run cx-ingest --depth 12 x.png
+  [ "$status" -eq 2 ]
+  run cx-ingest --shard 3/3 x.png
+  [ "$status" -eq 2 ]
+  [[ "$output" == *"--shard: expected i/n with 0 <= i < n"* ]]
+  run cx-ingest --window 40 x.png
+  [ "$status" -eq 2 ]
+  run cx-ingest --dataset nope x.csv
+  [ "$status" -eq 2 ]
+  [[ "$output" == *"unknown dataset 'nope'"* ]]
+  run cx-ingest --dataset nih a.csv b.csv
+  [ "$status" -eq 2 ]
+}
+
+@test "a terminal on stdin and no input prints usage and exits 2" {
+  run_on_terminal cx-ingest
+  [ "$status" -eq 2 ]
+  [[ "$output" == *"Usage"* ]]
+  [[ "$output" == *"no input given and standard input is a terminal"* ]]
+}
+
+@test "'-' and no input with a pipe read one image from standard input" {
+  make_image "$T/a.png" 40 30
+  cx-ingest --no-provenance - < "$T/a.png" > "$T/s1.cx"
+  cx-ingest --no-provenance < "$T/a.png" > "$T/s2.cx"
+  cmp "$T/s1.cx" "$T/s2.cx"
+  run read_stream "$T/s1.cx"
+  [[ "$output" == *'"members": ["__cx__", "stdin.json", "stdin.png", "__end__"]'* ]]
+  [[ "$output" == *'"end": {"records": 1}'* ]]
+}
+
+@test ">/dev/full is a write error (exit 1)" {
+  make_image "$T/a.png" 40 30
+  run sh -c 'cx-ingest "$1" > /dev/full' sh "$T/a.png"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"No space left on device"* ]]
+}
+
+@test "files and folders: one record each keyed by stem; collisions named; output identical across --threads" {
+  make_image "$T/in/a.png" 50 40
+  make_image "$T/in/sub/b.jpg" 33 61
+  cp "$SHARED/samples/siim/siim_cr_jpeg_baseline.dcm" "$T/in/sub/c.dcm" 2>/dev/null || make_image "$T/in/sub/c.png" 20 20
+  # The header's provenance lists the arguments, so the bytes are compared without it.
+  cx-ingest --no-provenance --threads 1 --size 24 "$T/in" > "$T/t1.cx"
+  cx-ingest --no-provenance --threads 2 --size 24 "$T/in" > "$T/t2.cx"
+  cx-ingest --no-provenance --threads 4 --size 24 "$T/in" > "$T/t4.cx"
+  cmp "$T/t1.cx" "$T/t2.cx"
+  cmp "$T/t1.cx" "$T/t4.cx"
+  run read_stream "$T/t1.cx"
+  echo "$output" > "$T/t1.json"
+  "$PY" - "$T/t1.json" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+keys = list(s["records"])
+assert keys == sorted(keys, key=lambda k: {"a": 0, "b": 1, "c": 2}[k]), keys  # path order
+assert s["end"] == {"records": 3}, s["end"]
+a = s["records"]["a"]
+assert a["png"] == {"mode": "L", "size": [30, 24]}, a["png"]          # 50x40 -> shorter side 24
+assert a["json"]["image"]["original_width"] == 50 and a["json"]["image"]["resize_filter"] == "bicubic"
+b = s["records"]["b"]
+assert b["png"]["size"] == [24, 44], b["png"]                          # HF rule: int(24 * 61 / 33)
+assert s["header"]["provenance"] == []
+PY
+  cx-ingest --size 24 "$T/in" > "$T/p.cx"
+  run read_stream "$T/p.cx"
+  [[ "$output" == *'"provenance": [{"args": ["--size", "24", '*'"tool": "cx-ingest"'* ]]
+  cp "$T/in/a.png" "$T/in/sub/a.png"
+  run cx-ingest "$T/in"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"record key 'a' is also the key of $T/in/a.png"* ]]
+  run cx-ingest --depth 16 "$T/in/a.png" -o "$T/d16.cx"
+  [ "$status" -eq 0 ]
+  # IHDR: bit depth 16, colour type 0 (gray)
+  [ "$(tar xOf "$T/d16.cx" a.png | "$PY" -c 'import sys; d = sys.stdin.buffer.read(); print(d[24], d[25])')" = "16 0" ]
+}
+
+@test "bad inputs: without --skip-bad exit 1 and no __end__; with it exit 3, each named and counted" {
+  make_image "$T/good.png" 20 20
+  echo "not an image" > "$T/text.png"
+  "$PY" -c "import numpy as np; from PIL import Image; Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64), dtype=np.uint8)).save('$T/noise.png')"
+  head -c 2000 "$T/noise.png" > "$T/cut.png"
+  # A DICOM whose transfer syntax cx does not decode: JPEG 2000 Part 2 (same length as .50).
+  make_image "$T/g.jpg" 32 24
+  img2dcm "$T/g.jpg" "$T/g.dcm" 2>/dev/null || skip "no img2dcm"
+  "$PY" -c "
+import sys; d = open(sys.argv[1], 'rb').read()
+assert d.count(b'1.2.840.10008.1.2.4.50') == 1
+open(sys.argv[2], 'wb').write(d.replace(b'1.2.840.10008.1.2.4.50', b'1.2.840.10008.1.2.4.92'))" "$T/g.dcm" "$T/p2.dcm"
+  run cx-ingest "$T/good.png" "$T/text.png" "$T/cut.png" "$T/p2.dcm" "$T/missing.png" -o "$T/out.cx"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"$T/text.png: not a PNG or JPEG file"* ]]
+  [ ! -e "$T/out.cx" ]                      # -o: nothing left that looks complete
+  run sh -c 'cx-ingest "$1" "$2" > "$3"' sh "$T/good.png" "$T/text.png" "$T/cut.cx"
+  [ "$status" -eq 1 ]
+  run read_stream "$T/cut.cx"
+  [[ "$output" == *'"end": null'* ]]         # the stream was never closed as complete
+  [[ "$output" == *'good.png'* ]]
+  run cx-ingest --skip-bad "$T/good.png" "$T/text.png" "$T/cut.png" "$T/p2.dcm" "$T/missing.png" -o "$T/out.cx"
+  [ "$status" -eq 3 ]
+  [[ "$output" == *"$T/text.png: not a PNG or JPEG file"* ]]
+  [[ "$output" == *"$T/cut.png: "*"truncated"* ]]
+  [[ "$output" == *"$T/p2.dcm: unsupported transfer syntax 1.2.840.10008.1.2.4.92"* ]]
+  [[ "$output" == *"$T/missing.png: cannot open: No such file or directory"* ]]
+  [[ "$output" == *"4 of 5 inputs skipped (bad input); 1 record written"* ]]
+  run read_stream "$T/out.cx"
+  [[ "$output" == *'"end": {"records": 1}'* ]]
+}
+
+@test "chexpert: real train.csv rows, generated JPEGs; labels equal the CSV; missing images named with their row" {
+  [ -e "$LABELS/chexpert_train.csv.gz" ] || skip "no CheXpert sample"
+  D=$T/CheXpert-v1.0-small
+  mkdir -p "$D"
+  head_rows "$LABELS/chexpert_train.csv.gz" 12 > "$D/train.csv"
+  # images for the first 8 rows only
+  tail -n +2 "$D/train.csv" | head -8 | cut -d, -f1 | while read -r p; do make_image "$T/$p" 40 48; done
+  run cx-ingest --dataset chexpert "$D/train.csv" --limit 8 -o "$T/c.cx"
+  [ "$status" -eq 0 ]
+  run read_stream "$T/c.cx"
+  echo "$output" > "$T/c.json"
+  "$PY" - "$T/c.json" "$D/train.csv" <<'PY'
+import csv, json, sys
+s = json.load(open(sys.argv[1]))
+rows = list(csv.DictReader(open(sys.argv[2])))[:8]
+assert s["end"] == {"records": 8}
+assert s["header"]["labels"] == list(rows[0].keys())[5:], s["header"]["labels"]
+assert s["header"]["label_coding"] == {"1": "positive", "0": "negative", "-1": "uncertain", "null": "blank or unmentioned"}
+recs = list(s["records"].values())
+for row, rec in zip(rows, recs):
+    j = rec["json"]
+    assert j["source"] == row["Path"], (j["source"], row["Path"])
+    want = {k: (None if row[k] == "" else int(float(row[k]))) for k in s["header"]["labels"]}
+    assert j["labels"] == want, (row["Path"], j["labels"], want)
+    assert j["view"] == ("LATERAL" if row["Frontal/Lateral"] == "Lateral" else row["AP/PA"])
+    assert j["age"] == int(row["Age"]) and j["sex"] == row["Sex"][0]
+    assert rec["png"] == {"mode": "L", "size": [40, 48]}
+PY
+  # --view keeps frontal PA/AP only; the lateral rows of the first 8 are dropped (--limit
+  # counts what passes the filters, so the 8 rows are given as their own file here)
+  head -n 9 "$D/train.csv" > "$D/first8.csv"
+  run cx-ingest --dataset chexpert "$D/first8.csv" --view pa,AP -o "$T/v.cx"
+  [ "$status" -eq 0 ]
+  lateral=$(tail -n +2 "$D/first8.csv" | awk -F, '$4 == "Lateral"' | wc -l)
+  [ "$lateral" -gt 0 ]
+  n=$(tar tf "$T/v.cx" | grep -c '\.png$')
+  [ "$n" -eq $((8 - lateral)) ]
+  # --shard 1/2 takes every second row
+  run cx-ingest --dataset chexpert "$D/first8.csv" --shard 1/2 -o "$T/s.cx"
+  [ "$(tar tf "$T/s.cx" | grep -c '\.png$')" -eq 4 ]
+  # rows 9-12 have no images
+  run cx-ingest --dataset chexpert "$D/train.csv" --limit 10 -o "$T/m.cx"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"cannot open: No such file or directory (row $D/train.csv:10)"* ]]
+  run cx-ingest --dataset chexpert "$D/train.csv" --skip-bad
+  [ "$status" -eq 3 ]
+  [[ "$output" == *"4 of 12 inputs skipped (bad input); 8 records written"* ]]
+  [[ "$output" == *"(row $D/train.csv:13)"* ]]
+}
+
+@test "nih: the real PNG and label rows; labels, view and pixel spacing from the CSV" {
+  [ -e "$LABELS/Data_Entry_2017_v2020.csv.gz" ] || skip "no NIH sample"
+  head_rows "$LABELS/Data_Entry_2017_v2020.csv.gz" 3 > "$T/Data_Entry_2017_v2020.csv"
+  mkdir -p "$T/images_001/images"
+  cp "$SHARED/samples/nih/00000001_000.png" "$T/images_001/images/"
+  make_image "$T/images_001/images/00000001_001.png" 64 64
+  make_image "$T/images_001/images/00000001_002.png" 64 64
+  run cx-ingest --dataset nih "$T/Data_Entry_2017_v2020.csv" --size 256 -o "$T/n.cx"
+  [ "$status" -eq 0 ]
+  run read_stream "$T/n.cx"
+  echo "$output" > "$T/n.json"
+  "$PY" - "$T/n.json" "$T/Data_Entry_2017_v2020.csv" <<'PY'
+import csv, json, sys
+s = json.load(open(sys.argv[1]))
+rows = list(csv.reader(open(sys.argv[2])))[1:]
+assert list(s["records"]) == ["00000001_000", "00000001_001", "00000001_002"]
+for row, rec in zip(rows, s["records"].values()):
+    j = rec["json"]
+    found = set(row[1].split("|"))
+    assert j["labels"] == {c: int(c in found) for c in s["header"]["labels"]}, (row, j["labels"])
+    assert j["view"] == row[6] and j["sex"] == row[5] and j["age"] == int(row[4])
+    # spacing of the written pixels: detector spacing x original size / written size
+    w0, h0, sx, sy = int(row[7]), int(row[8]), float(row[9]), float(row[10])
+    im = j["image"]
+    assert abs(im["pixel_spacing"][0] - sy * h0 / im["height"]) < 1e-12
+    assert abs(im["pixel_spacing"][1] - sx * w0 / im["width"]) < 1e-12
+first = s["records"]["00000001_000"]
+assert first["png"] == {"mode": "L", "size": [256, 256]}, first["png"]   # the 512x512 sample, halved
+assert first["json"]["labels"]["Cardiomegaly"] == 1
+PY
+}
+
+@test "rsna: one record per patient with its boxes, scaled with the image; DICOM from img2dcm" {
+  [ -e "$LABELS/kaggle_stage_2_train_labels.csv.zip" ] || skip "no RSNA sample"
+  command -v img2dcm >/dev/null || skip "no img2dcm"
+  unzip -q -o "$LABELS/kaggle_stage_2_train_labels.csv.zip" -d "$T"
+  head -n 7 "$T/stage_2_train_labels.csv" > "$T/labels.csv"   # 5 patients, the 5th with 2 boxes
+  mkdir -p "$T/stage_2_train_images"
+  tail -n +2 "$T/labels.csv" | cut -d, -f1 | sort -u | while read -r p; do
+    make_image "$T/$p.jpg" 128 128
+    img2dcm "$T/$p.jpg" "$T/stage_2_train_images/$p.dcm"
+  done
+  run cx-ingest --dataset rsna "$T/labels.csv" --size 64 -o "$T/r.cx"
+  [ "$status" -eq 0 ]
+  run read_stream "$T/r.cx"
+  echo "$output" > "$T/r.json"
+  "$PY" - "$T/r.json" "$T/labels.csv" <<'PY'
+import csv, json, sys
+s = json.load(open(sys.argv[1]))
+want = {}
+for r in csv.DictReader(open(sys.argv[2])):
+    w = want.setdefault(r["patientId"], {"t": int(r["Target"]), "boxes": []})
+    if r["x"]:
+        w["boxes"].append([float(r[k]) * 64 / 128 for k in ("x", "y", "width", "height")])
+assert list(s["records"]) == list(want), (list(s["records"]), list(want))
+assert s["header"]["labels"] == ["Pneumonia"]
+for pid, w in want.items():
+    j = s["records"][pid]["json"]
+    assert j["labels"] == {"Pneumonia": w["t"]}
+    got = [[b[k] for k in ("x", "y", "width", "height")] for b in j["boxes"]]
+    assert got == w["boxes"], (got, w["boxes"])
+    assert j["intensity"]["source"] == "dicom" and j["dicom"]["transfer_syntax"]["uid"] == "1.2.840.10008.1.2.4.50"
+assert sum(len(w["boxes"]) for w in want.values()) == 2
+PY
+}
+
+@test "vindr: votes per radiologist and the majority label; PNG images by image_id" {
+  [ -e "$LABELS/vinbigdata-train.csv.gz" ] || skip "no VinDr sample"
+  gzip -dc "$LABELS/vinbigdata-train.csv.gz" > "$T/train.csv"
+  # two images: the first row's, and one with findings
+  ids=$(awk -F, 'NR > 1 && $2 != "No finding" {print $1; exit}' "$T/train.csv")
+  ids="$(awk -F, 'NR == 2 {print $1}' "$T/train.csv") $ids"
+  { head -1 "$T/train.csv"; for i in $ids; do grep "^$i," "$T/train.csv"; done; } > "$T/two.csv"
+  for i in $ids; do make_image "$T/img/$i.png" 30 30; done
+  run cx-ingest --dataset vindr "$T/two.csv" --root "$T/img" -o "$T/v.cx"
+  [ "$status" -eq 0 ]
+  run read_stream "$T/v.cx"
+  echo "$output" > "$T/v.json"
+  "$PY" - "$T/v.json" "$T/two.csv" <<'PY'
+import csv, json, sys
+s = json.load(open(sys.argv[1]))
+votes = {}
+for r in csv.DictReader(open(sys.argv[2])):
+    votes.setdefault(r["image_id"], {}).setdefault(r["rad_id"], set()).add(r["class_name"])
+assert list(s["records"]) == list(votes)
+for iid, v in votes.items():
+    j = s["records"][iid]["json"]
+    assert j["votes"] == {r: sorted(c) for r, c in v.items()}
+    assert j["labels"] == {c: int(2 * sum(c in x for x in v.values()) > len(v)) for c in s["header"]["labels"]}
+PY
+}
+
+@test "chexmask: the label map follows the image through --size (nearest), against numpy's RLE decode" {
+  make_image "$T/img/p1.png" 40 30
+  "$PY" - "$T/cm.csv" <<'PY'
+import sys
+import numpy as np
+def enc(m):
+    p = np.concatenate([[0], m.flatten().astype(np.int8), [0]])
+    r = np.where(p[1:] != p[:-1])[0] + 1
+    r[1::2] -= r[::2]
+    return " ".join(map(str, r))
+h, w = 30, 40
+yy, xx = np.mgrid[0:h, 0:w]
+left = (xx >= 22) & (yy >= 3)                    # touches the right and bottom borders
+right = (xx < 14) & (yy < 20)                    # touches the top and left borders
+heart = ((yy - 18) ** 2 + (xx - 20) ** 2) < 64   # overlaps the lungs: painted last
+with open(sys.argv[1], "w") as f:
+    f.write("Image Index,Dice RCA (Mean),Dice RCA (Max),Landmarks,Left Lung,Right Lung,Heart,Height,Width\n")
+    f.write(f'p1.png,0.9,0.95,"1,2",{enc(left)},{enc(right)},{enc(heart)},{h},{w}\n')
+PY
+  run cx-ingest --dataset chexmask "$T/cm.csv" --root "$T/img" --size 15 -o "$T/m.cx"
+  [ "$status" -eq 0 ]
+  mkdir -p "$T/x" && tar xf "$T/m.cx" -C "$T/x"
+  "$PY" - "$T/cm.csv" "$T/x" <<'PY'
+import csv, json, sys
+import numpy as np
+from PIL import Image
+row = next(csv.DictReader(open(sys.argv[1])))
+h, w = int(row["Height"]), int(row["Width"])
+def dec(rle):
+    m = np.zeros(h * w, np.uint8)
+    v = [int(x) for x in rle.split()]
+    for s, n in zip(v[0::2], v[1::2]):
+        m[s - 1:s - 1 + n] = 1
+    return m.reshape(h, w)
+lm = np.zeros((h, w), np.uint8)
+for value, col in ((1, "Left Lung"), (2, "Right Lung"), (3, "Heart")):
+    lm[dec(row[col]) == 1] = value
+img = Image.open(f"{sys.argv[2]}/p1.png")
+mask = Image.open(f"{sys.argv[2]}/p1.mask.png")
+assert img.size == mask.size == (20, 15), (img.size, mask.size)
+want = np.asarray(Image.fromarray(lm).resize((20, 15), Image.NEAREST))
+got = np.asarray(mask)
+assert np.array_equal(got, want), (got, want)
+assert set(np.unique(got)) == {0, 1, 2, 3}
+j = json.load(open(f"{sys.argv[2]}/p1.json"))
+assert j["mask"]["labels"]["3"] == "heart" and j["mask"]["original_width"] == 40
+PY
+}
+
+@test "reports: Open-i XML findings and impression go to <key>.txt" {
+  [ -e "$SHARED/samples/reports/NLMCXR_reports.tgz" ] || skip "no IU reports sample"
+  tar xzf "$SHARED/samples/reports/NLMCXR_reports.tgz" -C "$T" ecgen-radiology/1.xml
+  make_image "$T/CXR1_1_IM-0001-3001.png" 32 32
+  make_image "$T/CXR1_1_IM-0001-4001.png" 32 32
+  run cx-ingest --dataset reports "$T/ecgen-radiology" -o "$T/r.cx"
+  [ "$status" -eq 0 ]
+  [ "$(tar xOf "$T/r.cx" CXR1_1_IM-0001-3001.txt)" = "$("$PY" -c "
+import sys, xml.etree.ElementTree as ET
+r = ET.parse(sys.argv[1]).getroot()
+t = {a.get('Label'): ' '.join(a.text.split()) for a in r.iter('AbstractText') if a.text}
+print('FINDINGS: ' + t['FINDINGS'] + '\n\nIMPRESSION: ' + t['IMPRESSION'])" "$T/ecgen-radiology/1.xml")" ]
+  [ "$(tar tf "$T/r.cx" | grep -c '\.txt$')" -eq 2 ]
+}
