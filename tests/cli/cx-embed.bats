@@ -1,0 +1,214 @@
+#!/usr/bin/env bats
+# cx-embed: fidelity against the Hugging Face fixtures through the CLI, fields and shapes,
+# provenance, --format npy, bad models and bad inputs.
+
+setup() {
+  SHARED=${CX_SHARED:-$BATS_TEST_DIRNAME/../../../shared}
+  FIX=$SHARED/fixtures/hf
+  HELP=$BATS_TEST_DIRNAME/helpers/hf_fixture_stream.py
+  T=$BATS_TEST_TMPDIR
+  [ -d "$FIX/tiny" ] || skip "no fixtures at $FIX"
+  [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import numpy' 2>/dev/null || skip "needs /usr/bin/python3 with numpy"
+}
+
+# A tiny model folder with a preprocessor config (the fixture has none): shortest edge 64, crop 56.
+tiny_model() {
+  local d=$T/tiny
+  mkdir -p "$d"
+  cp "$FIX/tiny/config.json" "$FIX/tiny/model.safetensors" "$d/"
+  cat > "$d/preprocessor_config.json" <<'JSON'
+{"image_processor_type": "BitImageProcessor", "do_resize": true, "size": {"shortest_edge": 64},
+ "resample": 3, "do_center_crop": true, "crop_size": {"height": 56, "width": 56}, "do_rescale": true,
+ "rescale_factor": 0.00392156862745098, "do_normalize": true,
+ "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225], "do_convert_rgb": true}
+JSON
+  echo "$d"
+}
+
+# Fixture pixel_values through the CLI must give HF's last_hidden_state and pooler within 1e-4
+# (float32 noise floor ~3e-6 against float64, per the fixture README).
+@test "tiny, tiny-swiglu and tiny-dinov2 reproduce HF last_hidden_state and pooler within 1e-4" {
+  for m in tiny tiny-swiglu tiny-dinov2; do
+    /usr/bin/python3 "$HELP" write "$FIX/$m/cases.safetensors" "$T/$m.in.tar"
+    cx-embed --model "$FIX/$m" --emit last_hidden_state,cls --batch 3 < "$T/$m.in.tar" > "$T/$m.cx"
+    run /usr/bin/python3 "$HELP" check "$FIX/$m/cases.safetensors" "$T/$m.cx" last_hidden_state 1e-4
+    echo "$m last_hidden_state: $output"
+    [ "$status" -eq 0 ]
+    run /usr/bin/python3 "$HELP" check "$FIX/$m/cases.safetensors" "$T/$m.cx" cls 1e-4
+    echo "$m cls: $output"
+    [ "$status" -eq 0 ]
+  done
+}
+
+@test "batch size does not change the numbers" {
+  /usr/bin/python3 "$HELP" write "$FIX/tiny/cases.safetensors" "$T/in.tar"
+  cx-embed --model "$FIX/tiny" --emit last_hidden_state --batch 1 --no-provenance < "$T/in.tar" > "$T/b1.cx"
+  cx-embed --model "$FIX/tiny" --emit last_hidden_state --batch 8 --no-provenance < "$T/in.tar" > "$T/b8.cx"
+  run /usr/bin/python3 - "$T/b1.cx" "$T/b8.cx" <<'PY'
+import io, sys, tarfile, numpy as np
+def load(p):
+    with tarfile.open(p) as t:
+        return {m.name: np.load(io.BytesIO(t.extractfile(m).read())) for m in t.getmembers() if m.name.endswith(".npy")}
+a, b = load(sys.argv[1]), load(sys.argv[2])
+assert a.keys() == b.keys() and len(a) == 6, (sorted(a), sorted(b))
+print(max(float(np.abs(a[k] - b[k]).max()) for k in a))
+PY
+  echo "$output"
+  [ "$status" -eq 0 ]
+  # Batched GEMMs may sum in another order: allow float32 rounding, nothing more.
+  /usr/bin/python3 -c "import sys; sys.exit(0 if float('${lines[-1]}') < 1e-5 else 1)"
+}
+
+@test "phantoms: every field with its shape, header model id and sha256, provenance, pass-through" {
+  command -v cx-phantom >/dev/null || skip "cx-phantom not built"
+  m=$(tiny_model)
+  cx-phantom -n 3 --size 96 --seed 5 | cx-embed --model "$m" --emit cls,patch,reg,last_hidden_state,pixel_values,cx5 --patch-dtype f16 > "$T/e.cx"
+  sha=$(sha256sum "$m/model.safetensors" | cut -d' ' -f1)
+  run /usr/bin/python3 - "$T/e.cx" "$sha" <<'PY'
+import io, json, sys, tarfile, numpy as np
+t = tarfile.open(sys.argv[1])
+names = [m.name for m in t.getmembers()]
+assert names[0] == "__cx__" and names[-1] == "__end__", names
+h = json.loads(t.extractfile("__cx__").read())
+assert h["model"]["sha256"] == sys.argv[2], h["model"]
+assert h["provenance"][-1]["tool"] == "cx-embed" and h["provenance"][-1]["model_sha256"] == sys.argv[2]
+assert "png" not in h["fields"] and "cls.npy" in h["fields"]
+rec = {}
+for m in t.getmembers():
+    if m.name.startswith("__"): continue
+    k, f = m.name.split(".", 1)
+    rec.setdefault(k, {})[f] = t.extractfile(m).read()
+assert len(rec) == 3
+for k, r in rec.items():
+    assert "png" not in r and "json" in r and "mask.png" in r and "txt" in r, sorted(r)
+    a = {f[:-4]: np.load(io.BytesIO(v)) for f, v in r.items() if f.endswith(".npy")}
+    assert a["cls"].shape == (48,) and a["cls"].dtype == np.float32
+    assert a["patch"].shape == (4, 4, 48) and a["patch"].dtype == np.float16
+    assert a["reg"].shape == (4, 48)
+    assert a["last_hidden_state"].shape == (21, 48)
+    assert a["pixel_values"].shape == (3, 56, 56)
+    assert a["cx5"].shape == (3 * 48,)   # 2 layers: CLS of both + mean patch
+    lhs = a["last_hidden_state"]
+    assert np.allclose(a["cls"], lhs[0]) and np.allclose(a["reg"], lhs[1:5])
+    assert np.allclose(a["patch"].astype(np.float32), lhs[5:].reshape(4, 4, 48), atol=1e-2)
+    assert np.allclose(a["cx5"][-48:], lhs[5:].mean(0), atol=1e-5)
+print("ok")
+PY
+  echo "$output"
+  [ "$status" -eq 0 ]
+}
+
+@test "--keep-image passes the image through" {
+  command -v cx-phantom >/dev/null || skip "cx-phantom not built"
+  m=$(tiny_model)
+  cx-phantom -n 2 --size 64 | cx-embed --model "$m" --keep-image > "$T/k.cx"
+  run tar tf "$T/k.cx"
+  [[ "$output" == *"phantom-000000.png"* ]]
+  [[ "$output" == *"phantom-000000.cls.npy"* ]]
+}
+
+@test "image files directly, and --format npy writes an N x D matrix with its keys" {
+  [ -f "$SHARED/samples/nih/00000001_000.png" ] || skip "no samples"
+  m=$(tiny_model)
+  cx-embed --model "$m" --format npy -o "$T/emb" "$SHARED/samples/nih/00000001_000.png" "$SHARED/samples/nih/00027426_000.png"
+  run /usr/bin/python3 -c "
+import numpy as np; a = np.load('$T/emb.npy'); print(a.shape, a.dtype)
+k = open('$T/emb.keys.tsv').read().split('\n')
+assert k[0] == 'index\tkey' and k[1] == '0\t00000001_000' and k[2] == '1\t00027426_000', k
+assert np.isfinite(a).all()"
+  echo "$output"
+  [ "$status" -eq 0 ]
+  [ "$output" = "(2, 48) float32" ]
+}
+
+@test "--format npy needs -o and one of cls or cx5" {
+  m=$(tiny_model)
+  run cx-embed --model "$m" --format npy < /dev/null
+  [ "$status" -eq 2 ]
+  run cx-embed --model "$m" --format npy --emit cls,patch -o "$T/x" < /dev/null
+  [ "$status" -eq 2 ]
+  [[ "$output" == *"exactly one of --emit cls"* ]]
+}
+
+@test "bad models: no weights, unknown model_type, wrong shape, truncated safetensors" {
+  mkdir -p "$T/noweights" && cp "$FIX/tiny/config.json" "$T/noweights/"
+  run cx-embed --model "$T/noweights" < /dev/null
+  echo "$output"
+  [ "$status" -eq 1 ]
+  [[ "$output" == "cx-embed: "*"noweights"* ]]
+  [ "${#lines[@]}" -eq 1 ]
+
+  mkdir -p "$T/unknown" && cp "$FIX/tiny/model.safetensors" "$T/unknown/"
+  sed 's/"dinov2_with_registers"/"swin"/' "$FIX/tiny/config.json" > "$T/unknown/config.json"
+  run cx-embed --model "$T/unknown" < /dev/null
+  echo "$output"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"unknown/config.json"*"swin"* ]]
+
+  mkdir -p "$T/shape" && cp "$FIX/tiny/model.safetensors" "$T/shape/"
+  sed 's/"hidden_size": 48/"hidden_size": 96/' "$FIX/tiny/config.json" > "$T/shape/config.json"
+  run cx-embed --model "$T/shape" < /dev/null
+  echo "$output"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"shape"* ]]
+
+  mkdir -p "$T/cut" && cp "$FIX/tiny/config.json" "$T/cut/"
+  head -c 5000 "$FIX/tiny/model.safetensors" > "$T/cut/model.safetensors"
+  run cx-embed --model "$T/cut" < /dev/null
+  echo "$output"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"cut/model.safetensors"* ]]
+}
+
+@test "an image smaller than one patch fails by key; --skip-bad skips it and exits 3" {
+  /usr/bin/python3 - "$T/small.tar" <<'PY'
+import io, sys, tarfile, numpy as np
+with tarfile.open(sys.argv[1], "w") as t:
+    for key, shape in (("ok", (3, 28, 28)), ("tiny", (3, 10, 10))):
+        b = io.BytesIO(); np.save(b, np.zeros(shape, np.float32))
+        i = tarfile.TarInfo(key + ".pixel_values.npy"); i.size = b.tell(); b.seek(0); t.addfile(i, b)
+PY
+  run cx-embed --model "$FIX/tiny" < "$T/small.tar"
+  echo "$output"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"tiny"*"smaller than one 14x14 patch"* ]]
+  cx-embed --model "$FIX/tiny" --skip-bad < "$T/small.tar" > "$T/s.cx" 2> "$T/err" || rc=$?
+  [ "${rc:-0}" -eq 3 ]
+  grep -q "skipped tiny" "$T/err"
+  run tar tf "$T/s.cx"
+  [[ "$output" == *"ok.cls.npy"* ]]
+  [[ "$output" != *"tiny.cls.npy"* ]]
+}
+
+@test "a truncated input stream fails with exit 1 and the output is not complete" {
+  command -v cx-phantom >/dev/null || skip "cx-phantom not built"
+  m=$(tiny_model)
+  cx-phantom -n 4 --size 64 > "$T/p.cx"
+  head -c $(( $(stat -c %s "$T/p.cx") - 2000 )) "$T/p.cx" > "$T/cut.cx"
+  run cx-embed --model "$m" -o "$T/out.cx" "$T/cut.cx"
+  echo "$output"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"truncated"* ]]
+  [ ! -e "$T/out.cx" ]
+}
+
+@test "usage: --model is required (exit 2); --device cuda without CUDA is a clear error" {
+  run cx-embed < /dev/null
+  [ "$status" -eq 2 ]
+  [[ "$output" == *"--model"* ]]
+  if /usr/bin/python3 -c 'import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+    skip "a GPU is visible"
+  fi
+  run cx-embed --model "$FIX/tiny" --device cuda < /dev/null
+  echo "$output"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"CUDA is not available"* ]]
+}
+
+@test "writing to a full disk fails with exit 1" {
+  /usr/bin/python3 "$HELP" write "$FIX/tiny/cases.safetensors" "$T/in.tar"
+  run sh -c "cx-embed --model '$FIX/tiny' < '$T/in.tar' > /dev/full"
+  echo "$output"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"standard output"* ]]
+}

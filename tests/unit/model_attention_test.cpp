@@ -1,0 +1,293 @@
+// The fused CPU attention against the reference (matmul + softmax + matmul, HF's eager attention)
+// and against the same math in float64; its exp against expf; stability, strides, determinism.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "cx/cli/error.hpp"
+#include "cx/model/attention.hpp"
+
+namespace {
+using cx::model::AttentionKernel;
+namespace detail = cx::model::detail;
+using detail::Isa;
+
+// Inputs ~N(0, 1) and scale d^-0.5 give unit-scale logits and outputs (convex combinations of V
+// rows, |out| < ~4). Both float32 kernels then sit within ~5e-7 of the float64 result: each score
+// is a 16-64 term dot product (relative rounding ~1e-7), exp adds <= 2.5e-7 relative, and P @ V is
+// a weighted mean whose rounding is ~1e-7 of max|v|, in an order that differs between OpenBLAS's
+// tile products and one large matmul. 2e-6 absolute leaves 4x headroom; a wrong row, max or
+// normalisation moves outputs by 1e-2 or more.
+constexpr double kTolerance = 2e-6;
+
+double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b) {
+  EXPECT_EQ(a.sizes(), b.sizes());
+  if (a.sizes() != b.sizes()) return 1e30;
+  if (a.numel() == 0) return 0;
+  return (a.to(torch::kFloat64) - b.to(torch::kFloat64)).abs().max().item<double>();
+}
+
+torch::Tensor reference64(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, double scale) {
+  torch::Tensor s = torch::matmul(q.to(torch::kFloat64), k.to(torch::kFloat64).transpose(-2, -1)) * scale;
+  return torch::matmul(torch::softmax(s, -1), v.to(torch::kFloat64));
+}
+
+std::vector<Isa> supported_isas() {
+  std::vector<Isa> isas;
+  for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512})
+    if (detail::isa_supported(isa)) isas.push_back(isa);
+  return isas;
+}
+
+std::string isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::scalar: return "scalar";
+    case Isa::avx2: return "avx2";
+    case Isa::avx512: return "avx512";
+    default: return "automatic";
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+TEST(AttentionExp, WithinTwoAndAHalfE7OfExpOnTheSoftmaxRange) {
+  // Every float32 spacing matters near 0; a dense grid plus the exact boundaries.
+  std::vector<float> x;
+  for (int i = 0; i <= 2000000; ++i) x.push_back(-87.33f * static_cast<float>(i) / 2000000.0f);
+  for (float special : {0.0f, -0.0f, -1e-30f, -1e-7f, -0.34657359f, -0.34657360f, -0.6931472f, -87.3365f})
+    x.push_back(special);
+  for (Isa isa : supported_isas()) {
+    SCOPED_TRACE(isa_name(isa));
+    std::vector<float> y(x.size());
+    double worst = 0, worst_sum = 0;
+    // Rows of 4096, a long softmax row: each call's float32 sum against the float64 sum of its outputs.
+    for (size_t begin = 0; begin < x.size(); begin += 4096) {
+      const std::int64_t n = static_cast<std::int64_t>(std::min<size_t>(4096, x.size() - begin));
+      const float sum = detail::exp_nonpositive(x.data() + begin, y.data() + begin, n, isa);
+      double exact_sum = 0;
+      for (std::int64_t i = 0; i < n; ++i) exact_sum += y[begin + i];
+      worst_sum = std::max(worst_sum, std::abs(sum - exact_sum) / exact_sum);
+    }
+    for (size_t i = 0; i < x.size(); ++i) {
+      const double e = std::exp(static_cast<double>(x[i]));
+      worst = std::max(worst, std::abs(y[i] - e) / e);
+    }
+    // 2.5e-7 is ~2 ulp: the polynomial (~1 ulp) plus rounding of the range reduction.
+    EXPECT_LE(worst, 2.5e-7);
+    // 4096 positive terms in 8-16 running float32 sums: <= 512 roundings of 6e-8 each at worst.
+    EXPECT_LE(worst_sum, 3e-5);
+  }
+}
+
+TEST(AttentionExp, UnderflowsToZeroNaNPropagatesAndTailsStayInBounds) {
+  for (Isa isa : supported_isas()) {
+    SCOPED_TRACE(isa_name(isa));
+    std::vector<float> x = {-87.4f, -100.0f, -1e30f, -std::numeric_limits<float>::infinity()};
+    std::vector<float> y(x.size());
+    EXPECT_EQ(detail::exp_nonpositive(x.data(), y.data(), 4, isa), 0.0f);
+    for (float v : y) EXPECT_LE(v, 1.2e-38f);  // expf gives subnormals or 0 here
+    float nan_in = std::numeric_limits<float>::quiet_NaN(), nan_out = 0;
+    detail::exp_nonpositive(&nan_in, &nan_out, 1, isa);
+    EXPECT_TRUE(std::isnan(nan_out));
+    // Masked tails: every length up to 40 writes exactly n values and sums exactly n of them.
+    for (int n = 1; n <= 40; ++n) {
+      std::vector<float> in(64, -1.0f), out(64, 123.0f);
+      const float s = detail::exp_nonpositive(in.data(), out.data(), n, isa);
+      EXPECT_NEAR(s, n * std::exp(-1.0), 1e-5 * n) << "n=" << n;
+      for (int i = n; i < 64; ++i) ASSERT_EQ(out[i], 123.0f) << "n=" << n << " wrote past the end at " << i;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+struct Shape {
+  std::int64_t B, H, N, M, dk, dv;
+};
+std::ostream& operator<<(std::ostream& os, const Shape& s) {
+  return os << "B" << s.B << "_H" << s.H << "_N" << s.N << "_M" << s.M << "_dk" << s.dk << "_dv" << s.dv;
+}
+
+class FusedShapes : public ::testing::TestWithParam<Shape> {};
+
+TEST_P(FusedShapes, MatchesReferenceAndFloat64) {
+  const Shape s = GetParam();
+  // Set explicitly: until LibTorch sets the OpenMP thread count, OpenBLAS threads the first products
+  // by its own default and rounds them differently from later ones (bitwise checks below).
+  at::set_num_threads(2);
+  torch::NoGradGuard no_grad;
+  torch::manual_seed(7);
+  torch::Tensor q = torch::randn({s.B, s.H, s.N, s.dk}), k = torch::randn({s.B, s.H, s.M, s.dk});
+  torch::Tensor v = torch::randn({s.B, s.H, s.M, s.dv});
+  const double scale = 1.0 / std::sqrt(static_cast<double>(s.dk));
+  torch::Tensor ref = cx::model::attention(q, k, v, scale, AttentionKernel::reference);
+  torch::Tensor ref64 = reference64(q, k, v, scale);
+  torch::Tensor fused = cx::model::attention(q, k, v, scale, AttentionKernel::fused);
+  ASSERT_EQ(fused.sizes(), (std::vector<std::int64_t>{s.B, s.H, s.N, s.dv}));
+  EXPECT_LE(max_abs_diff(fused, ref), kTolerance);
+  EXPECT_LE(max_abs_diff(fused, ref64), kTolerance);
+  EXPECT_LE(max_abs_diff(ref, ref64), kTolerance);  // the bound is about float32 rounding, not our kernel
+  // Heads merged: the same numbers as [B, N, H * dv].
+  torch::Tensor merged = cx::model::attention_merged_heads(q, k, v, scale, AttentionKernel::fused);
+  EXPECT_TRUE(torch::equal(merged, fused.transpose(1, 2).reshape({s.B, s.N, s.H * s.dv})));
+  torch::Tensor merged_ref = cx::model::attention_merged_heads(q, k, v, scale, AttentionKernel::reference);
+  EXPECT_TRUE(torch::equal(merged_ref, ref.transpose(1, 2).reshape({s.B, s.N, s.H * s.dv})));
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, FusedShapes,
+                         ::testing::Values(Shape{1, 1, 1, 1, 16, 16},        // one query, one key
+                                           Shape{1, 2, 5, 5, 16, 16},        //
+                                           Shape{2, 3, 17, 17, 64, 64},      //
+                                           Shape{1, 1, 129, 129, 64, 64},    // one past a 128-row tile
+                                           Shape{2, 2, 300, 257, 16, 32},    // cross attention, dk != dv
+                                           Shape{1, 2, 3, 2000, 64, 64},     // long keys: smaller tiles
+                                           Shape{2, 6, 1374, 1374, 64, 64}), // ViT-S/14 at 518, B*H = 12
+                         [](const auto& info) {
+                           std::ostringstream os;
+                           os << info.param;
+                           return os.str();
+                         });
+
+TEST(FusedAttention, EveryIsaGemmAndTileGivesTheSameAnswer) {
+  torch::NoGradGuard no_grad;
+  torch::manual_seed(3);
+  torch::Tensor q = torch::randn({2, 3, 77, 64}), k = torch::randn({2, 3, 61, 64}), v = torch::randn({2, 3, 61, 64});
+  torch::Tensor ref64 = reference64(q, k, v, 0.125);
+  for (Isa isa : supported_isas())
+    for (bool blas : {true, false})
+      for (std::int64_t tile : {0, 1, 16, 50, 200}) {
+        SCOPED_TRACE(isa_name(isa) + (blas ? " blas" : " at::addmm") + " tile " + std::to_string(tile));
+        detail::FusedOptions options;
+        options.isa = isa;
+        options.use_blas = blas;
+        options.tile_rows = tile;
+        EXPECT_LE(max_abs_diff(detail::fused_attention(q, k, v, 0.125, false, options), ref64), kTolerance);
+      }
+}
+
+TEST(FusedAttention, FindsTheBlasLibTorchUses) {
+  // Debian's LibTorch calls OpenBLAS's sgemm_; without it every tile goes through at::addmm_out.
+  EXPECT_TRUE(detail::blas_sgemm_available());
+}
+
+TEST(FusedAttention, ReadsStridedViewsInPlaceAndCopiesTheRest) {
+  torch::NoGradGuard no_grad;
+  torch::manual_seed(11);
+  const std::int64_t B = 2, N = 50, H = 3, d = 16;
+  // The ViT's layout: one qkv projection [B, N, 3 * H * d] split into [B, H, N, d] views.
+  torch::Tensor qkv = torch::randn({B, N, 3 * H * d}).view({B, N, 3, H, d}).permute({2, 0, 3, 1, 4});
+  torch::Tensor q = qkv[0], k = qkv[1], v = qkv[2];
+  ASSERT_FALSE(q.is_contiguous());
+  torch::Tensor expected = reference64(q, k, v, 0.25);
+  EXPECT_LE(max_abs_diff(cx::model::attention(q, k, v, 0.25, AttentionKernel::fused), expected), kTolerance);
+  // Last dimension not contiguous (must be copied), and a batch broadcast with stride 0.
+  torch::Tensor qt = q.contiguous().transpose(2, 3).contiguous().transpose(2, 3);
+  ASSERT_NE(qt.stride(3), 1);
+  EXPECT_LE(max_abs_diff(cx::model::attention(qt, k, v, 0.25, AttentionKernel::fused), expected), kTolerance);
+  torch::Tensor k1 = k.narrow(0, 0, 1).expand({B, H, N, d}), v1 = v.narrow(0, 0, 1).expand({B, H, N, d});
+  EXPECT_LE(max_abs_diff(cx::model::attention(q, k1, v1, 0.25, AttentionKernel::fused), reference64(q, k1, v1, 0.25)),
+            kTolerance);
+}
+
+TEST(FusedAttention, HugeLogitsStayFiniteAndPickTheMaximum) {
+  torch::NoGradGuard no_grad;
+  torch::manual_seed(5);
+  const std::int64_t N = 40, M = 300, d = 16;
+  // Unit keys; each query is 1e4 times one of them, so its own score is 1e4 and the next best is
+  // at most ~0.9e4: exp of the gap is 0 in any precision and the output must be that key's V row.
+  torch::Tensor k = torch::nn::functional::normalize(torch::randn({1, 2, M, d}),
+                                                     torch::nn::functional::NormalizeFuncOptions().dim(-1));
+  torch::Tensor pick = torch::randint(M, {N}, torch::kLong);
+  torch::Tensor q = k.index_select(2, pick) * 1e4;
+  torch::Tensor v = torch::randn({1, 2, M, d});
+  torch::Tensor expected = v.index_select(2, pick);
+  for (Isa isa : supported_isas()) {
+    detail::FusedOptions options;
+    options.isa = isa;
+    torch::Tensor out = detail::fused_attention(q, k, v, 1.0, false, options);
+    EXPECT_TRUE(torch::isfinite(out).all().item<bool>()) << isa_name(isa);
+    EXPECT_LE(max_abs_diff(out, expected), 1e-6) << isa_name(isa);
+  }
+  // Logits of 1e6 in both signs: max-subtraction keeps exp in range, the row is a proper average.
+  torch::Tensor qb = torch::randn({1, 2, N, d}) * 1e3, kb = torch::randn({1, 2, M, d}) * 1e3;
+  torch::Tensor out = cx::model::attention(qb, kb, v, 1.0, AttentionKernel::fused);
+  EXPECT_TRUE(torch::isfinite(out).all().item<bool>());
+  EXPECT_LE(out.abs().max().item<float>(), v.abs().max().item<float>() * (1 + 1e-6));
+}
+
+TEST(FusedAttention, SameBytesWithOneAndTwoThreads) {
+  torch::NoGradGuard no_grad;
+  torch::manual_seed(9);
+  torch::Tensor qkv = torch::randn({2, 517, 3 * 6 * 64}).view({2, 517, 3, 6, 64}).permute({2, 0, 3, 1, 4});
+  const int saved = at::get_num_threads();
+  at::set_num_threads(1);
+  torch::Tensor one = cx::model::attention(qkv[0], qkv[1], qkv[2], 0.125, AttentionKernel::fused);
+  at::set_num_threads(2);
+  torch::Tensor two = cx::model::attention(qkv[0], qkv[1], qkv[2], 0.125, AttentionKernel::fused);
+  torch::Tensor again = cx::model::attention(qkv[0], qkv[1], qkv[2], 0.125, AttentionKernel::fused);
+  at::set_num_threads(saved);
+  EXPECT_TRUE(torch::equal(one, two));
+  EXPECT_TRUE(torch::equal(two, again));
+  // One head whose queries fit one tile: still split in two tasks, so still the same bytes.
+  torch::Tensor q1 = torch::randn({1, 1, 100, 64});
+  torch::Tensor k1 = torch::randn({1, 1, 3000, 64}), v1 = torch::randn({1, 1, 3000, 64});
+  at::set_num_threads(1);
+  torch::Tensor single = cx::model::attention(q1, k1, v1, 0.125, AttentionKernel::fused);
+  at::set_num_threads(2);
+  torch::Tensor pair = cx::model::attention(q1, k1, v1, 0.125, AttentionKernel::fused);
+  at::set_num_threads(saved);
+  EXPECT_TRUE(torch::equal(single, pair));
+}
+
+TEST(Attention, AutomaticPicksFusedOnlyForCpuFloat32Inference) {
+  torch::manual_seed(1);
+  torch::Tensor q = torch::randn({1, 2, 9, 16}), k = torch::randn({1, 2, 9, 16}), v = torch::randn({1, 2, 9, 16});
+  EXPECT_TRUE(cx::model::fused_attention_applies(q, k, v));
+  EXPECT_FALSE(cx::model::fused_attention_applies(q.to(torch::kFloat64), k.to(torch::kFloat64), v.to(torch::kFloat64)));
+  torch::Tensor qg = q.clone().requires_grad_(true);
+  EXPECT_FALSE(cx::model::fused_attention_applies(qg, k, v));
+  // Training: autograd flows through the reference kernel.
+  torch::Tensor out = cx::model::attention(qg, k, v, 0.25);
+  ASSERT_TRUE(out.requires_grad());
+  out.sum().backward();
+  EXPECT_TRUE(qg.grad().defined());
+  {
+    torch::NoGradGuard no_grad;
+    EXPECT_TRUE(cx::model::fused_attention_applies(qg, k, v));
+  }
+  // float64 through automatic: the reference kernel, which like HF's eager attention takes the
+  // softmax in float32 whatever the input dtype, so it sits ~1e-7 (float32 rounding) from float64.
+  torch::Tensor q64 = q.to(torch::kFloat64), k64 = k.to(torch::kFloat64), v64 = v.to(torch::kFloat64);
+  torch::Tensor out64 = cx::model::attention(q64, k64, v64, 0.25);
+  EXPECT_EQ(out64.scalar_type(), torch::kFloat64);
+  EXPECT_LE(max_abs_diff(out64, reference64(q, k, v, 0.25)), 1e-6);
+}
+
+TEST(Attention, EmptyInputsMatchTheReference) {
+  torch::NoGradGuard no_grad;
+  torch::Tensor q = torch::randn({1, 2, 4, 8}), k0 = torch::randn({1, 2, 0, 8}), v0 = torch::randn({1, 2, 0, 8});
+  EXPECT_LE(max_abs_diff(cx::model::attention(q, k0, v0, 1.0, AttentionKernel::fused),
+                         cx::model::attention(q, k0, v0, 1.0, AttentionKernel::reference)),
+            0.0);
+  torch::Tensor q0 = torch::randn({1, 2, 0, 8}), k = torch::randn({1, 2, 5, 8}), v = torch::randn({1, 2, 5, 8});
+  EXPECT_EQ(cx::model::attention(q0, k, v, 1.0, AttentionKernel::fused).sizes(),
+            (std::vector<std::int64_t>{1, 2, 0, 8}));
+}
+
+TEST(Attention, RejectsMismatchedShapesAndTypes) {
+  torch::Tensor q = torch::randn({1, 2, 4, 8}), k = torch::randn({1, 2, 5, 8}), v = torch::randn({1, 2, 6, 8});
+  try {
+    cx::model::attention(q, k, v, 1.0);
+    FAIL() << "no error for mismatched key and value counts";
+  } catch (const cx::Error& e) {
+    EXPECT_EQ(std::string(e.what()),
+              "attention: q [1, 2, 4, 8], k [1, 2, 5, 8], v [1, 2, 6, 8] do not fit q [B, H, N, dk], "
+              "k [B, H, M, dk], v [B, H, M, dv]");
+  }
+  torch::Tensor d = torch::randn({1, 2, 4, 8}, torch::kFloat64);
+  EXPECT_THROW(cx::model::attention(d, d, d, 1.0, AttentionKernel::fused), cx::Error);
+  EXPECT_THROW(cx::model::attention(q, k.to(torch::kFloat64), k, 1.0), cx::Error);
+}
+
+}  // namespace
