@@ -1,0 +1,51 @@
+#pragma once
+// The training augmentations of CXformer's fine-tuning protocol (its make_classification_train_transform,
+// on a gray radiograph), on CPU tensors, every draw from a CounterRng so that a sample's augmentation
+// is a function of (seed, epoch, record) only:
+//   1. random resized crop to the model's input size: area fraction in [scale_min, 1], aspect ratio
+//      log-uniform in [3/4, 4/3], 10 tries then a centre crop (torchvision's RandomResizedCrop), resized
+//      with antialiased bicubic and clamped to [0, 1]
+//   2. horizontal flip with probability 0.5
+//   3. affine about the centre: rotation in [-20, 20] degrees, translation up to 10% of each side
+//      (whole pixels), scale in [0.8, 1.2], zero fill (torchvision's RandomAffine; sampled bilinearly
+//      where torchvision's default is nearest)
+//   4. with probability 0.5, brightness and contrast jitter (factors in [0.6, 1.4], random order;
+//      ColorJitter's saturation and hue do nothing to a gray image)
+//   5. with probability 0.5, Gaussian blur, kernel 9, sigma in [0.1, 2], reflected borders
+//   6. gray replicated to 3 channels, then (x - mean) / std per channel.
+#include <array>
+
+#include <torch/torch.h>
+
+#include "cx/image/image.hpp"
+#include "cx/train/rng.hpp"
+
+namespace cx::train {
+
+struct AugmentOptions {
+  int height = 518;
+  int width = 518;
+  double scale_min = 0.08, scale_max = 1.0;
+  double ratio_min = 3.0 / 4.0, ratio_max = 4.0 / 3.0;
+  double flip_p = 0.5;
+  double degrees = 20.0, translate = 0.1, zoom_min = 0.8, zoom_max = 1.2;
+  double jitter_p = 0.5, brightness = 0.4, contrast = 0.4;
+  double blur_p = 0.5, blur_sigma_min = 0.1, blur_sigma_max = 2.0;
+  int blur_kernel = 9;
+  std::array<double, 3> mean = {0.485, 0.456, 0.406};  // ImageNet, as CXformer normalises
+  std::array<double, 3> std = {0.229, 0.224, 0.225};
+};
+
+// An 8-bit gray image as float [H, W] in [0, 1].
+torch::Tensor gray_to_unit(const Image& gray8);
+
+// [3, height, width] float32, normalised. `gray` is [H, W] in [0, 1].
+torch::Tensor augment_gray(const torch::Tensor& gray, const AugmentOptions& options, CounterRng& rng);
+
+// The crop box torchvision's RandomResizedCrop.get_params would draw: top, left, height, width.
+struct CropBox {
+  std::int64_t top = 0, left = 0, height = 0, width = 0;
+};
+CropBox random_resized_crop_box(std::int64_t H, std::int64_t W, const AugmentOptions& options, CounterRng& rng);
+
+}  // namespace cx::train

@@ -1,0 +1,480 @@
+#include "cx/train/finetune.hpp"
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "cx/cli/error.hpp"
+#include "cx/cli/output.hpp"
+#include "cx/image/equalize.hpp"
+#include "cx/io/image_file.hpp"
+#include "cx/io/sha256.hpp"
+#include "cx/train/loss.hpp"
+#include "cx/train/probe.hpp"
+#include "cx/train/rng.hpp"
+#include "cx/train/tensor_io.hpp"
+
+namespace cx::train {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr std::uint64_t kShufflePurpose = 2;
+constexpr std::uint64_t kAugmentPurpose = 3;
+constexpr const char* kCheckpointFormat = "cx-finetune-checkpoint";
+const std::vector<std::string> kImageFields = {"png", "jpg", "jpeg"};
+
+// cx-embed's rule (lib/cx/model/embed.cpp): 16-bit samples are scaled to 8 bits, not clamped.
+Image to_8bit(const Image& in) {
+  if (in.bits == 8) return in;
+  Image out = Image::make(in.width, in.height, in.channels, 8);
+  const std::uint16_t* s = in.u16();
+  for (std::size_t i = 0; i < in.samples(); ++i) out.data[i] = static_cast<std::uint8_t>((s[i] * 255u + 32767u) / 65535u);
+  return out;
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw Error(at(path, "cannot open"));
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+std::int64_t feature_width(const model::VitConfig& c, const std::string& feature) {
+  if (feature == "cls") return c.hidden_size;
+  if (feature == "cx5") return static_cast<std::int64_t>(model::cx5_layers(c).size() + 1) * c.hidden_size;
+  throw UsageError("--feature " + feature + ": expected cx5 or cls");
+}
+
+torch::Tensor preprocess_images(const std::vector<const std::string*>& images, const std::vector<std::string>& where,
+                                const image::PreprocessConfig& config) {
+  std::vector<torch::Tensor> xs(images.size());
+  at::parallel_for(0, static_cast<std::int64_t>(images.size()), 1, [&](std::int64_t b, std::int64_t e) {
+    for (std::int64_t i = b; i < e; ++i) {
+      const auto k = static_cast<std::size_t>(i);
+      Image im = to_8bit(io::decode_image(*images[k], where[k]));
+      image::PixelValues pv = image::preprocess(im, config);
+      xs[k] = torch::from_blob(pv.data.data(), {3, pv.height, pv.width}, torch::kFloat32).clone();
+    }
+  });
+  return torch::stack(xs);
+}
+
+struct Params {
+  std::vector<std::string> names;
+  std::vector<torch::Tensor> tensors;
+};
+
+Params named(torch::nn::Module& m, const std::string& prefix) {
+  Params p;
+  for (const auto& item : m.named_parameters(true)) {
+    p.names.push_back(prefix + item.key());
+    p.tensors.push_back(item.value());
+  }
+  return p;
+}
+
+std::vector<torch::Tensor> snapshot(const Params& p) {
+  std::vector<torch::Tensor> out;
+  for (const auto& t : p.tensors) out.push_back(t.detach().clone());
+  return out;
+}
+
+void restore(Params& p, const std::vector<torch::Tensor>& saved) {
+  torch::NoGradGuard no_grad;
+  for (std::size_t i = 0; i < p.tensors.size(); ++i) p.tensors[i].copy_(saved[i]);
+}
+
+void load_named(Params& p, const model::NamedTensors& tensors, const std::string& where) {
+  torch::NoGradGuard no_grad;
+  for (std::size_t i = 0; i < p.names.size(); ++i) {
+    const torch::Tensor* found = nullptr;
+    for (const auto& [k, t] : tensors)
+      if (k == p.names[i]) found = &t;
+    if (!found || !found->sizes().equals(p.tensors[i].sizes()))
+      throw Error(at(where, "no tensor " + p.names[i] + " of the model's shape"));
+    p.tensors[i].copy_(*found);
+  }
+}
+
+model::NamedTensors as_named(const Params& p, const std::vector<torch::Tensor>& values) {
+  model::NamedTensors out;
+  for (std::size_t i = 0; i < p.names.size(); ++i) out.emplace_back(p.names[i], values[i]);
+  return out;
+}
+
+}  // namespace
+
+ImageSet load_images(data::RecordSource& source, const std::vector<std::string>& labels, const std::string& where) {
+  ImageSet set;
+  set.header = source.header();
+  std::vector<std::int8_t> truth;
+  io::Record record;
+  while (source.next(record)) {
+    const io::Field* img = nullptr;
+    for (const auto& f : kImageFields)
+      if (!img) img = record.find(f);
+    if (!img)
+      throw Error(at(record.key, "no image field (png, jpg) to fine-tune on (keep images with cx-embed --keep-image, or give the "
+                                 "stream cx-ingest wrote)"));
+    for (auto v : record_labels(record, labels)) truth.push_back(v == data::LabelValue::blank ? kBlankCode : static_cast<std::int8_t>(v));
+    set.keys.push_back(record.key);
+    set.image_names.push_back(record.key + "." + img->name);
+    set.images.push_back(img->data);
+  }
+  if (set.keys.empty()) throw Error(at(where, "no records"));
+  set.truth = torch::from_blob(truth.data(), {set.rows(), static_cast<std::int64_t>(labels.size())}, torch::kInt8).clone();
+  return set;
+}
+
+Image decode_gray8(const std::string& bytes, const std::string& where, bool equalize) {
+  Image im = to_8bit(io::decode_image(bytes, where));
+  if (im.channels != 1) im = image::to_gray_u8(im);
+  if (equalize) image::equalize(im);
+  return im;
+}
+
+torch::Tensor encoder_features(model::VitModel& encoder, const torch::Tensor& pixels, const std::string& feature) {
+  model::VitForwardOptions fo;
+  if (feature == "cx5") {
+    fo.hidden_layers = model::cx5_layers(encoder.config());
+    fo.norm_hidden_states = true;
+  }
+  model::VitOutput out = encoder.forward(pixels, fo);
+  return feature == "cx5" ? model::cx5_features(encoder, out) : out.pooler;
+}
+
+torch::Tensor predict_images(const Head& head, model::VitModel& encoder, const image::PreprocessConfig& preprocess,
+                             const std::vector<const std::string*>& images, const std::vector<std::string>& where,
+                             const torch::Device& device, model::Precision precision, std::int64_t batch) {
+  torch::NoGradGuard no_grad;
+  const bool was_training = encoder.is_training();
+  encoder.eval();
+  std::vector<torch::Tensor> parts;
+  for (std::size_t b = 0; b < images.size(); b += static_cast<std::size_t>(batch)) {
+    const std::size_t e = std::min(images.size(), b + static_cast<std::size_t>(batch));
+    std::vector<const std::string*> chunk(images.begin() + static_cast<std::ptrdiff_t>(b), images.begin() + static_cast<std::ptrdiff_t>(e));
+    std::vector<std::string> names(where.begin() + static_cast<std::ptrdiff_t>(b), where.begin() + static_cast<std::ptrdiff_t>(e));
+    torch::Tensor x = preprocess_images(chunk, names, preprocess).to(device);
+    torch::Tensor f;
+    {
+      model::AutocastGuard autocast(precision, device);
+      f = encoder_features(encoder, x, head.info.feature);
+    }
+    parts.push_back(head.probabilities(f.to(torch::kFloat32)).to(torch::kCPU));
+  }
+  encoder.train(was_training);
+  return torch::cat(parts);
+}
+
+FinetuneResult finetune(const ImageSet& train, const ImageSet* val, const std::vector<std::string>& labels,
+                        const FinetuneOptions& o, const std::function<void(const FinetuneProgress&)>& on_progress) {
+  const auto L = static_cast<std::int64_t>(labels.size());
+  const std::int64_t N = train.rows();
+  if (o.task == Task::binary && L != 1) throw UsageError("--task binary takes one label, " + std::to_string(L) + " given");
+  if (o.task == Task::multiclass && L < 2) throw UsageError("--task multiclass needs at least two labels");
+  if (o.batch < 1 || o.accum < 1 || o.epochs < 1 || o.steps < 0) throw UsageError("--batch, --accum and --epochs must be at least 1");
+  if (o.stop_after > 0 && o.checkpoint_dir.empty()) throw UsageError("--stop-after needs a checkpoint folder (--checkpoint DIR)");
+
+  // The starting encoder, and what it was.
+  const std::string base_folder = o.encoder_folder;
+  model::LoadOptions lo;
+  lo.device = o.device;
+  model::LoadedVit base = model::load_hf_vit(base_folder, lo);
+  nlohmann::json base_info = {{"id", base.model_id}, {"sha256", base.weights_sha256}};
+  std::shared_ptr<model::VitModel> encoder = base.model;
+  const model::VitConfig config = base.config;
+  const std::int64_t F = feature_width(config, o.feature);
+
+  Head head;
+  head.info.task = o.task;
+  head.info.labels = labels;
+  head.info.feature = o.feature;
+  head.info.policy = o.policy;
+  head.info.shape = {o.head, F, o.head == HeadType::mlp ? o.hidden : 0, L};
+  head.module = std::make_shared<HeadModule>(head.info.shape);
+  head.module->init(o.seed);
+  head.module->to(o.device);
+
+  Params enc_params = named(*encoder, "encoder.");
+  Params head_params = named(*head.module, "head.");
+  AdamW opt({ParamGroup{enc_params.names, enc_params.tensors, o.lr_backbone, o.weight_decay},
+             ParamGroup{head_params.names, head_params.tensors, o.lr_head, o.weight_decay}});
+
+  const std::int64_t per_epoch = (N + o.batch - 1) / o.batch;
+  const std::int64_t total = o.steps > 0 ? o.steps : (per_epoch * o.epochs + o.accum - 1) / o.accum;
+  const auto warmup = static_cast<std::int64_t>(std::llround(o.warmup * static_cast<double>(total)));
+
+  AugmentOptions aug = o.augment_options;
+  {
+    const auto& p = o.preprocess;
+    aug.height = p.do_center_crop ? p.crop_height : (p.shortest_edge > 0 ? p.shortest_edge : p.resize_height);
+    aug.width = p.do_center_crop ? p.crop_width : (p.shortest_edge > 0 ? p.shortest_edge : p.resize_width);
+    aug.mean = p.image_mean;
+    aug.std = p.image_std;
+  }
+  const bool equalize = o.preprocess.pipeline == image::Pipeline::cxformer && o.preprocess.equalize;
+
+  nlohmann::json signature = {
+      {"records", N},         {"labels", labels},
+      {"task", task_name(o.task)}, {"head", head_type_name(o.head)},
+      {"hidden", head.info.shape.hidden}, {"feature", o.feature},
+      {"uncertain", policy_name(o.policy.uncertain)}, {"blank", policy_name(o.policy.blank)},
+      {"batch", o.batch},     {"accum", o.accum},
+      {"steps", total},       {"lr_backbone", o.lr_backbone},
+      {"lr_head", o.lr_head}, {"weight_decay", o.weight_decay},
+      {"schedule", schedule_name(o.schedule)}, {"warmup", o.warmup},
+      {"patience", o.patience}, {"balanced", o.balanced},
+      {"augment", o.augment}, {"crop_scale_min", aug.scale_min},
+      {"input", {aug.height, aug.width}}, {"seed", o.seed},
+      {"validation_records", val ? val->rows() : 0}};
+
+  // Targets.
+  torch::Tensor Y, M, cls, row_mask, pos_weight, class_weight;
+  make_targets(train.truth, o.policy, Y, M);
+  if (o.task == Task::multiclass) {
+    std::tie(cls, row_mask) = multiclass_targets(Y, M);
+    if (row_mask.sum().item<double>() == 0) throw Error("no training record has exactly one positive label (multiclass)");
+    if (o.balanced) class_weight = balanced_class_weight(cls, row_mask, L);
+  } else {
+    if (M.sum().item<double>() == 0) throw Error("no usable label cell in the training data under this label policy");
+    if (o.balanced) pos_weight = balanced_pos_weight(Y, M);
+  }
+
+  // Early-stopping state.
+  double best_metric = -1;
+  int best_epoch = 0, bad = 0, epochs_validated = 0;
+  nlohmann::json best_eval;
+  std::vector<torch::Tensor> best_enc, best_head;
+  bool have_best = false;
+  std::int64_t start = 0;
+
+  if (!o.resume.empty()) {
+    const std::string state_path = o.resume + "/state.json";
+    nlohmann::json state = nlohmann::json::parse(read_text(state_path), nullptr, false);
+    if (state.is_discarded() || state.value("format", "") != kCheckpointFormat)
+      throw Error(at(state_path, "not a cx-classify finetune checkpoint"));
+    const nlohmann::json& saved = state["signature"];
+    std::vector<std::string> differ;
+    for (auto it = signature.begin(); it != signature.end(); ++it)
+      if (!saved.contains(it.key()) || saved[it.key()] != it.value()) differ.push_back(it.key());
+    if (!differ.empty()) {
+      std::string list;
+      for (const auto& k : differ)
+        list += (list.empty() ? "" : ", ") + k + " (checkpoint " + (saved.contains(k) ? saved[k].dump() : "absent") +
+                ", now " + signature[k].dump() + ")";
+      throw Error(at(o.resume, "the checkpoint was made with other settings: " + list));
+    }
+    if (state.value("base_encoder", nlohmann::json()) != base_info)
+      throw Error(at(o.resume, "the checkpoint fine-tunes another encoder than " + base_folder));
+    model::load_weights(*encoder, model::read_hf_weights(o.resume + "/encoder"), o.resume + "/encoder");
+    load_named(head_params, read_tensors(o.resume + "/head.safetensors"), o.resume + "/head.safetensors");
+    opt.load_state(read_tensors(o.resume + "/optimizer.safetensors"), o.resume + "/optimizer.safetensors");
+    start = state.at("step").get<std::int64_t>();
+    const auto& es = state.at("early_stopping");
+    best_metric = es.value("best_metric", -1.0);
+    best_epoch = es.value("best_epoch", 0);
+    bad = es.value("bad", 0);
+    epochs_validated = es.value("epochs_validated", 0);
+    best_eval = es.value("best_eval", nlohmann::json());
+    if (fs::exists(o.resume + "/best.safetensors")) {
+      auto best = read_tensors(o.resume + "/best.safetensors");
+      best_enc = snapshot(enc_params);
+      best_head = snapshot(head_params);
+      Params be{enc_params.names, best_enc}, bh{head_params.names, best_head};
+      load_named(be, best, o.resume + "/best.safetensors");
+      load_named(bh, best, o.resume + "/best.safetensors");
+      have_best = true;
+    }
+    if (opt.steps() != start) throw Error(at(o.resume, "optimizer step count disagrees with state.json"));
+  }
+
+  auto write_checkpoint = [&](std::int64_t step) {
+    write_folder_atomic(o.checkpoint_dir, [&](const std::string& tmp) {
+      model::save_hf_folder(tmp + "/encoder", *encoder);
+      write_tensors(tmp + "/head.safetensors", as_named(head_params, head_params.tensors));
+      write_tensors(tmp + "/optimizer.safetensors", opt.state());
+      if (have_best) {
+        model::NamedTensors best = as_named(enc_params, best_enc);
+        for (auto& t : as_named(head_params, best_head)) best.push_back(t);
+        write_tensors(tmp + "/best.safetensors", best);
+      }
+      nlohmann::json state = {{"format", kCheckpointFormat},
+                              {"version", "1.0"},
+                              {"step", step},
+                              {"total_steps", total},
+                              {"micro_batches_done", step * o.accum},
+                              {"epoch", (step * o.accum) / per_epoch},
+                              {"rng", {{"kind", "counter (splitmix64 of seed, purpose, epoch, record)"}, {"seed", o.seed}}},
+                              {"signature", signature},
+                              {"base_encoder", base_info},
+                              {"early_stopping",
+                               {{"best_metric", best_metric},
+                                {"best_epoch", best_epoch},
+                                {"bad", bad},
+                                {"epochs_validated", epochs_validated},
+                                {"best_eval", best_eval}}}};
+      cli::write_file_atomic(tmp + "/state.json", state.dump(2) + "\n");
+    });
+  };
+
+  std::vector<const std::string*> val_images;
+  if (val)
+    for (const auto& s : val->images) val_images.push_back(&s);
+
+  encoder->train();
+  head.module->train();
+  std::int64_t cached_epoch = -1;
+  std::vector<std::int64_t> perm;
+  FinetuneResult result;
+  bool stopped_early = false;
+  std::int64_t step = start;
+  for (; step < total; ++step) {
+    opt.zero_grad();
+    double step_loss = 0;
+    bool epoch_ended = false;
+    for (std::int64_t a = 0; a < o.accum; ++a) {
+      const std::int64_t mb = step * o.accum + a;
+      const std::int64_t epoch = mb / per_epoch, pos = mb % per_epoch;
+      if (epoch != cached_epoch) {
+        perm = permutation(N, o.seed, kShufflePurpose, static_cast<std::uint64_t>(epoch));
+        cached_epoch = epoch;
+      }
+      if (pos == per_epoch - 1) epoch_ended = true;
+      const std::int64_t begin = pos * o.batch, count = std::min(o.batch, N - begin);
+      std::vector<std::int64_t> idx(perm.begin() + begin, perm.begin() + begin + count);
+      std::vector<torch::Tensor> xs(static_cast<std::size_t>(count));
+      at::parallel_for(0, count, 1, [&](std::int64_t b0, std::int64_t b1) {
+        for (std::int64_t i = b0; i < b1; ++i) {
+          const auto r = static_cast<std::size_t>(idx[static_cast<std::size_t>(i)]);
+          if (o.augment) {
+            Image g = decode_gray8(train.images[r], train.image_names[r], equalize);
+            CounterRng rng(o.seed, kAugmentPurpose, static_cast<std::uint64_t>(epoch), r);
+            xs[static_cast<std::size_t>(i)] = augment_gray(gray_to_unit(g), aug, rng);
+          } else {
+            Image im = to_8bit(io::decode_image(train.images[r], train.image_names[r]));
+            image::PixelValues pv = image::preprocess(im, o.preprocess);
+            xs[static_cast<std::size_t>(i)] = torch::from_blob(pv.data.data(), {3, pv.height, pv.width}, torch::kFloat32).clone();
+          }
+        }
+      });
+      torch::Tensor x = torch::stack(xs).to(o.device);
+      torch::Tensor index = torch::from_blob(idx.data(), {count}, torch::kInt64).clone();
+      torch::Tensor features;
+      {
+        model::AutocastGuard autocast(o.precision, o.device);
+        features = encoder_features(*encoder, x, o.feature);
+      }
+      torch::Tensor logits = head.module->forward(features.to(torch::kFloat32));
+      torch::Tensor loss;
+      if (o.task == Task::multiclass) {
+        loss = masked_softmax_cross_entropy(logits, cls.index_select(0, index).to(o.device),
+                                            row_mask.index_select(0, index).to(o.device),
+                                            class_weight.defined() ? class_weight.to(o.device) : class_weight);
+      } else {
+        loss = masked_bce_with_logits(logits, Y.index_select(0, index).to(o.device), M.index_select(0, index).to(o.device),
+                                      pos_weight.defined() ? pos_weight.to(o.device) : pos_weight);
+      }
+      loss = loss / static_cast<double>(o.accum);
+      loss.backward();
+      step_loss += loss.item<double>();
+    }
+    opt.step(lr_scale(o.schedule, step, total, warmup));
+
+    FinetuneProgress progress;
+    progress.step = step + 1;
+    progress.total = total;
+    progress.loss = step_loss;
+    if (val && (epoch_ended || step + 1 == total)) {
+      ++epochs_validated;
+      Evaluation e = evaluate_auroc(
+          predict_images(head, *encoder, o.preprocess, val_images, val->image_names, o.device, o.precision, o.batch),
+          val->truth);
+      progress.epoch = epochs_validated;
+      progress.val_macro_auroc = e.macro;
+      if (!std::isnan(e.macro)) {
+        if (e.macro > best_metric) {
+          best_metric = e.macro;
+          best_epoch = epochs_validated;
+          best_enc = snapshot(enc_params);
+          best_head = snapshot(head_params);
+          best_eval = evaluation_json(e, labels, val->rows());
+          have_best = true;
+          bad = 0;
+          progress.best = true;
+        } else {
+          ++bad;
+        }
+      }
+    }
+    if (on_progress) on_progress(progress);
+    const std::int64_t done = step + 1;
+    const bool stop_here = o.stop_after > 0 && done >= o.stop_after && done < total;
+    const bool early = have_best && o.patience > 0 && bad >= o.patience;
+    if (!o.checkpoint_dir.empty() && ((o.checkpoint_every > 0 && done % o.checkpoint_every == 0) || stop_here))
+      write_checkpoint(done);
+    if (early) {
+      stopped_early = true;
+      ++step;
+      break;
+    }
+    if (stop_here) {
+      result.finished = false;
+      result.steps_done = done;
+      encoder->eval();
+      head.module->eval();
+      result.encoder = encoder;
+      result.head = head;
+      return result;
+    }
+  }
+
+  if (have_best) {
+    restore(enc_params, best_enc);
+    restore(head_params, best_head);
+    head.info.metrics["val"] = best_eval;
+  }
+  encoder->eval();
+  head.module->eval();
+  encoder->to(torch::kCPU);
+  head.module->to(torch::kCPU);
+  head.info.training = signature;
+  head.info.training["steps_done"] = step;
+  head.info.training["stopped_early"] = stopped_early;
+  head.info.training["best_epoch"] = have_best ? nlohmann::json(best_epoch) : nlohmann::json();
+  head.info.training["optimizer"] = "AdamW";
+  head.info.training["precision"] = o.precision == model::Precision::bf16 ? "bf16" : o.precision == model::Precision::f16 ? "f16" : "f32";
+  head.info.training["fine_tuned_from"] = base_info;
+  head.info.encoder_folder = "encoder";
+  head.info.preprocess = o.preprocess_record;
+  result.head = head;
+  result.encoder = encoder;
+  result.finished = true;
+  result.steps_done = step;
+  return result;
+}
+
+void write_finetuned_head(const std::string& folder, FinetuneResult& result, const FinetuneOptions& options) {
+  write_folder_atomic(folder, [&](const std::string& tmp) {
+    const std::string enc = tmp + "/encoder";
+    model::save_hf_folder(enc, *result.encoder);
+    const std::string pp = options.encoder_folder + "/preprocessor_config.json";
+    if (fs::exists(pp)) cli::write_file_atomic(enc + "/preprocessor_config.json", read_text(pp));
+    // The id and hash cx-embed will record for this folder (load_hf_vit's rules).
+    model::LoadOptions lo;
+    model::LoadedVit saved = model::load_hf_vit(enc, lo);
+    result.head.info.encoder = {{"id", saved.model_id},
+                                {"sha256", saved.weights_sha256},
+                                {"model_type", saved.config.model_type},
+                                {"hidden_size", saved.config.hidden_size},
+                                {"num_hidden_layers", saved.config.num_hidden_layers},
+                                {"patch_size", saved.config.patch_size},
+                                {"num_register_tokens", saved.config.num_register_tokens},
+                                {"preprocess", options.preprocess_record.value("pipeline", "hf")}};
+    write_head_files(tmp, result.head);
+  });
+}
+
+}  // namespace cx::train

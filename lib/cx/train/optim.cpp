@@ -1,0 +1,109 @@
+#include "cx/train/optim.hpp"
+
+#include <cmath>
+
+#include "cx/cli/error.hpp"
+
+namespace cx::train {
+
+namespace {
+constexpr double kPi = 3.14159265358979323846;
+}  // namespace
+
+AdamW::AdamW(std::vector<ParamGroup> groups, double beta1, double beta2, double eps)
+    : groups_(std::move(groups)), beta1_(beta1), beta2_(beta2), eps_(eps) {
+  torch::NoGradGuard no_grad;
+  for (const auto& g : groups_) {
+    if (g.names.size() != g.params.size()) throw Error("AdamW: a group's names and parameters differ in number");
+    std::vector<torch::Tensor> m, v;
+    for (const auto& p : g.params) {
+      m.push_back(torch::zeros_like(p, torch::MemoryFormat::Contiguous));
+      v.push_back(torch::zeros_like(p, torch::MemoryFormat::Contiguous));
+    }
+    exp_avg_.push_back(std::move(m));
+    exp_avg_sq_.push_back(std::move(v));
+  }
+}
+
+void AdamW::step(double lr_scale) {
+  torch::NoGradGuard no_grad;
+  ++steps_;
+  const double bc1 = 1.0 - std::pow(beta1_, static_cast<double>(steps_));
+  const double bc2 = 1.0 - std::pow(beta2_, static_cast<double>(steps_));
+  const double bc2_sqrt = std::sqrt(bc2);
+  for (std::size_t gi = 0; gi < groups_.size(); ++gi) {
+    auto& g = groups_[gi];
+    const double lr = g.lr * lr_scale;
+    for (std::size_t i = 0; i < g.params.size(); ++i) {
+      torch::Tensor& p = g.params[i];
+      const torch::Tensor& grad = p.grad();
+      if (!grad.defined()) continue;
+      if (g.weight_decay != 0.0) p.mul_(1.0 - lr * g.weight_decay);
+      torch::Tensor& m = exp_avg_[gi][i];
+      torch::Tensor& v = exp_avg_sq_[gi][i];
+      m.mul_(beta1_).add_(grad, 1.0 - beta1_);
+      v.mul_(beta2_).addcmul_(grad, grad, 1.0 - beta2_);
+      torch::Tensor denom = (v.sqrt() / bc2_sqrt).add_(eps_);
+      p.addcdiv_(m, denom, -lr / bc1);
+    }
+  }
+}
+
+void AdamW::zero_grad() {
+  for (auto& g : groups_)
+    for (auto& p : g.params)
+      if (p.grad().defined()) {
+        p.mutable_grad().detach_();
+        p.mutable_grad().zero_();
+      }
+}
+
+model::NamedTensors AdamW::state() const {
+  model::NamedTensors s;
+  for (std::size_t gi = 0; gi < groups_.size(); ++gi)
+    for (std::size_t i = 0; i < groups_[gi].names.size(); ++i) {
+      s.emplace_back(groups_[gi].names[i] + ".exp_avg", exp_avg_[gi][i]);
+      s.emplace_back(groups_[gi].names[i] + ".exp_avg_sq", exp_avg_sq_[gi][i]);
+    }
+  s.emplace_back("__step__", torch::full({1}, steps_, torch::kInt64));
+  return s;
+}
+
+void AdamW::load_state(const model::NamedTensors& state, const std::string& where) {
+  torch::NoGradGuard no_grad;
+  auto find = [&](const std::string& name) -> const torch::Tensor& {
+    for (const auto& [k, t] : state)
+      if (k == name) return t;
+    throw Error(at(where, "optimizer state has no tensor " + name));
+  };
+  steps_ = find("__step__").item<std::int64_t>();
+  for (std::size_t gi = 0; gi < groups_.size(); ++gi)
+    for (std::size_t i = 0; i < groups_[gi].names.size(); ++i) {
+      const std::string& n = groups_[gi].names[i];
+      const torch::Tensor& m = find(n + ".exp_avg");
+      const torch::Tensor& v = find(n + ".exp_avg_sq");
+      if (!m.sizes().equals(exp_avg_[gi][i].sizes()) || !v.sizes().equals(exp_avg_sq_[gi][i].sizes()))
+        throw Error(at(where, "optimizer state of " + n + " has the wrong shape"));
+      exp_avg_[gi][i].copy_(m);
+      exp_avg_sq_[gi][i].copy_(v);
+    }
+}
+
+Schedule parse_schedule(const std::string& name) {
+  if (name == "cosine") return Schedule::cosine;
+  if (name == "constant") return Schedule::constant;
+  throw UsageError("--schedule " + name + ": expected cosine or constant");
+}
+
+std::string schedule_name(Schedule s) { return s == Schedule::constant ? "constant" : "cosine"; }
+
+double lr_scale(Schedule schedule, std::int64_t step, std::int64_t total, std::int64_t warmup) {
+  if (step < warmup) return static_cast<double>(step + 1) / static_cast<double>(warmup);
+  if (schedule == Schedule::constant) return 1.0;
+  const std::int64_t span = total - warmup;
+  if (span <= 0) return 1.0;
+  const double t = std::min(1.0, static_cast<double>(step - warmup) / static_cast<double>(span));
+  return 0.5 * (1.0 + std::cos(kPi * t));
+}
+
+}  // namespace cx::train

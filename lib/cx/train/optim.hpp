@@ -1,0 +1,54 @@
+#pragma once
+// AdamW (decoupled weight decay, Loshchilov & Hutter) with parameter groups, written out so that its
+// whole state (step count, first and second moments) can be saved and restored bit for bit. The
+// update is torch.optim.AdamW's (amsgrad off):
+//   p *= 1 - lr * wd;  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
+//   p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+// and the learning-rate schedule: linear warm-up from 0, then cosine decay towards 0 or constant.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "cx/model/hf_loader.hpp"
+
+namespace cx::train {
+
+struct ParamGroup {
+  std::vector<std::string> names;  // unique across groups: the keys of the saved state
+  std::vector<torch::Tensor> params;
+  double lr = 1e-3;
+  double weight_decay = 0.0;
+};
+
+class AdamW {
+ public:
+  explicit AdamW(std::vector<ParamGroup> groups, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8);
+  // One update with every group's lr multiplied by lr_scale; parameters without a gradient are skipped.
+  void step(double lr_scale = 1.0);
+  void zero_grad();
+  std::int64_t steps() const { return steps_; }
+  const std::vector<ParamGroup>& groups() const { return groups_; }
+
+  // "<name>.exp_avg", "<name>.exp_avg_sq" for every parameter, and "__step__" (int64 [1]).
+  model::NamedTensors state() const;
+  // Throws cx::Error naming `where` when a tensor is missing or of the wrong shape.
+  void load_state(const model::NamedTensors& state, const std::string& where);
+
+ private:
+  std::vector<ParamGroup> groups_;
+  double beta1_, beta2_, eps_;
+  std::int64_t steps_ = 0;
+  std::vector<std::vector<torch::Tensor>> exp_avg_, exp_avg_sq_;
+};
+
+enum class Schedule { cosine, constant };
+Schedule parse_schedule(const std::string& name);  // "cosine" | "constant"; else UsageError
+std::string schedule_name(Schedule s);
+
+// The lr multiplier before update number `step` (0-based) of `total`: warm-up over `warmup` updates
+// ((step + 1) / warmup), then 1 (constant) or 0.5 (1 + cos(pi * (step - warmup) / (total - warmup))).
+double lr_scale(Schedule schedule, std::int64_t step, std::int64_t total, std::int64_t warmup);
+
+}  // namespace cx::train

@@ -1,0 +1,143 @@
+#!/usr/bin/env bats
+# cx-classify: usage and exit codes, '-', truncated and wrong input, >/dev/full, the encoder check,
+# determinism, and the end-to-end run of issue 6: phantoms -> cx-embed (a tiny random-init encoder)
+# -> train -> predict on other phantoms -> cx-eval. Then a fine-tune that resumes to the same bytes.
+# Self-contained (PATH must hold the build's bin; ctest sets it, by hand:
+# PATH=$PWD/build-classify/bin:$PATH bats tests/cli/cx-classify.bats).
+
+bats_require_minimum_version 1.5.0
+
+setup_file() {
+  SRC=${CX_SOURCE:-$(cd "$BATS_TEST_DIRNAME/../.." && pwd)}
+  SHARED=${CX_SHARED:-$SRC/../shared}
+  D=$BATS_FILE_TMPDIR
+  export D
+  [ -f "$SHARED/fixtures/hf/tiny/model.safetensors" ] || return 0
+  # The tiny random-init encoder of the model fixtures (hidden 48, 2 layers, 56 px) with a processor
+  # config (the fixture has none): shortest edge 56, centre crop 56, ImageNet normalisation.
+  for m in tiny tiny-swiglu; do
+    mkdir -p "$D/$m"
+    ln -s "$SHARED/fixtures/hf/$m/config.json" "$SHARED/fixtures/hf/$m/model.safetensors" "$D/$m/"
+    printf '%s\n' '{"image_processor_type": "BitImageProcessor", "size": {"shortest_edge": 56},' \
+      '"crop_size": {"height": 56, "width": 56}, "do_center_crop": true,' \
+      '"image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}' > "$D/$m/preprocessor_config.json"
+  done
+  cx-phantom -n 200 --size 112 --seed 1 --p-cardiomegaly 0.5 -o "$D/train.phantom"
+  cx-phantom -n 60 --size 112 --seed 2 --p-cardiomegaly 0.5 -o "$D/val.phantom"
+  cx-phantom -n 200 --size 112 --seed 3 --p-cardiomegaly 0.5 -o "$D/test.phantom"
+  for s in train val test; do
+    cx-embed --model "$D/tiny" --emit cx5,cls --threads 2 -o "$D/$s.cx" "$D/$s.phantom"
+  done
+  cx-classify train "$D/train.cx" --val "$D/val.cx" --seed 3 --threads 2 -o "$D/head"
+}
+
+setup() {
+  [ -f "$D/head/head.json" ] || skip "no tiny encoder fixture (../shared/fixtures/hf/tiny) or setup failed"
+}
+
+@test "--help and --version exit 0; no subcommand or a bad option is a usage error (exit 2)" {
+  run cx-classify --help
+  [ "$status" -eq 0 ]
+  [[ "$output" == *"train"*"predict"*"finetune"* && "$output" == *"Exit status"* ]]
+  run cx-classify --version
+  [ "$status" -eq 0 ]
+  [[ "$output" == cx-classify\ cx\ * ]]
+  run cx-classify
+  [ "$status" -eq 2 ]
+  run cx-classify train "$D/train.cx" -o "$D/x" --uncertain maybe
+  [ "$status" -eq 2 ]
+  run cx-classify train "$D/train.cx"
+  [ "$status" -eq 2 ]
+  [[ "$output" == *"give -o HEADDIR"* ]]
+}
+
+@test "a terminal on stdin and no input prints usage and exits 2" {
+  command -v script >/dev/null || skip "no script(1) to give cx-classify a terminal"
+  run script -qec "cx-classify predict $D/head" /dev/null
+  [ "$status" -eq 2 ]
+  [[ "$output" == *"no input given and standard input is a terminal"* ]]
+}
+
+@test "phantoms end to end: the probe finds the enlarged heart with a random-init encoder" {
+  run jq -r '.format, .feature, .head.type, .head.in, (.labels | join(",")), .policy.uncertain, .policy.blank, .encoder.id' "$D/head/head.json"
+  [ "$status" -eq 0 ]
+  [ "$output" = "$(printf 'cx-head\ncx5\nlinear\n144\nCardiomegaly,Effusion,Nodule,Pneumothorax,No Finding\nignore\nzeros\ntiny')" ]
+  [ "$(jq -r '.encoder.sha256' "$D/head/head.json")" = "$(sha256sum "$D/tiny/model.safetensors" | cut -c1-64)" ]
+  cx-classify predict "$D/head" "$D/test.cx" > "$D/pred.tsv"
+  [ "$(head -1 "$D/pred.tsv")" = "$(printf 'key\tCardiomegaly\tEffusion\tNodule\tPneumothorax\tNo Finding\tCardiomegaly.score\tEffusion.score\tNodule.score\tPneumothorax.score\tNo Finding.score')" ]
+  [ "$(wc -l < "$D/pred.tsv")" -eq 201 ]
+  run sh -c "cx-classify predict '$D/head' '$D/test.cx' | cx-eval auroc --bootstrap 0 -"
+  [ "$status" -eq 0 ]
+  echo "$output" > "$D/auroc.tsv"
+  card=$(awk -F'\t' '$2 == "Cardiomegaly" { print $5 }' "$D/auroc.tsv")
+  macro=$(awk -F'\t' '$2 == "macro" { print $5 }' "$D/auroc.tsv")
+  echo "# test-set AUROC: Cardiomegaly $card, macro $macro" >&3
+  # Chance is 0.5; the enlarged heart changes a large area of the image, so even random features
+  # separate it well (0.9 leaves room for a different random-init encoder or phantom renderer).
+  awk -v a="$card" 'BEGIN { exit !(a > 0.9) }'
+  awk -v a="$macro" 'BEGIN { exit !(a > 0.6) }'
+}
+
+@test "'-' reads standard input; -o writes the same table; the same seed gives the same head bytes" {
+  cx-classify predict "$D/head" "$D/test.cx" > "$D/a.tsv"
+  cx-classify predict "$D/head" -o "$D/b.tsv" - < "$D/test.cx"
+  cmp "$D/a.tsv" "$D/b.tsv"
+  cx-classify train --seed 3 --threads 2 --val "$D/val.cx" -o "$D/head2" - < "$D/train.cx"
+  cmp "$D/head/head.safetensors" "$D/head2/head.safetensors"
+}
+
+@test "options: mlp head on cls with a label subset, balanced, U-Ones; predict keeps the label order" {
+  run cx-classify train "$D/train.cx" --feature cls --head mlp --hidden 16 --labels Cardiomegaly,Effusion \
+    --uncertain ones --blank ignore --balanced --epochs 5 --threads 2 -o "$D/mlp"
+  [ "$status" -eq 0 ]
+  [ "$(jq -r '[.feature, .head.type, .head.hidden, .head.in, .policy.uncertain, .policy.blank, .training.balanced] | map(tostring) | join(" ")' "$D/mlp/head.json")" = "cls mlp 16 48 ones ignore true" ]
+  [ "$(cx-classify predict "$D/mlp" "$D/test.cx" | head -1)" = "$(printf 'key\tCardiomegaly\tEffusion\tCardiomegaly.score\tEffusion.score')" ]
+}
+
+@test "a stream from another encoder is refused by name (exit 1) unless --ignore-encoder" {
+  cx-phantom -n 8 --size 112 --seed 9 | cx-embed --model "$D/tiny-swiglu" --emit cx5 > "$D/other.cx"
+  run cx-classify predict "$D/head" "$D/other.cx"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"cx-classify: $D/other.cx: embedded with encoder 'tiny-swiglu'"*"trained on encoder 'tiny'"*"--ignore-encoder"* ]]
+  run cx-classify predict --ignore-encoder "$D/head" "$D/other.cx"
+  [ "$status" -eq 0 ]
+  [ "${#lines[@]}" -eq 9 ]
+}
+
+@test "truncated or featureless input, a missing head, >/dev/full: named, exit 1" {
+  head -c 30000 "$D/train.cx" > "$D/cut.cx"
+  run cx-classify train "$D/cut.cx" -o "$D/cut"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"truncated"* ]]
+  [ ! -e "$D/cut" ]
+  run cx-classify train "$D/train.phantom" -o "$D/nofeat"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"phantom-000000: no cx5.npy field"* ]]
+  run cx-classify predict "$D/nohead" "$D/test.cx"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"$D/nohead: not a head folder"* ]]
+  run sh -c "cx-classify predict '$D/head' '$D/test.cx' > /dev/full"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"write error"* ]]
+}
+
+@test "finetune: encoder + head from images, resumable to the same bytes, and predict from images" {
+  cx-phantom -n 12 --size 64 --seed 5 --p-cardiomegaly 0.5 > "$D/ft.cx"
+  ft() { cx-classify finetune "$D/ft.cx" --model "$D/tiny" --labels Cardiomegaly --steps 4 --batch 3 --accum 2 \
+           --lr-backbone 1e-4 --seed 2 --threads 2 "$@"; }
+  ft -o "$D/ft"
+  ft -o "$D/ft2" --checkpoint "$D/ck" --stop-after 2
+  [ "$(jq -r .step "$D/ck/state.json")" = 2 ]
+  [ ! -e "$D/ft2" ]
+  ft -o "$D/ft2" --resume "$D/ck"
+  cmp "$D/ft/head.safetensors" "$D/ft2/head.safetensors"
+  cmp "$D/ft/encoder/model.safetensors" "$D/ft2/encoder/model.safetensors"
+  ! cmp -s "$D/ft/encoder/model.safetensors" "$D/tiny/model.safetensors"
+  [ "$(jq -r .encoder.sha256 "$D/ft/head.json")" = "$(sha256sum "$D/ft/encoder/model.safetensors" | cut -c1-64)" ]
+  # The fine-tuned head predicts from images with its own encoder, or from embeddings of that encoder.
+  cx-classify predict "$D/ft" "$D/ft.cx" > "$D/ft_img.tsv"
+  cx-embed --model "$D/ft/encoder" --emit cx5 "$D/ft.cx" | cx-classify predict "$D/ft" - > "$D/ft_emb.tsv"
+  [ "$(wc -l < "$D/ft_img.tsv")" -eq 13 ]
+  # Same preprocessing and weights; batches of other sizes may round float32 sums differently.
+  paste "$D/ft_img.tsv" "$D/ft_emb.tsv" | awk -F'\t' 'NR > 1 { d = $3 - $6; if (d < 0) d = -d; if ($1 != $4 || d > 1e-5) exit 1 }'
+}
