@@ -25,7 +25,7 @@ int main(int argc, char** argv) {
   app.add_option("-m,--model", model_name, "Model folder, or a name looked up in $CX_MODEL_PATH and the Hugging Face cache")
       ->required()
       ->envname("CX_MODEL");
-  app.add_option("--emit", emit, "Fields to write, comma-separated: cls, patch, reg, last_hidden_state, pixel_values, cx5")
+  app.add_option("--emit", emit, "Fields to write, comma-separated: cls, patch, patch4, reg, last_hidden_state, pixel_values, cx5")
       ->capture_default_str();
   app.add_option("--patch-dtype", patch_dtype, "patch.npy precision")->check(CLI::IsMember({"f16", "f32"}))->capture_default_str();
   app.add_option("--preprocess", preprocess, "hf: the folder's preprocessor_config.json; cxformer: gray, [equalize], 518 bicubic, crop 518, ImageNet")

@@ -212,3 +212,35 @@ PY
   [ "$status" -eq 1 ]
   [[ "$output" == *"standard output"* ]]
 }
+
+# patch4 for segmentation decoders, and the box of the image the patch grid covers: a 300 x 200 image,
+# shortest edge 64 -> 96 x 64 (HF truncates), centre crop 56: x in [20, 76) of the resized image,
+# i.e. [20 * 300 / 96, 76 * 300 / 96) = [62.5, 237.5); y in [4, 60) -> [12.5, 187.5).
+@test "patch4: the last blocks' normed tokens (the last equals patch); patch_grid names the covered box" {
+  m=$(tiny_model)
+  /usr/bin/python3 - "$T/wide.png" <<'PY'
+import sys
+import numpy as np
+from PIL import Image
+Image.fromarray((np.arange(300 * 200) % 251).astype(np.uint8).reshape(200, 300)).save(sys.argv[1])
+PY
+  cx-embed --model "$m" --emit patch,patch4 --patch-dtype f32 "$T/wide.png" > "$T/w.cx"
+  run /usr/bin/python3 - "$T/w.cx" <<'PY'
+import io, json, sys, tarfile
+import numpy as np
+t = tarfile.open(sys.argv[1])
+h = json.load(t.extractfile("__cx__"))
+p = np.load(io.BytesIO(t.extractfile("wide.patch.npy").read()))
+p4 = np.load(io.BytesIO(t.extractfile("wide.patch4.npy").read()))
+j = json.load(t.extractfile("wide.json"))
+n = min(4, h["model"]["num_hidden_layers"])
+assert p4.shape == (n,) + p.shape and list(p4.shape) == h["fields"]["patch4.npy"]["shape"], (p4.shape, p.shape)
+assert np.array_equal(p4[-1], p)
+assert not np.allclose(p4[0], p)
+g = j["patch_grid"]
+assert g == {"image_size": [300, 200], "box": [62.5, 12.5, 237.5, 187.5], "grid": [4, 4]}, g
+print("ok")
+PY
+  echo "$output"
+  [ "$output" = ok ]
+}

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """CheXmask's own RLE, in numpy (the decode/encode of the CheXmask-Database repository, rewritten):
-1-based starts, row-major flattening. For tests/unit/data_rle_test.cpp.
+1-based starts, row-major flattening. For tests/unit/data_rle_test.cpp; tests/cli/cx-segment.bats imports decode() and encode().
 
   chexmask_rle_reference.py DIR N
 For each i < N reads DIR/mask_i.npy (uint8 H x W) and DIR/rle_i.txt (cx's encoding), and prints one
@@ -24,9 +24,10 @@ def encode(mask):
     return " ".join(str(x) for x in runs)
 
 
-d, n = sys.argv[1], int(sys.argv[2])
-for i in range(n):
-    mask = np.load(f"{d}/mask_{i}.npy")
-    rle = open(f"{d}/rle_{i}.txt").read()
-    ok = bool(np.array_equal(decode(rle, *mask.shape), (mask > 0).astype(np.uint8)))
-    print(json.dumps({"i": i, "decoded_equal": ok, "rle": encode(mask)}))
+if __name__ == "__main__":
+    d, n = sys.argv[1], int(sys.argv[2])
+    for i in range(n):
+        mask = np.load(f"{d}/mask_{i}.npy")
+        rle = open(f"{d}/rle_{i}.txt").read()
+        ok = bool(np.array_equal(decode(rle, *mask.shape), (mask > 0).astype(np.uint8)))
+        print(json.dumps({"i": i, "decoded_equal": ok, "rle": encode(mask)}))

@@ -303,4 +303,37 @@ PixelValues preprocess(const Image& in, const PreprocessConfig& config) {
   return rescale_normalize(work, config);
 }
 
+InputWindow input_window(int image_width, int image_height, const PreprocessConfig& config) {
+  if (image_width <= 0 || image_height <= 0) throw Error("input_window: empty image");
+  int rw = image_width, rh = image_height;
+  if (config.do_resize) {
+    if (config.shortest_edge > 0) {
+      const Size s = shortest_edge_size(image_width, image_height, config.shortest_edge);
+      rw = s.width;
+      rh = s.height;
+    } else {
+      rw = config.resize_width;
+      rh = config.resize_height;
+    }
+  }
+  InputWindow w;
+  w.width = rw;
+  w.height = rh;
+  double left = 0, top = 0;
+  if (config.do_center_crop) {
+    auto floor_div2 = [](int v) { return v >= 0 ? v / 2 : -((-v + 1) / 2); };  // as center_crop
+    top = floor_div2(rh - config.crop_height);
+    left = floor_div2(rw - config.crop_width);
+    w.width = config.crop_width;
+    w.height = config.crop_height;
+  }
+  // Resampling maps the resized image's coordinate u to u * image / resized on the image.
+  const double sx = static_cast<double>(image_width) / rw, sy = static_cast<double>(image_height) / rh;
+  w.x0 = left * sx;
+  w.x1 = (left + w.width) * sx;
+  w.y0 = top * sy;
+  w.y1 = (top + w.height) * sy;
+  return w;
+}
+
 }  // namespace cx::image

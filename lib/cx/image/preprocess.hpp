@@ -76,4 +76,14 @@ PixelValues rescale_normalize(const Image& in, const PreprocessConfig& config);
 // The whole pipeline the config names.
 PixelValues preprocess(const Image& in, const PreprocessConfig& config);
 
+// Where the model's input lies on the image it was made from: the box [x0, x1) x [y0, y1) in the
+// image's continuous pixel coordinates (pixel i spans [i, i + 1)) that the input covers after the
+// resize and centre crop (it reaches outside the image where the crop was zero-padded), and the
+// input's size. Segmentation uses it to put patch-grid predictions back on the image.
+struct InputWindow {
+  double x0 = 0, y0 = 0, x1 = 0, y1 = 0;
+  int width = 0, height = 0;  // the model input's size
+};
+InputWindow input_window(int image_width, int image_height, const PreprocessConfig& config);
+
 }  // namespace cx::image

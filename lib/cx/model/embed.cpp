@@ -36,7 +36,7 @@ Image to_8bit(const Image& in) {
 }  // namespace
 
 const std::vector<std::string>& embed_field_names() {
-  static const std::vector<std::string> names = {"cls", "patch", "reg", "last_hidden_state", "pixel_values", "cx5"};
+  static const std::vector<std::string> names = {"cls", "patch", "patch4", "reg", "last_hidden_state", "pixel_values", "cx5"};
   return names;
 }
 
@@ -45,7 +45,7 @@ Embedder::Embedder(std::shared_ptr<VitModel> model, EmbedOptions options, BadRec
   for (const auto& f : options_.emit) {
     bool known = false;
     for (const auto& n : embed_field_names()) known = known || n == f;
-    if (!known) throw UsageError("--emit " + f + ": unknown field (cls, patch, reg, last_hidden_state, pixel_values, cx5)");
+    if (!known) throw UsageError("--emit " + f + ": unknown field (cls, patch, patch4, reg, last_hidden_state, pixel_values, cx5)");
   }
   if (options_.batch < 1) throw UsageError("--batch must be at least 1");
   model_->eval();
@@ -70,6 +70,10 @@ nlohmann::json Embedder::output_header(const nlohmann::json& input_header, const
     if (name == "patch")
       f = {{"dtype", options_.patch_f16 ? "float16" : "float32"}, {"shape", {gh, gw, d}},
            {"description", "last-layer normed patch tokens on the patch grid (" + grid_note + ")"}};
+    if (name == "patch4")
+      f = {{"dtype", options_.patch_f16 ? "float16" : "float32"},
+           {"shape", {static_cast<std::int64_t>(cx5_layers(c).size()), gh, gw, d}},
+           {"description", "final-LayerNorm'd patch tokens of the last min(4, L) blocks, oldest first (" + grid_note + ")"}};
     if (name == "reg") f = {{"dtype", "float32"}, {"shape", {c.num_register_tokens, d}}, {"description", "normed register tokens"}};
     if (name == "last_hidden_state")
       f = {{"dtype", "float32"}, {"shape", {1 + c.num_register_tokens + gh * gw, d}},
@@ -84,12 +88,16 @@ nlohmann::json Embedder::output_header(const nlohmann::json& input_header, const
   return h;
 }
 
-torch::Tensor Embedder::pixels_of(io::Record& record) const {
+torch::Tensor Embedder::pixels_of(io::Record& record, Pending& where) const {
   if (const io::Field* pv = record.find("pixel_values.npy")) {
     io::NdArray a = io::read_npy(pv->data, record.key + ".pixel_values.npy");
     if (a.shape.size() != 3 || a.shape[0] != model_->config().num_channels)
       throw Error(at(record.key + ".pixel_values.npy", "expected float32 [3, H, W], got another shape"));
     std::vector<float> v = a.to_floats();
+    where.image_width = static_cast<int>(a.shape[2]);
+    where.image_height = static_cast<int>(a.shape[1]);
+    where.window.x1 = where.window.width = where.image_width;
+    where.window.y1 = where.window.height = where.image_height;
     return torch::from_blob(v.data(), {a.shape[0], a.shape[1], a.shape[2]}, torch::kFloat32).clone();
   }
   const io::Field* img = nullptr;
@@ -99,14 +107,18 @@ torch::Tensor Embedder::pixels_of(io::Record& record) const {
   if (!options_.preprocess_missing.empty())
     throw Error(at(options_.preprocess_missing, "not found, so images cannot be preprocessed (give --preprocess cxformer, or records with pixel_values.npy)"));
   Image im = to_8bit(io::decode_image(img->data, record.key + "." + img->name));
+  where.image_width = im.width;
+  where.image_height = im.height;
+  where.window = image::input_window(im.width, im.height, options_.preprocess);
   image::PixelValues pv = image::preprocess(im, options_.preprocess);
   return torch::from_blob(pv.data.data(), {3, pv.height, pv.width}, torch::kFloat32).clone();
 }
 
 void Embedder::push(io::Record record, std::vector<io::Record>& done) {
-  torch::Tensor pixels;
+  Pending p;
   try {
-    pixels = pixels_of(record);
+    p.pixels = pixels_of(record, p);
+    const torch::Tensor& pixels = p.pixels;
     const auto p = model_->config().patch_size;
     if (pixels.size(1) < p || pixels.size(2) < p)
       throw Error(at(record.key, "image " + std::to_string(pixels.size(2)) + "x" + std::to_string(pixels.size(1)) +
@@ -117,8 +129,9 @@ void Embedder::push(io::Record record, std::vector<io::Record>& done) {
     return;
   }
   // A batch holds inputs of one shape; a new shape closes the batch before it.
-  if (!pending_.empty() && !pending_.front().pixels.sizes().equals(pixels.sizes())) run_batch(done);
-  pending_.push_back({std::move(record), std::move(pixels)});
+  if (!pending_.empty() && !pending_.front().pixels.sizes().equals(p.pixels.sizes())) run_batch(done);
+  p.record = std::move(record);
+  pending_.push_back(std::move(p));
   if (static_cast<int>(pending_.size()) >= options_.batch) run_batch(done);
 }
 
@@ -134,7 +147,8 @@ void Embedder::run_batch(std::vector<io::Record>& done) {
 
   VitForwardOptions fo;
   bool want_cx5 = options_.emit.count("cx5") != 0;
-  if (want_cx5) {
+  const bool want_patch4 = options_.emit.count("patch4") != 0;
+  if (want_cx5 || want_patch4) {
     fo.hidden_layers = cx5_layers(model_->config());
     fo.norm_hidden_states = true;
   }
@@ -149,6 +163,12 @@ void Embedder::run_batch(std::vector<io::Record>& done) {
   torch::Tensor last = out.last_hidden_state.to(torch::kCPU, torch::kFloat32);
   const std::int64_t prefix = model_->num_prefix_tokens();
   const std::int64_t regs = model_->config().num_register_tokens;
+  torch::Tensor patch4;  // [B, n, h*w, D]
+  if (want_patch4) {
+    std::vector<torch::Tensor> layers;
+    for (const auto& h : out.hidden_states) layers.push_back(h.slice(1, prefix).to(torch::kCPU, torch::kFloat32));
+    patch4 = torch::stack(layers, 1);
+  }
 
   for (std::size_t i = 0; i < pending_.size(); ++i) {
     io::Record& r = pending_[i].record;
@@ -162,10 +182,24 @@ void Embedder::run_batch(std::vector<io::Record>& done) {
       if (name == "cls") r.set("cls.npy", npy_of(tokens[0], false));
       if (name == "patch")
         r.set("patch.npy", npy_of(tokens.slice(0, prefix).reshape({out.grid_h, out.grid_w, tokens.size(1)}), options_.patch_f16));
+      if (name == "patch4")
+        r.set("patch4.npy", npy_of(patch4[idx].reshape({patch4.size(1), out.grid_h, out.grid_w, tokens.size(1)}), options_.patch_f16));
       if (name == "reg" && regs > 0) r.set("reg.npy", npy_of(tokens.slice(0, 1, 1 + regs), false));
       if (name == "last_hidden_state") r.set("last_hidden_state.npy", npy_of(tokens, false));
       if (name == "pixel_values") r.set("pixel_values.npy", npy_of(pending_[i].pixels, false));
       if (name == "cx5") r.set("cx5.npy", npy_of(cx5[idx], false));
+    }
+    if (options_.emit.count("patch") || options_.emit.count("patch4")) {
+      const auto& p = pending_[i];
+      nlohmann::json meta = nlohmann::json::object();
+      if (const io::Field* j = r.find("json")) {
+        meta = nlohmann::json::parse(j->data, nullptr, false);
+        if (meta.is_discarded() || !meta.is_object()) throw Error(at(r.key + ".json", "not a JSON object"));
+      }
+      meta["patch_grid"] = {{"image_size", {p.image_width, p.image_height}},
+                            {"box", {p.window.x0, p.window.y0, p.window.x1, p.window.y1}},
+                            {"grid", {out.grid_h, out.grid_w}}};
+      r.set("json", meta.dump());
     }
     done.push_back(std::move(r));
   }

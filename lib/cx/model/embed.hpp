@@ -3,12 +3,17 @@
 // batched encoder forward -> the requested token fields, in input order.
 //   cls.npy                f32 [D]        the final-LayerNorm'd CLS token (HF pooler_output)
 //   patch.npy              f16|f32 [h,w,D] last-layer normed patch tokens on the patch grid
+//   patch4.npy             f16|f32 [n,h,w,D] final-LayerNorm'd patch tokens of the last n = min(4, L)
+//                          blocks, oldest first (DINOv2's multi-layer segmentation input)
 //   reg.npy                f32 [R,D]      normed register tokens (absent for models without)
 //   last_hidden_state.npy  f32 [N,D]      every token, HF order: CLS, registers, patches
 //   pixel_values.npy       f32 [3,H,W]    the model's input after preprocessing
 //   cx5.npy                f32 [5D]       CXformer's classification feature (cx5_features)
 // Other fields pass through, except the image (png/jpg/jpeg, kept with keep_image) and a consumed
 // pixel_values.npy (kept only when emitted). A record that carries pixel_values.npy is fed as it is.
+// With patch or patch4, the record's .json gets "patch_grid": {"image_size": [W, H], "box": [x0, y0,
+// x1, y1], "grid": [h, w]}: the box on the W x H image that the grid covers (image::input_window;
+// for a given pixel_values.npy the input itself), so that masks can be put back on the image.
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -64,8 +69,10 @@ class Embedder {
   struct Pending {
     io::Record record;
     torch::Tensor pixels;  // [3, H, W] f32, CPU
+    image::InputWindow window;  // where the input lies on the image
+    int image_width = 0, image_height = 0;
   };
-  torch::Tensor pixels_of(io::Record& record) const;
+  torch::Tensor pixels_of(io::Record& record, Pending& where) const;
   void run_batch(std::vector<io::Record>& done);
 
   std::shared_ptr<VitModel> model_;

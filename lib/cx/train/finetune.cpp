@@ -76,17 +76,6 @@ Params named(torch::nn::Module& m, const std::string& prefix) {
   return p;
 }
 
-std::vector<torch::Tensor> snapshot(const Params& p) {
-  std::vector<torch::Tensor> out;
-  for (const auto& t : p.tensors) out.push_back(t.detach().clone());
-  return out;
-}
-
-void restore(Params& p, const std::vector<torch::Tensor>& saved) {
-  torch::NoGradGuard no_grad;
-  for (std::size_t i = 0; i < p.tensors.size(); ++i) p.tensors[i].copy_(saved[i]);
-}
-
 void load_named(Params& p, const model::NamedTensors& tensors, const std::string& where) {
   torch::NoGradGuard no_grad;
   for (std::size_t i = 0; i < p.names.size(); ++i) {
@@ -281,8 +270,8 @@ FinetuneResult finetune(const ImageSet& train, const ImageSet* val, const std::v
     best_eval = es.value("best_eval", nlohmann::json());
     if (fs::exists(o.resume + "/best.safetensors")) {
       auto best = read_tensors(o.resume + "/best.safetensors");
-      best_enc = snapshot(enc_params);
-      best_head = snapshot(head_params);
+      best_enc = snapshot(enc_params.tensors);
+      best_head = snapshot(head_params.tensors);
       Params be{enc_params.names, best_enc}, bh{head_params.names, best_head};
       load_named(be, best, o.resume + "/best.safetensors");
       load_named(bh, best, o.resume + "/best.safetensors");
@@ -398,8 +387,8 @@ FinetuneResult finetune(const ImageSet& train, const ImageSet* val, const std::v
         if (e.macro > best_metric) {
           best_metric = e.macro;
           best_epoch = epochs_validated;
-          best_enc = snapshot(enc_params);
-          best_head = snapshot(head_params);
+          best_enc = snapshot(enc_params.tensors);
+          best_head = snapshot(head_params.tensors);
           best_eval = evaluation_json(e, labels, val->rows());
           have_best = true;
           bad = 0;
@@ -432,8 +421,8 @@ FinetuneResult finetune(const ImageSet& train, const ImageSet* val, const std::v
   }
 
   if (have_best) {
-    restore(enc_params, best_enc);
-    restore(head_params, best_head);
+    restore(enc_params.tensors, best_enc);
+    restore(head_params.tensors, best_head);
     head.info.metrics["val"] = best_eval;
   }
   encoder->eval();

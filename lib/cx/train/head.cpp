@@ -177,6 +177,8 @@ Head load_head(const std::string& folder) {
   ss << f.rdbuf();
   nlohmann::json j = nlohmann::json::parse(ss.str(), nullptr, false);
   if (j.is_discarded() || !j.is_object()) throw Error(at(json_path, "not valid JSON"));
+  if (j.value("format", "") == "cx-seghead")
+    throw Error(at(json_path, "a segmentation head (cx-seghead): use it with cx-segment"));
   if (j.value("format", "") != kFormat) throw Error(at(json_path, "format is not \"cx-head\""));
   const std::string version = j.value("version", "");
   int major = 0;
@@ -278,8 +280,12 @@ void write_folder_atomic(const std::string& target, const std::function<void(con
 }
 
 void check_encoder(const HeadInfo& head, const nlohmann::json& stream_header, const std::string& where) {
-  const std::string want_id = head.encoder.value("id", "");
-  const std::string want_sha = head.encoder.value("sha256", "");
+  check_encoder(head.encoder, stream_header, where);
+}
+
+void check_encoder(const nlohmann::json& head_encoder, const nlohmann::json& stream_header, const std::string& where) {
+  const std::string want_id = head_encoder.value("id", "");
+  const std::string want_sha = head_encoder.value("sha256", "");
   if (!stream_header.contains("model") || !stream_header["model"].is_object())
     throw Error(at(where, "the stream header names no encoder (\"model\"), so it cannot be checked against the head's "
                           "encoder '" + want_id + "' (sha256 " + want_sha.substr(0, 12) +

@@ -102,5 +102,7 @@ void write_folder_atomic(const std::string& target, const std::function<void(con
 // header's "model" id and sha256 must equal the head's encoder. A stream without "model" cannot
 // be checked and is refused too.
 void check_encoder(const HeadInfo& head, const nlohmann::json& stream_header, const std::string& where);
+// The same check for any head that records its encoder as {"id", "sha256", ...}.
+void check_encoder(const nlohmann::json& head_encoder, const nlohmann::json& stream_header, const std::string& where);
 
 }  // namespace cx::train

@@ -89,6 +89,18 @@ void AdamW::load_state(const model::NamedTensors& state, const std::string& wher
     }
 }
 
+std::vector<torch::Tensor> snapshot(const std::vector<torch::Tensor>& params) {
+  std::vector<torch::Tensor> out;
+  out.reserve(params.size());
+  for (const auto& t : params) out.push_back(t.detach().clone());
+  return out;
+}
+
+void restore(const std::vector<torch::Tensor>& params, const std::vector<torch::Tensor>& saved) {
+  torch::NoGradGuard no_grad;
+  for (std::size_t i = 0; i < params.size(); ++i) params[i].copy_(saved[i]);
+}
+
 Schedule parse_schedule(const std::string& name) {
   if (name == "cosine") return Schedule::cosine;
   if (name == "constant") return Schedule::constant;

@@ -43,6 +43,10 @@ class AdamW {
   std::vector<std::vector<torch::Tensor>> exp_avg_, exp_avg_sq_;
 };
 
+// The values of parameters, copied (the best epoch's weights while early stopping), and written back.
+std::vector<torch::Tensor> snapshot(const std::vector<torch::Tensor>& params);
+void restore(const std::vector<torch::Tensor>& params, const std::vector<torch::Tensor>& saved);
+
 enum class Schedule { cosine, constant };
 Schedule parse_schedule(const std::string& name);  // "cosine" | "constant"; else UsageError
 std::string schedule_name(Schedule s);

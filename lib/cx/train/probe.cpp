@@ -12,18 +12,6 @@ namespace cx::train {
 namespace {
 constexpr std::uint64_t kShufflePurpose = 1;
 
-std::vector<torch::Tensor> snapshot(HeadModule& m) {
-  std::vector<torch::Tensor> out;
-  for (const auto& p : m.parameters()) out.push_back(p.detach().clone());
-  return out;
-}
-
-void restore(HeadModule& m, const std::vector<torch::Tensor>& saved) {
-  torch::NoGradGuard no_grad;
-  auto params = m.parameters();
-  for (std::size_t i = 0; i < params.size(); ++i) params[i].copy_(saved[i]);
-}
-
 std::string sha_of(const nlohmann::json& header) {
   if (!header.contains("model") || !header["model"].is_object()) return "";
   return header["model"].value("sha256", "");
@@ -178,7 +166,7 @@ Head train_head(FeatureSet train, const FeatureSet* val, const std::vector<std::
         if (e.macro > best) {
           best = e.macro;
           best_epoch = epoch + 1;
-          best_params = snapshot(*head.module);
+          best_params = snapshot(head.module->parameters());
           bad = 0;
           report.best = true;
         } else {
@@ -189,7 +177,7 @@ Head train_head(FeatureSet train, const FeatureSet* val, const std::vector<std::
     if (on_epoch) on_epoch(report);
     if (have_val_metric && o.patience > 0 && bad >= o.patience) break;
   }
-  if (have_val_metric) restore(*head.module, best_params);
+  if (have_val_metric) restore(head.module->parameters(), best_params);
   head.module->eval();
   head.module->to(torch::kCPU);
 
