@@ -374,7 +374,7 @@ int run_finetune(cx::cli::Tool& tool, Shared& s, const FinetuneCli& f) {
   }
   auto result = cx::train::finetune(train, val.get(), labels, o, [&](const cx::train::FinetuneProgress& p) {
     std::string line = "step " + std::to_string(p.step) + "/" + std::to_string(p.total) + ": loss " + fmt(p.loss, "%.5f");
-    if (p.epoch > 0) line += ", epoch " + std::to_string(p.epoch) + " val macro AUROC " + fmt(p.val_macro_auroc) + (p.best ? " (best)" : "");
+    if (p.epoch > 0) line += ", epoch " + std::to_string(p.epoch) + " val macro AUROC " + fmt(p.val_metric) + (p.best ? " (best)" : "");
     cx::log::debug(line);
   });
   if (!result.finished) {

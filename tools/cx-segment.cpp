@@ -9,6 +9,8 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 
 #include "cx/cli/error.hpp"
 #include "cx/cli/log.hpp"
@@ -21,6 +23,8 @@
 #include "cx/io/image_file.hpp"
 #include "cx/io/png.hpp"
 #include "cx/io/stream.hpp"
+#include "cx/model/hf_loader.hpp"
+#include "cx/model/model_dir.hpp"
 #include "cx/model/runtime.hpp"
 #include "cx/train/segment.hpp"
 
@@ -125,6 +129,92 @@ int run_train(cx::cli::Tool& tool, const TrainCli& c) {
   return cx::kExitOk;
 }
 
+struct FinetuneCli {
+  std::string model, preprocess = "hf", precision = "f32", checkpoint, resume;
+  bool equalize = false;
+  double lr_backbone = 5e-7, lr_head = 5e-5;
+  std::int64_t steps = 0, accum = 1, checkpoint_every = 0, stop_after = 0;
+};
+
+int run_finetune(cx::cli::Tool& tool, const TrainCli& c, const FinetuneCli& f) {
+  cx::model::set_threads(tool.threads());
+  const auto device = cx::model::parse_device(tool.common().device);
+  const std::string out = folder_output(tool);
+  auto inputs = tool.inputs_or_stdin(c.inputs);
+  auto source = cx::data::RecordSource::open(inputs);
+  const std::string where = inputs[0] == "-" ? "standard input" : inputs[0];
+
+  cx::train::FinetuneOptions o;
+  o.encoder_folder = cx::model::resolve_model_dir(f.model);
+  o.epochs = c.epochs;
+  o.steps = f.steps;
+  o.batch = c.batch;
+  o.accum = f.accum;
+  o.lr_backbone = f.lr_backbone;
+  o.lr_head = f.lr_head;
+  o.weight_decay = c.wd;
+  o.schedule = cx::train::parse_schedule(c.schedule);
+  o.warmup = c.warmup;
+  o.patience = c.patience;
+  o.augment = false;
+  if (f.preprocess == "cxformer") {
+    o.preprocess = cx::image::PreprocessConfig::cxformer(f.equalize);
+    o.preprocess_record = {{"pipeline", "cxformer"}, {"equalize", f.equalize}};
+  } else {
+    if (f.equalize) throw cx::UsageError("--equalize belongs to --preprocess cxformer");
+    o.preprocess = cx::image::PreprocessConfig::from_file(o.encoder_folder + "/preprocessor_config.json");
+    o.preprocess_record = {{"pipeline", "hf"}};
+  }
+  o.device = device;
+  o.precision = cx::model::parse_precision(f.precision, device);
+  o.seed = tool.common().seed;
+  o.checkpoint_dir = f.checkpoint.empty() && (f.checkpoint_every > 0 || f.stop_after > 0) ? out + ".checkpoint" : f.checkpoint;
+  o.checkpoint_every = f.checkpoint_every;
+  o.resume = f.resume;
+  o.stop_after = f.stop_after;
+
+  const nlohmann::json config = nlohmann::json::parse(
+      [&] {
+        std::ifstream in(o.encoder_folder + "/config.json");
+        std::stringstream ss;
+        ss << in.rdbuf();
+        return ss.str();
+      }(),
+      nullptr, false);
+  const int patch = config.is_object() ? config.value("patch_size", 14) : 14;
+  const int stride = c.stride > 0 ? c.stride : patch;
+  const auto classes = split_list(c.classes);
+  cx::train::SegImageSet train = cx::train::load_seg_images(*source, o.preprocess, patch, stride, classes, where);
+  source.reset();
+  std::unique_ptr<cx::train::SegImageSet> val;
+  if (!c.val.empty()) {
+    auto vs = cx::data::RecordSource::open({c.val});
+    val = std::make_unique<cx::train::SegImageSet>(cx::train::load_seg_images(*vs, o.preprocess, patch, stride, classes, c.val));
+  }
+  auto result = cx::train::finetune_seg(train, val.get(), c.feature, stride, cx::train::parse_seg_head_type(c.head), c.hidden, o,
+                                        [&](const cx::train::FinetuneProgress& p) {
+                                          std::string line = "step " + std::to_string(p.step) + "/" + std::to_string(p.total) +
+                                                             ": loss " + fmt(p.loss, "%.5f");
+                                          if (p.epoch > 0)
+                                            line += ", epoch " + std::to_string(p.epoch) + " val mean Dice " + fmt(p.val_metric) +
+                                                    (p.best ? " (best)" : "");
+                                          cx::log::debug(line);
+                                        });
+  if (!result.finished) {
+    cx::log::info("stopped after " + std::to_string(result.steps_done) + " updates; continue with --resume " + o.checkpoint_dir);
+    return cx::kExitOk;
+  }
+  if (!tool.common().no_provenance) result.head.info.training["provenance"] = tool.provenance_entry();
+  cx::train::write_finetuned_seg_head(out, result, o);
+  std::string summary = "fine-tuned " + f.model + " with a " + c.head + " segmentation head: " + std::to_string(result.steps_done) + " updates";
+  if (result.head.info.metrics.contains("val")) {
+    const auto& m = result.head.info.metrics["val"]["mean_dice"];
+    summary += ", validation mean Dice " + (m.is_null() ? std::string("NA") : fmt(m.get<double>()));
+  }
+  cx::log::info(summary + " -> " + out);
+  return cx::kExitOk;
+}
+
 struct PredictCli {
   std::string head_dir, png_dir, rle, overlay;
   std::vector<std::string> inputs;
@@ -170,7 +260,24 @@ int run_predict(cx::cli::Tool& tool, const PredictCli& c) {
   auto inputs = tool.inputs_or_stdin(c.inputs);
   auto source = cx::data::RecordSource::open(inputs);
   const std::string where = inputs[0] == "-" ? "standard input" : inputs[0];
-  if (!c.ignore_encoder) cx::train::check_encoder(info.encoder, source->header(), where);
+  // A fine-tuned head embeds images itself with its own encoder; tokens from a stream are checked
+  // against the head's encoder once, at the first record that carries them.
+  std::shared_ptr<cx::model::VitModel> encoder;
+  cx::image::PreprocessConfig preprocess;
+  if (!info.encoder_folder.empty()) {
+    const std::string folder = c.head_dir + "/" + info.encoder_folder;
+    cx::model::LoadOptions lo;
+    lo.device = device;
+    lo.hash = false;
+    encoder = cx::model::load_hf_vit(folder, lo).model;
+    encoder->eval();
+    const auto& pp = info.preprocess;
+    if (pp.is_object() && pp.value("pipeline", "hf") == "cxformer")
+      preprocess = cx::image::PreprocessConfig::cxformer(pp.value("equalize", false));
+    else
+      preprocess = cx::image::PreprocessConfig::from_file(folder + "/preprocessor_config.json");
+  }
+  bool checked = c.ignore_encoder;
 
   // The stream goes to -o or standard output; with a file output asked for instead, only to -o.
   const bool files = !c.png_dir.empty() || !c.rle.empty() || !c.overlay.empty();
@@ -198,23 +305,49 @@ int run_predict(cx::cli::Tool& tool, const PredictCli& c) {
     rle->write(line + ",Height,Width\n");
   }
 
-  double t_head = 0, t_map = 0, t_out = 0;
+  double t_encoder = 0, t_head = 0, t_map = 0, t_out = 0;
   cx::cli::Progress progress("images");
   std::vector<cx::io::Record> pending;
-  std::vector<torch::Tensor> tokens;
+  std::vector<torch::Tensor> tokens;              // [C, h, w], or undefined for records embedded here
+  std::vector<cx::train::PatchGrid> image_grids;  // records embedded here: where the input lies
   auto seconds = [](Clock::time_point a) { return std::chrono::duration<double>(Clock::now() - a).count(); };
   auto flush = [&] {
     if (pending.empty()) return;
     auto t0 = Clock::now();
+    std::vector<const std::string*> images;
+    std::vector<std::string> names;
+    std::vector<std::size_t> at_image;
+    for (std::size_t i = 0; i < pending.size(); ++i)
+      if (!tokens[i].defined()) {
+        const cx::io::Field* img = nullptr;
+        for (const char* f : {"png", "jpg", "jpeg"})
+          if (!img) img = pending[i].find(f);
+        images.push_back(&img->data);
+        names.push_back(pending[i].key + "." + img->name);
+        at_image.push_back(i);
+      }
+    if (!images.empty()) {
+      torch::NoGradGuard no_grad;
+      torch::Tensor t = cx::train::encoder_tokens(*encoder, cx::train::preprocess_images(images, names, preprocess).to(device),
+                                                  info.feature);
+      for (std::size_t j = 0; j < at_image.size(); ++j) tokens[at_image[j]] = t[static_cast<std::int64_t>(j)];
+      if (device.is_cuda()) torch::cuda::synchronize();
+      t_encoder += seconds(t0);
+      t0 = Clock::now();
+    }
+    for (const auto& t : tokens)
+      if (!t.sizes().equals(tokens.front().sizes()))
+        throw cx::Error(cx::at(where, "records of one batch have token grids of different sizes (give --batch 1)"));
     torch::Tensor z = head.logits(torch::stack(tokens));
     if (device.is_cuda()) torch::cuda::synchronize();
     t_head += seconds(t0);
     for (std::size_t i = 0; i < pending.size(); ++i) {
       cx::io::Record& r = pending[i];
       t0 = Clock::now();
-      // The prediction's size: the image's (cx-embed's patch_grid), else the truth mask's.
-      cx::train::PatchGrid g;
-      if (!cx::train::record_patch_grid(r, g)) {
+      // The prediction's size: the image's (cx-embed's patch_grid, or the input window of an image
+      // embedded here), else the truth mask's.
+      cx::train::PatchGrid g = image_grids[i];
+      if (g.image_width == 0 && !cx::train::record_patch_grid(r, g)) {
         const cx::io::Field* m = r.find("mask.png");
         if (!m) throw cx::Error(cx::at(r.key, "no patch_grid in its .json (embed with cx-embed --emit " + info.feature +
                                                   ") and no mask.png to give the image's size"));
@@ -257,18 +390,41 @@ int run_predict(cx::cli::Tool& tool, const PredictCli& c) {
     }
     pending.clear();
     tokens.clear();
+    image_grids.clear();
   };
   cx::io::Record record;
   while (source->next(record)) {
     torch::Tensor t = cx::train::record_tokens(record, info.feature);
-    if (!t.defined())
-      throw cx::Error(cx::at(record.key, "no " + info.feature + ".npy field (embed with cx-embed --emit " + info.feature + ")"));
-    if (t.size(0) != info.shape.in)
-      throw cx::Error(cx::at(record.key + "." + info.feature + ".npy", std::to_string(t.size(0)) +
-                                                                   " channels, the head takes " + std::to_string(info.shape.in)));
-    if (!tokens.empty() && !tokens.front().sizes().equals(t.sizes())) flush();  // a batch holds one grid size
+    cx::train::PatchGrid g;
+    if (!t.defined()) {
+      const cx::io::Field* img = nullptr;
+      for (const char* f : {"png", "jpg", "jpeg"})
+        if (!img) img = record.find(f);
+      if (!encoder || !img)
+        throw cx::Error(cx::at(record.key, "no " + info.feature + ".npy field (embed with cx-embed --emit " + info.feature + ")" +
+                                               (encoder ? " and no image to embed" : "")));
+      // Only the image's size is needed here; the worker decodes it again in the batch.
+      cx::Image im = cx::io::decode_image(img->data, record.key + "." + img->name);
+      const auto win = cx::image::input_window(im.width, im.height, preprocess);
+      g.image_width = im.width;
+      g.image_height = im.height;
+      g.x0 = win.x0;
+      g.y0 = win.y0;
+      g.x1 = win.x1;
+      g.y1 = win.y1;
+    } else {
+      if (!checked) {
+        cx::train::check_encoder(info.encoder, source->header(), where);
+        checked = true;
+      }
+      if (t.size(0) != info.shape.in)
+        throw cx::Error(cx::at(record.key + "." + info.feature + ".npy", std::to_string(t.size(0)) +
+                                                                     " channels, the head takes " + std::to_string(info.shape.in)));
+      if (!tokens.empty() && tokens.front().defined() && !tokens.front().sizes().equals(t.sizes())) flush();  // one grid size per batch
+    }
     pending.push_back(std::move(record));
     tokens.push_back(std::move(t));
+    image_grids.push_back(g);
     if (static_cast<std::int64_t>(pending.size()) >= c.batch) flush();
   }
   flush();
@@ -277,9 +433,10 @@ int run_predict(cx::cli::Tool& tool, const PredictCli& c) {
   if (out) out->commit();
   if (rle) rle->commit();
   const double total = t_head + t_map + t_out;
-  cx::log::debug("predicted " + std::to_string(progress.done()) + " images: head " + fmt(t_head, "%.3f") + " s, resample + argmax " +
+  cx::log::debug("predicted " + std::to_string(progress.done()) + " images: " +
+                 (encoder ? "encoder " + fmt(t_encoder, "%.3f") + " s, " : std::string()) + "head " + fmt(t_head, "%.3f") + " s, resample + argmax " +
                  fmt(t_map, "%.3f") + " s, outputs " + fmt(t_out, "%.3f") + " s (head " +
-                 fmt(total > 0 ? 100 * t_head / total : 0, "%.1f") + "% of " + fmt(total, "%.3f") + " s)");
+                 fmt(total > 0 ? 100 * t_head / (total + t_encoder) : 0, "%.1f") + "% of " + fmt(total + t_encoder, "%.3f") + " s)");
   return cx::kExitOk;
 }
 
@@ -327,10 +484,53 @@ int main(int argc, char** argv) {
   tool.add_device_option(train);
   tool.add_provenance_option(train);
 
+  TrainCli ft;
+  FinetuneCli f;
+  ft.lr = 0;  // unused: finetune has --lr-backbone / --lr-head
+  ft.epochs = 10;
+  ft.batch = 8;
+  ft.wd = 0.0;
+  ft.patience = 3;
+  auto* finetune = app.add_subcommand("finetune", "Train encoder and head together from images with .mask.png (a stream cx-ingest wrote)");
+  finetune->add_option("inputs", ft.inputs, "Image streams with masks; - for standard input")->type_name("STREAM");
+  finetune->add_option("-m,--model", f.model, "Encoder folder, or a name looked up in $CX_MODEL_PATH and the Hugging Face cache")
+      ->required()
+      ->envname("CX_MODEL");
+  finetune->add_option("--val", ft.val, "Validation stream (images with masks): early stopping on its mean foreground Dice")->type_name("STREAM");
+  finetune->add_option("--feature", ft.feature, "patch or patch4")->check(CLI::IsMember({"patch", "patch4"}))->capture_default_str();
+  finetune->add_option("--head", ft.head, "linear or conv")->check(CLI::IsMember({"linear", "conv"}))->capture_default_str();
+  finetune->add_option("--hidden", ft.hidden, "Width of the conv decoder's first layer (a multiple of 4)")->check(CLI::PositiveNumber)->capture_default_str();
+  finetune->add_option("--classes", ft.classes, "Names of label values 1..n (default: the stream's mask classes)")->type_name("A,B");
+  finetune->add_option("--stride", ft.stride, "Target pixels per grid cell (default: the encoder's patch size)")->check(CLI::PositiveNumber);
+  finetune->add_option("--epochs", ft.epochs, "Epochs")->check(CLI::PositiveNumber)->capture_default_str();
+  finetune->add_option("--steps", f.steps, "Optimizer updates in all (overrides --epochs)")->check(CLI::PositiveNumber);
+  finetune->add_option("--batch", ft.batch, "Images per micro-batch")->check(CLI::PositiveNumber)->capture_default_str();
+  finetune->add_option("--accum", f.accum, "Micro-batches per optimizer update")->check(CLI::PositiveNumber)->capture_default_str();
+  finetune->add_option("--lr-backbone", f.lr_backbone, "Encoder learning rate")->capture_default_str();
+  finetune->add_option("--lr-head", f.lr_head, "Head learning rate")->capture_default_str();
+  finetune->add_option("--wd", ft.wd, "AdamW weight decay")->capture_default_str();
+  finetune->add_option("--schedule", ft.schedule, "cosine or constant")->check(CLI::IsMember({"cosine", "constant"}))->capture_default_str();
+  finetune->add_option("--warmup", ft.warmup, "Fraction of the updates spent in linear warm-up")->check(CLI::Range(0.0, 1.0))->capture_default_str();
+  finetune->add_option("--patience", ft.patience, "Stop after N validations without a better Dice; 0 never")->check(CLI::NonNegativeNumber)->capture_default_str();
+  finetune->add_option("--preprocess", f.preprocess, "hf (the model's preprocessor_config.json) or cxformer")
+      ->check(CLI::IsMember({"hf", "cxformer"}))
+      ->capture_default_str();
+  finetune->add_flag("--equalize", f.equalize, "Histogram-equalise images (with --preprocess cxformer)");
+  finetune->add_option("--precision", f.precision, "f32, or bf16/f16 autocast on CUDA")->check(CLI::IsMember({"f32", "bf16", "f16"}))->capture_default_str();
+  finetune->add_option("--checkpoint", f.checkpoint, "Checkpoint folder (default HEADDIR.checkpoint when checkpoints are written)")->type_name("DIR");
+  finetune->add_option("--checkpoint-every", f.checkpoint_every, "Write a checkpoint every K updates")->check(CLI::NonNegativeNumber)->type_name("K");
+  finetune->add_option("--resume", f.resume, "Continue from a checkpoint folder (same data and settings)")->type_name("DIR");
+  finetune->add_option("--stop-after", f.stop_after, "End this session after N updates in all, writing a checkpoint")->check(CLI::PositiveNumber)->type_name("N");
+  tool.add_output_option(finetune);
+  tool.add_seed_option(0, finetune);
+  tool.add_threads_option(finetune);
+  tool.add_device_option(finetune);
+  tool.add_provenance_option(finetune);
+
   PredictCli p;
   auto* predict = app.add_subcommand("predict", "Masks from a head: .mask.png in the stream, --png-dir, --rle, --overlay");
   predict->add_option("head", p.head_dir, "Head folder (from cx-segment train)")->required()->type_name("HEADDIR");
-  predict->add_option("inputs", p.inputs, "Embedding streams; - for standard input")->type_name("STREAM");
+  predict->add_option("inputs", p.inputs, "Embedding streams (image streams for a fine-tuned head); - for standard input")->type_name("STREAM");
   predict->add_option("--png-dir", p.png_dir, "Also write each label map as DIR/<key>.png")->type_name("DIR");
   predict->add_option("--rle", p.rle, "Also write a CheXmask-format RLE CSV (1-based starts, row-major, a column per class)")->type_name("CSV");
   predict->add_option("--overlay", p.overlay, "Also write DIR/<key>.png: the radiograph with the outlines in colour (needs cx-embed --keep-image)")
@@ -346,6 +546,7 @@ int main(int argc, char** argv) {
 
   return tool.run(argc, argv, [&]() -> int {
     if (train->parsed()) return run_train(tool, t);
+    if (finetune->parsed()) return run_finetune(tool, ft, f);
     return run_predict(tool, p);
   });
 }

@@ -48,20 +48,6 @@ std::int64_t feature_width(const model::VitConfig& c, const std::string& feature
   throw UsageError("--feature " + feature + ": expected cx5 or cls");
 }
 
-torch::Tensor preprocess_images(const std::vector<const std::string*>& images, const std::vector<std::string>& where,
-                                const image::PreprocessConfig& config) {
-  std::vector<torch::Tensor> xs(images.size());
-  at::parallel_for(0, static_cast<std::int64_t>(images.size()), 1, [&](std::int64_t b, std::int64_t e) {
-    for (std::int64_t i = b; i < e; ++i) {
-      const auto k = static_cast<std::size_t>(i);
-      Image im = to_8bit(io::decode_image(*images[k], where[k]));
-      image::PixelValues pv = image::preprocess(im, config);
-      xs[k] = torch::from_blob(pv.data.data(), {3, pv.height, pv.width}, torch::kFloat32).clone();
-    }
-  });
-  return torch::stack(xs);
-}
-
 struct Params {
   std::vector<std::string> names;
   std::vector<torch::Tensor> tensors;
@@ -95,6 +81,20 @@ model::NamedTensors as_named(const Params& p, const std::vector<torch::Tensor>& 
 }
 
 }  // namespace
+
+torch::Tensor preprocess_images(const std::vector<const std::string*>& images, const std::vector<std::string>& where,
+                                const image::PreprocessConfig& config) {
+  std::vector<torch::Tensor> xs(images.size());
+  at::parallel_for(0, static_cast<std::int64_t>(images.size()), 1, [&](std::int64_t b, std::int64_t e) {
+    for (std::int64_t i = b; i < e; ++i) {
+      const auto k = static_cast<std::size_t>(i);
+      Image im = to_8bit(io::decode_image(*images[k], where[k]));
+      image::PixelValues pv = image::preprocess(im, config);
+      xs[k] = torch::from_blob(pv.data.data(), {3, pv.height, pv.width}, torch::kFloat32).clone();
+    }
+  });
+  return torch::stack(xs);
+}
 
 ImageSet load_images(data::RecordSource& source, const std::vector<std::string>& labels, const std::string& where) {
   ImageSet set;
@@ -158,79 +158,50 @@ torch::Tensor predict_images(const Head& head, model::VitModel& encoder, const i
   return torch::cat(parts);
 }
 
-FinetuneResult finetune(const ImageSet& train, const ImageSet* val, const std::vector<std::string>& labels,
-                        const FinetuneOptions& o, const std::function<void(const FinetuneProgress&)>& on_progress) {
-  const auto L = static_cast<std::int64_t>(labels.size());
-  const std::int64_t N = train.rows();
-  if (o.task == Task::binary && L != 1) throw UsageError("--task binary takes one label, " + std::to_string(L) + " given");
-  if (o.task == Task::multiclass && L < 2) throw UsageError("--task multiclass needs at least two labels");
+AugmentOptions augment_options_for(const FinetuneOptions& o) {
+  AugmentOptions aug = o.augment_options;
+  const auto& p = o.preprocess;
+  aug.height = p.do_center_crop ? p.crop_height : (p.shortest_edge > 0 ? p.shortest_edge : p.resize_height);
+  aug.width = p.do_center_crop ? p.crop_width : (p.shortest_edge > 0 ? p.shortest_edge : p.resize_width);
+  aug.mean = p.image_mean;
+  aug.std = p.image_std;
+  return aug;
+}
+
+FinetuneLoopResult finetune_loop(model::VitModel& encoder, const nlohmann::json& base_info, FinetuneTask& task,
+                                 const FinetuneOptions& o, const std::function<void(const FinetuneProgress&)>& on_progress) {
+  const std::int64_t N = task.records();
   if (o.batch < 1 || o.accum < 1 || o.epochs < 1 || o.steps < 0) throw UsageError("--batch, --accum and --epochs must be at least 1");
   if (o.stop_after > 0 && o.checkpoint_dir.empty()) throw UsageError("--stop-after needs a checkpoint folder (--checkpoint DIR)");
+  if (N < 1) throw Error("no training records");
 
-  // The starting encoder, and what it was.
-  const std::string base_folder = o.encoder_folder;
-  model::LoadOptions lo;
-  lo.device = o.device;
-  model::LoadedVit base = model::load_hf_vit(base_folder, lo);
-  nlohmann::json base_info = {{"id", base.model_id}, {"sha256", base.weights_sha256}};
-  std::shared_ptr<model::VitModel> encoder = base.model;
-  const model::VitConfig config = base.config;
-  const std::int64_t F = feature_width(config, o.feature);
-
-  Head head;
-  head.info.task = o.task;
-  head.info.labels = labels;
-  head.info.feature = o.feature;
-  head.info.policy = o.policy;
-  head.info.shape = {o.head, F, o.head == HeadType::mlp ? o.hidden : 0, L};
-  head.module = std::make_shared<HeadModule>(head.info.shape);
-  head.module->init(o.seed);
-  head.module->to(o.device);
-
-  Params enc_params = named(*encoder, "encoder.");
-  Params head_params = named(*head.module, "head.");
+  Params enc_params = named(encoder, "encoder.");
+  Params head_params = named(task.head(), "head.");
   AdamW opt({ParamGroup{enc_params.names, enc_params.tensors, o.lr_backbone, o.weight_decay},
              ParamGroup{head_params.names, head_params.tensors, o.lr_head, o.weight_decay}});
 
   const std::int64_t per_epoch = (N + o.batch - 1) / o.batch;
   const std::int64_t total = o.steps > 0 ? o.steps : (per_epoch * o.epochs + o.accum - 1) / o.accum;
   const auto warmup = static_cast<std::int64_t>(std::llround(o.warmup * static_cast<double>(total)));
+  const AugmentOptions aug = augment_options_for(o);
 
-  AugmentOptions aug = o.augment_options;
-  {
-    const auto& p = o.preprocess;
-    aug.height = p.do_center_crop ? p.crop_height : (p.shortest_edge > 0 ? p.shortest_edge : p.resize_height);
-    aug.width = p.do_center_crop ? p.crop_width : (p.shortest_edge > 0 ? p.shortest_edge : p.resize_width);
-    aug.mean = p.image_mean;
-    aug.std = p.image_std;
-  }
-  const bool equalize = o.preprocess.pipeline == image::Pipeline::cxformer && o.preprocess.equalize;
-
-  nlohmann::json signature = {
-      {"records", N},         {"labels", labels},
-      {"task", task_name(o.task)}, {"head", head_type_name(o.head)},
-      {"hidden", head.info.shape.hidden}, {"feature", o.feature},
-      {"uncertain", policy_name(o.policy.uncertain)}, {"blank", policy_name(o.policy.blank)},
-      {"batch", o.batch},     {"accum", o.accum},
-      {"steps", total},       {"lr_backbone", o.lr_backbone},
-      {"lr_head", o.lr_head}, {"weight_decay", o.weight_decay},
-      {"schedule", schedule_name(o.schedule)}, {"warmup", o.warmup},
-      {"patience", o.patience}, {"balanced", o.balanced},
-      {"augment", o.augment}, {"crop_scale_min", aug.scale_min},
-      {"input", {aug.height, aug.width}}, {"seed", o.seed},
-      {"validation_records", val ? val->rows() : 0}};
-
-  // Targets.
-  torch::Tensor Y, M, cls, row_mask, pos_weight, class_weight;
-  make_targets(train.truth, o.policy, Y, M);
-  if (o.task == Task::multiclass) {
-    std::tie(cls, row_mask) = multiclass_targets(Y, M);
-    if (row_mask.sum().item<double>() == 0) throw Error("no training record has exactly one positive label (multiclass)");
-    if (o.balanced) class_weight = balanced_class_weight(cls, row_mask, L);
-  } else {
-    if (M.sum().item<double>() == 0) throw Error("no usable label cell in the training data under this label policy");
-    if (o.balanced) pos_weight = balanced_pos_weight(Y, M);
-  }
+  nlohmann::json signature = task.signature();
+  nlohmann::json loop = {{"records", N},
+                         {"batch", o.batch},
+                         {"accum", o.accum},
+                         {"steps", total},
+                         {"lr_backbone", o.lr_backbone},
+                         {"lr_head", o.lr_head},
+                         {"weight_decay", o.weight_decay},
+                         {"schedule", schedule_name(o.schedule)},
+                         {"warmup", o.warmup},
+                         {"patience", o.patience},
+                         {"augment", o.augment},
+                         {"crop_scale_min", aug.scale_min},
+                         {"input", {aug.height, aug.width}},
+                         {"seed", o.seed},
+                         {"validation_records", task.validation_records()}};
+  signature.update(loop);
 
   // Early-stopping state.
   double best_metric = -1;
@@ -244,7 +215,7 @@ FinetuneResult finetune(const ImageSet& train, const ImageSet* val, const std::v
     const std::string state_path = o.resume + "/state.json";
     nlohmann::json state = nlohmann::json::parse(read_text(state_path), nullptr, false);
     if (state.is_discarded() || state.value("format", "") != kCheckpointFormat)
-      throw Error(at(state_path, "not a cx-classify finetune checkpoint"));
+      throw Error(at(state_path, "not a cx fine-tuning checkpoint"));
     const nlohmann::json& saved = state["signature"];
     std::vector<std::string> differ;
     for (auto it = signature.begin(); it != signature.end(); ++it)
@@ -257,8 +228,8 @@ FinetuneResult finetune(const ImageSet& train, const ImageSet* val, const std::v
       throw Error(at(o.resume, "the checkpoint was made with other settings: " + list));
     }
     if (state.value("base_encoder", nlohmann::json()) != base_info)
-      throw Error(at(o.resume, "the checkpoint fine-tunes another encoder than " + base_folder));
-    model::load_weights(*encoder, model::read_hf_weights(o.resume + "/encoder"), o.resume + "/encoder");
+      throw Error(at(o.resume, "the checkpoint fine-tunes another encoder than " + o.encoder_folder));
+    model::load_weights(encoder, model::read_hf_weights(o.resume + "/encoder"), o.resume + "/encoder");
     load_named(head_params, read_tensors(o.resume + "/head.safetensors"), o.resume + "/head.safetensors");
     opt.load_state(read_tensors(o.resume + "/optimizer.safetensors"), o.resume + "/optimizer.safetensors");
     start = state.at("step").get<std::int64_t>();
@@ -282,7 +253,7 @@ FinetuneResult finetune(const ImageSet& train, const ImageSet* val, const std::v
 
   auto write_checkpoint = [&](std::int64_t step) {
     write_folder_atomic(o.checkpoint_dir, [&](const std::string& tmp) {
-      model::save_hf_folder(tmp + "/encoder", *encoder);
+      model::save_hf_folder(tmp + "/encoder", encoder);
       write_tensors(tmp + "/head.safetensors", as_named(head_params, head_params.tensors));
       write_tensors(tmp + "/optimizer.safetensors", opt.state());
       if (have_best) {
@@ -309,16 +280,11 @@ FinetuneResult finetune(const ImageSet& train, const ImageSet* val, const std::v
     });
   };
 
-  std::vector<const std::string*> val_images;
-  if (val)
-    for (const auto& s : val->images) val_images.push_back(&s);
-
-  encoder->train();
-  head.module->train();
+  encoder.train();
+  task.head().train();
   std::int64_t cached_epoch = -1;
   std::vector<std::int64_t> perm;
-  FinetuneResult result;
-  bool stopped_early = false;
+  FinetuneLoopResult result;
   std::int64_t step = start;
   for (; step < total; ++step) {
     opt.zero_grad();
@@ -336,37 +302,10 @@ FinetuneResult finetune(const ImageSet& train, const ImageSet* val, const std::v
       std::vector<std::int64_t> idx(perm.begin() + begin, perm.begin() + begin + count);
       std::vector<torch::Tensor> xs(static_cast<std::size_t>(count));
       at::parallel_for(0, count, 1, [&](std::int64_t b0, std::int64_t b1) {
-        for (std::int64_t i = b0; i < b1; ++i) {
-          const auto r = static_cast<std::size_t>(idx[static_cast<std::size_t>(i)]);
-          if (o.augment) {
-            Image g = decode_gray8(train.images[r], train.image_names[r], equalize);
-            CounterRng rng(o.seed, kAugmentPurpose, static_cast<std::uint64_t>(epoch), r);
-            xs[static_cast<std::size_t>(i)] = augment_gray(gray_to_unit(g), aug, rng);
-          } else {
-            Image im = to_8bit(io::decode_image(train.images[r], train.image_names[r]));
-            image::PixelValues pv = image::preprocess(im, o.preprocess);
-            xs[static_cast<std::size_t>(i)] = torch::from_blob(pv.data.data(), {3, pv.height, pv.width}, torch::kFloat32).clone();
-          }
-        }
+        for (std::int64_t i = b0; i < b1; ++i) xs[static_cast<std::size_t>(i)] = task.input(idx[static_cast<std::size_t>(i)], epoch);
       });
       torch::Tensor x = torch::stack(xs).to(o.device);
-      torch::Tensor index = torch::from_blob(idx.data(), {count}, torch::kInt64).clone();
-      torch::Tensor features;
-      {
-        model::AutocastGuard autocast(o.precision, o.device);
-        features = encoder_features(*encoder, x, o.feature);
-      }
-      torch::Tensor logits = head.module->forward(features.to(torch::kFloat32));
-      torch::Tensor loss;
-      if (o.task == Task::multiclass) {
-        loss = masked_softmax_cross_entropy(logits, cls.index_select(0, index).to(o.device),
-                                            row_mask.index_select(0, index).to(o.device),
-                                            class_weight.defined() ? class_weight.to(o.device) : class_weight);
-      } else {
-        loss = masked_bce_with_logits(logits, Y.index_select(0, index).to(o.device), M.index_select(0, index).to(o.device),
-                                      pos_weight.defined() ? pos_weight.to(o.device) : pos_weight);
-      }
-      loss = loss / static_cast<double>(o.accum);
+      torch::Tensor loss = task.loss(encoder, x, idx) / static_cast<double>(o.accum);
       loss.backward();
       step_loss += loss.item<double>();
     }
@@ -376,20 +315,21 @@ FinetuneResult finetune(const ImageSet& train, const ImageSet* val, const std::v
     progress.step = step + 1;
     progress.total = total;
     progress.loss = step_loss;
-    if (val && (epoch_ended || step + 1 == total)) {
+    if (task.validation_records() > 0 && (epoch_ended || step + 1 == total)) {
       ++epochs_validated;
-      Evaluation e = evaluate_auroc(
-          predict_images(head, *encoder, o.preprocess, val_images, val->image_names, o.device, o.precision, o.batch),
-          val->truth);
+      nlohmann::json report;
+      const double metric = task.validate(encoder, report);
+      encoder.train();
+      task.head().train();
       progress.epoch = epochs_validated;
-      progress.val_macro_auroc = e.macro;
-      if (!std::isnan(e.macro)) {
-        if (e.macro > best_metric) {
-          best_metric = e.macro;
+      progress.val_metric = metric;
+      if (!std::isnan(metric)) {
+        if (metric > best_metric) {
+          best_metric = metric;
           best_epoch = epochs_validated;
           best_enc = snapshot(enc_params.tensors);
           best_head = snapshot(head_params.tensors);
-          best_eval = evaluation_json(e, labels, val->rows());
+          best_eval = report;
           have_best = true;
           bad = 0;
           progress.best = true;
@@ -405,17 +345,15 @@ FinetuneResult finetune(const ImageSet& train, const ImageSet* val, const std::v
     if (!o.checkpoint_dir.empty() && ((o.checkpoint_every > 0 && done % o.checkpoint_every == 0) || stop_here))
       write_checkpoint(done);
     if (early) {
-      stopped_early = true;
+      result.stopped_early = true;
       ++step;
       break;
     }
     if (stop_here) {
       result.finished = false;
       result.steps_done = done;
-      encoder->eval();
-      head.module->eval();
-      result.encoder = encoder;
-      result.head = head;
+      encoder.eval();
+      task.head().eval();
       return result;
     }
   }
@@ -423,45 +361,173 @@ FinetuneResult finetune(const ImageSet& train, const ImageSet* val, const std::v
   if (have_best) {
     restore(enc_params.tensors, best_enc);
     restore(head_params.tensors, best_head);
-    head.info.metrics["val"] = best_eval;
   }
-  encoder->eval();
-  head.module->eval();
+  encoder.eval();
+  task.head().eval();
+  result.finished = true;
+  result.steps_done = step;
+  result.have_best = have_best;
+  result.best_epoch = best_epoch;
+  result.best_report = best_eval;
+  result.training = signature;
+  result.training["steps_done"] = step;
+  result.training["stopped_early"] = result.stopped_early;
+  result.training["best_epoch"] = have_best ? nlohmann::json(best_epoch) : nlohmann::json();
+  result.training["optimizer"] = "AdamW";
+  result.training["precision"] = o.precision == model::Precision::bf16 ? "bf16" : o.precision == model::Precision::f16 ? "f16" : "f32";
+  result.training["fine_tuned_from"] = base_info;
+  return result;
+}
+
+namespace {
+
+// Classification: a linear or MLP head on cx5 / cls, masked BCE (or softmax CE) under the label
+// policy, validation by macro AUROC.
+class ClassifyTask : public FinetuneTask {
+ public:
+  ClassifyTask(const ImageSet& train, const ImageSet* val, const std::vector<std::string>& labels,
+               const FinetuneOptions& o, Head& head)
+      : train_(train), val_(val), labels_(labels), o_(o), head_(head), aug_(augment_options_for(o)) {
+    equalize_ = o.preprocess.pipeline == image::Pipeline::cxformer && o.preprocess.equalize;
+    const auto L = static_cast<std::int64_t>(labels.size());
+    make_targets(train.truth, o.policy, Y_, M_);
+    if (o.task == Task::multiclass) {
+      std::tie(cls_, row_mask_) = multiclass_targets(Y_, M_);
+      if (row_mask_.sum().item<double>() == 0) throw Error("no training record has exactly one positive label (multiclass)");
+      if (o.balanced) class_weight_ = balanced_class_weight(cls_, row_mask_, L);
+    } else {
+      if (M_.sum().item<double>() == 0) throw Error("no usable label cell in the training data under this label policy");
+      if (o.balanced) pos_weight_ = balanced_pos_weight(Y_, M_);
+    }
+    if (val)
+      for (const auto& s : val->images) val_images_.push_back(&s);
+  }
+  torch::nn::Module& head() override { return *head_.module; }
+  std::int64_t records() const override { return train_.rows(); }
+  nlohmann::json signature() const override {
+    return {{"labels", labels_},
+            {"task", task_name(o_.task)},
+            {"head", head_type_name(o_.head)},
+            {"hidden", head_.info.shape.hidden},
+            {"feature", o_.feature},
+            {"uncertain", policy_name(o_.policy.uncertain)},
+            {"blank", policy_name(o_.policy.blank)},
+            {"balanced", o_.balanced}};
+  }
+  torch::Tensor input(std::int64_t r, std::int64_t epoch) const override {
+    const auto k = static_cast<std::size_t>(r);
+    if (o_.augment) {
+      Image g = decode_gray8(train_.images[k], train_.image_names[k], equalize_);
+      CounterRng rng(o_.seed, kAugmentPurpose, static_cast<std::uint64_t>(epoch), static_cast<std::uint64_t>(r));
+      return augment_gray(gray_to_unit(g), aug_, rng);
+    }
+    Image im = to_8bit(io::decode_image(train_.images[k], train_.image_names[k]));
+    image::PixelValues pv = image::preprocess(im, o_.preprocess);
+    return torch::from_blob(pv.data.data(), {3, pv.height, pv.width}, torch::kFloat32).clone();
+  }
+  torch::Tensor loss(model::VitModel& encoder, const torch::Tensor& x, const std::vector<std::int64_t>& idx) override {
+    torch::Tensor index = torch::tensor(idx, torch::kInt64);
+    torch::Tensor features;
+    {
+      model::AutocastGuard autocast(o_.precision, o_.device);
+      features = encoder_features(encoder, x, o_.feature);
+    }
+    torch::Tensor logits = head_.module->forward(features.to(torch::kFloat32));
+    if (o_.task == Task::multiclass)
+      return masked_softmax_cross_entropy(logits, cls_.index_select(0, index).to(o_.device),
+                                          row_mask_.index_select(0, index).to(o_.device),
+                                          class_weight_.defined() ? class_weight_.to(o_.device) : class_weight_);
+    return masked_bce_with_logits(logits, Y_.index_select(0, index).to(o_.device), M_.index_select(0, index).to(o_.device),
+                                  pos_weight_.defined() ? pos_weight_.to(o_.device) : pos_weight_);
+  }
+  std::int64_t validation_records() const override { return val_ ? val_->rows() : 0; }
+  double validate(model::VitModel& encoder, nlohmann::json& report) override {
+    Evaluation e = evaluate_auroc(
+        predict_images(head_, encoder, o_.preprocess, val_images_, val_->image_names, o_.device, o_.precision, o_.batch),
+        val_->truth);
+    report = evaluation_json(e, labels_, val_->rows());
+    return e.macro;
+  }
+
+ private:
+  const ImageSet& train_;
+  const ImageSet* val_;
+  const std::vector<std::string>& labels_;
+  const FinetuneOptions& o_;
+  Head& head_;
+  AugmentOptions aug_;
+  bool equalize_ = false;
+  torch::Tensor Y_, M_, cls_, row_mask_, pos_weight_, class_weight_;
+  std::vector<const std::string*> val_images_;
+};
+
+}  // namespace
+
+FinetuneResult finetune(const ImageSet& train, const ImageSet* val, const std::vector<std::string>& labels,
+                        const FinetuneOptions& o, const std::function<void(const FinetuneProgress&)>& on_progress) {
+  const auto L = static_cast<std::int64_t>(labels.size());
+  if (o.task == Task::binary && L != 1) throw UsageError("--task binary takes one label, " + std::to_string(L) + " given");
+  if (o.task == Task::multiclass && L < 2) throw UsageError("--task multiclass needs at least two labels");
+  if (o.batch < 1 || o.accum < 1 || o.epochs < 1 || o.steps < 0) throw UsageError("--batch, --accum and --epochs must be at least 1");
+  if (o.stop_after > 0 && o.checkpoint_dir.empty()) throw UsageError("--stop-after needs a checkpoint folder (--checkpoint DIR)");
+
+  // The starting encoder, and what it was.
+  model::LoadOptions lo;
+  lo.device = o.device;
+  model::LoadedVit base = model::load_hf_vit(o.encoder_folder, lo);
+  nlohmann::json base_info = {{"id", base.model_id}, {"sha256", base.weights_sha256}};
+  std::shared_ptr<model::VitModel> encoder = base.model;
+
+  Head head;
+  head.info.task = o.task;
+  head.info.labels = labels;
+  head.info.feature = o.feature;
+  head.info.policy = o.policy;
+  head.info.shape = {o.head, feature_width(base.config, o.feature), o.head == HeadType::mlp ? o.hidden : 0, L};
+  head.module = std::make_shared<HeadModule>(head.info.shape);
+  head.module->init(o.seed);
+  head.module->to(o.device);
+
+  ClassifyTask task(train, val, labels, o, head);
+  FinetuneLoopResult loop = finetune_loop(*encoder, base_info, task, o, on_progress);
+  FinetuneResult result;
+  result.finished = loop.finished;
+  result.steps_done = loop.steps_done;
+  result.encoder = encoder;
+  if (!loop.finished) {
+    result.head = head;
+    return result;
+  }
+  if (loop.have_best) head.info.metrics["val"] = loop.best_report;
   encoder->to(torch::kCPU);
   head.module->to(torch::kCPU);
-  head.info.training = signature;
-  head.info.training["steps_done"] = step;
-  head.info.training["stopped_early"] = stopped_early;
-  head.info.training["best_epoch"] = have_best ? nlohmann::json(best_epoch) : nlohmann::json();
-  head.info.training["optimizer"] = "AdamW";
-  head.info.training["precision"] = o.precision == model::Precision::bf16 ? "bf16" : o.precision == model::Precision::f16 ? "f16" : "f32";
-  head.info.training["fine_tuned_from"] = base_info;
+  head.info.training = loop.training;
   head.info.encoder_folder = "encoder";
   head.info.preprocess = o.preprocess_record;
   result.head = head;
-  result.encoder = encoder;
-  result.finished = true;
-  result.steps_done = step;
   return result;
+}
+
+nlohmann::json save_finetuned_encoder(const std::string& folder, model::VitModel& encoder, const FinetuneOptions& options) {
+  model::save_hf_folder(folder, encoder);
+  const std::string pp = options.encoder_folder + "/preprocessor_config.json";
+  if (fs::exists(pp)) cli::write_file_atomic(folder + "/preprocessor_config.json", read_text(pp));
+  // The id and hash cx-embed will record for this folder (load_hf_vit's rules).
+  model::LoadOptions lo;
+  model::LoadedVit saved = model::load_hf_vit(folder, lo);
+  return {{"id", saved.model_id},
+          {"sha256", saved.weights_sha256},
+          {"model_type", saved.config.model_type},
+          {"hidden_size", saved.config.hidden_size},
+          {"num_hidden_layers", saved.config.num_hidden_layers},
+          {"patch_size", saved.config.patch_size},
+          {"num_register_tokens", saved.config.num_register_tokens},
+          {"preprocess", options.preprocess_record.value("pipeline", "hf")}};
 }
 
 void write_finetuned_head(const std::string& folder, FinetuneResult& result, const FinetuneOptions& options) {
   write_folder_atomic(folder, [&](const std::string& tmp) {
-    const std::string enc = tmp + "/encoder";
-    model::save_hf_folder(enc, *result.encoder);
-    const std::string pp = options.encoder_folder + "/preprocessor_config.json";
-    if (fs::exists(pp)) cli::write_file_atomic(enc + "/preprocessor_config.json", read_text(pp));
-    // The id and hash cx-embed will record for this folder (load_hf_vit's rules).
-    model::LoadOptions lo;
-    model::LoadedVit saved = model::load_hf_vit(enc, lo);
-    result.head.info.encoder = {{"id", saved.model_id},
-                                {"sha256", saved.weights_sha256},
-                                {"model_type", saved.config.model_type},
-                                {"hidden_size", saved.config.hidden_size},
-                                {"num_hidden_layers", saved.config.num_hidden_layers},
-                                {"patch_size", saved.config.patch_size},
-                                {"num_register_tokens", saved.config.num_register_tokens},
-                                {"preprocess", options.preprocess_record.value("pipeline", "hf")}};
+    result.head.info.encoder = save_finetuned_encoder(tmp + "/encoder", *result.encoder, options);
     write_head_files(tmp, result.head);
   });
 }

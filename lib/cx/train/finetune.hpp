@@ -86,9 +86,55 @@ struct FinetuneProgress {
   std::int64_t step = 0, total = 0;  // updates done / planned
   double loss = 0;                   // this update's loss (sum over its micro-batches)
   int epoch = 0;                     // 1-based epoch of the validation, 0 when none ran
-  double val_macro_auroc = std::nan("");
+  double val_metric = std::nan("");  // the task's validation metric (macro AUROC, mean Dice)
   bool best = false;
 };
+
+// What a fine-tuning run trains besides the encoder: the head, the input and loss of a micro-batch,
+// and the validation metric (higher is better). finetune_loop() owns the rest: AdamW with the
+// backbone and head learning rates, schedule, gradient accumulation, checkpoints, resume and early
+// stopping, as described above.
+class FinetuneTask {
+ public:
+  virtual ~FinetuneTask() = default;
+  virtual torch::nn::Module& head() = 0;
+  virtual std::int64_t records() const = 0;
+  // Settings a resumed run must share with the checkpoint (merged into its signature).
+  virtual nlohmann::json signature() const = 0;
+  // The training input [3, H, W] of record r in an epoch (called from several threads at once).
+  virtual torch::Tensor input(std::int64_t r, std::int64_t epoch) const = 0;
+  // The loss of a micro-batch: pixels [B, 3, H, W] on the device, the records' indices.
+  virtual torch::Tensor loss(model::VitModel& encoder, const torch::Tensor& pixels, const std::vector<std::int64_t>& records) = 0;
+  // The validation metric (NaN when undefined) and its report for head.json; only when validates().
+  virtual std::int64_t validation_records() const = 0;  // 0: no validation
+  virtual double validate(model::VitModel& encoder, nlohmann::json& report) = 0;
+};
+
+struct FinetuneLoopResult {
+  bool finished = false;
+  std::int64_t steps_done = 0;
+  bool stopped_early = false;
+  bool have_best = false;  // a validation metric was defined: the best weights were restored
+  int best_epoch = 0;
+  nlohmann::json best_report;  // the task's validation report of the best epoch
+  nlohmann::json training;     // signature + how the run went, for head.json
+};
+
+// The encoder `encoder` (loaded from options.encoder_folder, described by base_info {"id", "sha256"})
+// and the task's head trained together; both are left in eval mode on the device.
+FinetuneLoopResult finetune_loop(model::VitModel& encoder, const nlohmann::json& base_info, FinetuneTask& task,
+                                 const FinetuneOptions& options, const std::function<void(const FinetuneProgress&)>& on_progress = {});
+
+// The augmentation options of a run: the model input's size and normalisation from the preprocessing.
+AugmentOptions augment_options_for(const FinetuneOptions& options);
+
+// Preprocessed pixel values [B, 3, H, W] of encoded images (decoded in parallel), as cx-embed feeds them.
+torch::Tensor preprocess_images(const std::vector<const std::string*>& images, const std::vector<std::string>& where,
+                                const image::PreprocessConfig& config);
+
+// Writes an encoder (with the original folder's preprocessor_config.json when there is one) as a
+// Hugging Face folder and returns the "encoder" description cx-embed will record for it.
+nlohmann::json save_finetuned_encoder(const std::string& folder, model::VitModel& encoder, const FinetuneOptions& options);
 
 struct FinetuneResult {
   Head head;

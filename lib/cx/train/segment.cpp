@@ -125,7 +125,7 @@ nlohmann::json seg_head_json(const SegHead& head) {
     shape["activation"] = "gelu";
     shape["upscale"] = 4;
   }
-  return {{"format", kFormat},
+  nlohmann::json j = {{"format", kFormat},
           {"version", std::to_string(kVersionMajor) + "." + std::to_string(kVersionMinor)},
           {"task", "segmentation"},
           {"classes", i.classes},
@@ -136,6 +136,9 @@ nlohmann::json seg_head_json(const SegHead& head) {
           {"encoder", i.encoder},
           {"training", i.training},
           {"metrics", i.metrics}};
+  if (!i.encoder_folder.empty()) j["encoder_folder"] = i.encoder_folder;
+  if (!i.preprocess.is_null()) j["preprocess"] = i.preprocess;
+  return j;
 }
 
 void write_seg_head_files(const std::string& folder, const SegHead& head) {
@@ -188,6 +191,8 @@ SegHead load_seg_head(const std::string& folder) {
     i.encoder = j.value("encoder", nlohmann::json::object());
     i.training = j.value("training", nlohmann::json::object());
     i.metrics = j.value("metrics", nlohmann::json::object());
+    i.encoder_folder = j.value("encoder_folder", "");
+    if (j.contains("preprocess")) i.preprocess = j["preprocess"];
   } catch (const nlohmann::json::exception& e) {
     throw Error(at(json_path, std::string("bad field: ") + e.what()));
   } catch (const UsageError& e) {
@@ -626,6 +631,215 @@ SegHead train_seg_head(const SegSet& train, const SegSet* val, const std::string
                                 {"resolution", "training targets (grid x stride)"}};
   }
   return head;
+}
+
+// --- fine-tuning --------------------------------------------------------------------------------
+
+torch::Tensor encoder_tokens(model::VitModel& encoder, const torch::Tensor& pixels, const std::string& feature) {
+  model::VitForwardOptions fo;
+  const bool four = feature == "patch4";
+  if (four) {
+    fo.hidden_layers = model::cx5_layers(encoder.config());
+    fo.norm_hidden_states = true;
+  } else if (feature != "patch") {
+    throw UsageError("--feature " + feature + ": expected patch or patch4");
+  }
+  model::VitOutput out = encoder.forward(pixels, fo);
+  const std::int64_t prefix = encoder.num_prefix_tokens(), B = pixels.size(0), h = out.grid_h, w = out.grid_w;
+  if (!four) {
+    torch::Tensor t = out.last_hidden_state.slice(1, prefix);
+    return t.reshape({B, h, w, t.size(2)}).permute({0, 3, 1, 2});
+  }
+  std::vector<torch::Tensor> layers;
+  for (const auto& hs : out.hidden_states) layers.push_back(hs.slice(1, prefix));
+  torch::Tensor t = torch::stack(layers, 1);  // [B, n, h*w, D]
+  const std::int64_t n = t.size(1), D = t.size(3);
+  return t.reshape({B, n, h, w, D}).permute({0, 2, 3, 1, 4}).reshape({B, h, w, n * D}).permute({0, 3, 1, 2});
+}
+
+SegImageSet load_seg_images(data::RecordSource& source, const image::PreprocessConfig& preprocess, int patch_size, int stride,
+                            const std::vector<std::string>& classes, const std::string& where) {
+  if (stride < 1) throw UsageError("--stride must be at least 1");
+  SegImageSet s;
+  s.header = source.header();
+  if (!classes.empty()) {
+    s.classes = {"background"};
+    s.classes.insert(s.classes.end(), classes.begin(), classes.end());
+  } else {
+    s.classes = stream_mask_classes(s.header);
+  }
+  std::vector<torch::Tensor> ys;
+  int max_value = 0;
+  io::Record r;
+  while (source.next(r)) {
+    const io::Field* img = nullptr;
+    for (const char* f : {"png", "jpg", "jpeg"})
+      if (!img) img = r.find(f);
+    if (!img) throw Error(at(r.key, "no image field (png, jpg) to fine-tune on (give the stream cx-ingest wrote, or cx-embed --keep-image)"));
+    const io::Field* mf = r.find("mask.png");
+    if (!mf) throw Error(at(r.key, "no mask.png label map to learn from"));
+    Image mask = io::decode_image(mf->data, r.key + ".mask.png");
+    if (mask.channels != 1) throw Error(at(r.key + ".mask.png", "a label map must be one gray channel"));
+    Image im = io::decode_image(img->data, r.key + "." + img->name);
+    if (s.classes.empty())
+      if (const io::Field* jf = r.find("json")) {
+        nlohmann::json m = nlohmann::json::parse(jf->data, nullptr, false);
+        if (m.is_object() && m.contains("classes")) s.classes = stream_mask_classes(m);
+      }
+    const image::InputWindow win = image::input_window(im.width, im.height, preprocess);
+    PatchGrid g;
+    g.image_width = im.width;
+    g.image_height = im.height;
+    g.x0 = win.x0;
+    g.y0 = win.y0;
+    g.x1 = win.x1;
+    g.y1 = win.y1;
+    g.h = win.height / patch_size;
+    g.w = win.width / patch_size;
+    torch::Tensor y = sample_label_map(mask, g, g.h * stride, g.w * stride);
+    max_value = std::max(max_value, static_cast<int>(y.max().item<std::uint8_t>()));
+    if (!s.classes.empty() && max_value >= static_cast<int>(s.classes.size()))
+      throw Error(at(r.key + ".mask.png", "value " + std::to_string(max_value) + " but only " +
+                                              std::to_string(s.classes.size()) + " classes (background included)"));
+    s.keys.push_back(r.key);
+    s.image_names.push_back(r.key + "." + img->name);
+    s.images.push_back(img->data);
+    ys.push_back(std::move(y));
+  }
+  if (s.keys.empty()) throw Error(at(where, "no records"));
+  if (s.classes.empty()) {
+    s.classes = {"background"};
+    for (int c = 1; c <= std::max(1, max_value); ++c) s.classes.push_back("class " + std::to_string(c));
+  }
+  s.y = torch::stack(ys);
+  return s;
+}
+
+namespace {
+
+class SegmentTask : public FinetuneTask {
+ public:
+  SegmentTask(const SegImageSet& train, const SegImageSet* val, const std::string& feature, int stride,
+              const FinetuneOptions& o, SegHead& head)
+      : train_(train), val_(val), feature_(feature), stride_(stride), o_(o), head_(head) {
+    if (val)
+      for (const auto& s : val->images) val_images_.push_back(&s);
+  }
+  torch::nn::Module& head() override { return *head_.module; }
+  std::int64_t records() const override { return train_.rows(); }
+  nlohmann::json signature() const override {
+    return {{"task", "segmentation"},
+            {"classes", head_.info.classes},
+            {"head", seg_head_type_name(head_.info.shape.type)},
+            {"hidden", head_.info.shape.hidden},
+            {"feature", feature_},
+            {"stride", stride_}};
+  }
+  torch::Tensor input(std::int64_t r, std::int64_t) const override {
+    const auto k = static_cast<std::size_t>(r);
+    return preprocess_images({&train_.images[k]}, {train_.image_names[k]}, o_.preprocess)[0];
+  }
+  torch::Tensor loss(model::VitModel& encoder, const torch::Tensor& x, const std::vector<std::int64_t>& idx) override {
+    torch::Tensor tokens;
+    {
+      model::AutocastGuard autocast(o_.precision, o_.device);
+      tokens = encoder_tokens(encoder, x, feature_);
+    }
+    torch::Tensor y = train_.y.index_select(0, torch::tensor(idx, torch::kInt64)).to(o_.device, torch::kInt64);
+    torch::Tensor z = resize_logits(head_.module->forward(tokens.to(torch::kFloat32)), y.size(1), y.size(2));
+    return ce_dice_loss(z, y);
+  }
+  std::int64_t validation_records() const override { return val_ ? val_->rows() : 0; }
+  double validate(model::VitModel& encoder, nlohmann::json& report) override {
+    torch::NoGradGuard no_grad;
+    encoder.eval();
+    head_.module->eval();
+    std::vector<torch::Tensor> preds;
+    for (std::size_t b = 0; b < val_images_.size(); b += static_cast<std::size_t>(o_.batch)) {
+      const std::size_t e = std::min(val_images_.size(), b + static_cast<std::size_t>(o_.batch));
+      std::vector<const std::string*> chunk(val_images_.begin() + static_cast<std::ptrdiff_t>(b), val_images_.begin() + static_cast<std::ptrdiff_t>(e));
+      std::vector<std::string> names(val_->image_names.begin() + static_cast<std::ptrdiff_t>(b),
+                                     val_->image_names.begin() + static_cast<std::ptrdiff_t>(e));
+      torch::Tensor x = preprocess_images(chunk, names, o_.preprocess).to(o_.device);
+      torch::Tensor tokens;
+      {
+        model::AutocastGuard autocast(o_.precision, o_.device);
+        tokens = encoder_tokens(encoder, x, feature_);
+      }
+      torch::Tensor z = head_.module->forward(tokens.to(torch::kFloat32));
+      preds.push_back(resize_logits(z, val_->y.size(1), val_->y.size(2)).argmax(1).to(torch::kCPU, torch::kUInt8));
+    }
+    SegEvaluation e = evaluate_dice(torch::cat(preds), val_->y, static_cast<std::int64_t>(head_.info.classes.size()));
+    nlohmann::json per = nlohmann::json::object();
+    for (std::size_t c = 0; c < e.dice.size(); ++c)
+      per[head_.info.classes[c + 1]] = std::isnan(e.dice[c]) ? nlohmann::json() : nlohmann::json(e.dice[c]);
+    report = {{"records", val_->rows()},
+              {"mean_dice", std::isnan(e.macro) ? nlohmann::json() : nlohmann::json(e.macro)},
+              {"dice", per},
+              {"resolution", "training targets (grid x stride)"}};
+    return e.macro;
+  }
+
+ private:
+  const SegImageSet& train_;
+  const SegImageSet* val_;
+  std::string feature_;
+  int stride_;
+  const FinetuneOptions& o_;
+  SegHead& head_;
+  std::vector<const std::string*> val_images_;
+};
+
+}  // namespace
+
+SegFinetuneResult finetune_seg(const SegImageSet& train, const SegImageSet* val, const std::string& feature, int stride,
+                               SegHeadType head_type, std::int64_t hidden, const FinetuneOptions& o,
+                               const std::function<void(const FinetuneProgress&)>& on_progress) {
+  if (val && val->classes.size() != train.classes.size())
+    throw Error("validation masks have " + std::to_string(val->classes.size()) + " classes, training " +
+                std::to_string(train.classes.size()));
+  model::LoadOptions lo;
+  lo.device = o.device;
+  model::LoadedVit base = model::load_hf_vit(o.encoder_folder, lo);
+  nlohmann::json base_info = {{"id", base.model_id}, {"sha256", base.weights_sha256}};
+  const auto& c = base.config;
+  const std::int64_t C = feature == "patch4" ? static_cast<std::int64_t>(model::cx5_layers(c).size()) * c.hidden_size : c.hidden_size;
+
+  SegHead head;
+  head.info.classes = train.classes;
+  head.info.feature = feature;
+  head.info.stride = stride;
+  head.info.shape = {head_type, C, head_type == SegHeadType::conv ? hidden : 0, static_cast<std::int64_t>(train.classes.size())};
+  head.module = std::make_shared<SegHeadModule>(head.info.shape);
+  head.module->init(o.seed);
+  head.module->to(o.device);
+
+  FinetuneOptions fo = o;
+  fo.augment = false;
+  SegmentTask task(train, val, feature, stride, fo, head);
+  FinetuneLoopResult loop = finetune_loop(*base.model, base_info, task, fo, on_progress);
+  SegFinetuneResult result;
+  result.finished = loop.finished;
+  result.steps_done = loop.steps_done;
+  result.encoder = base.model;
+  if (loop.finished) {
+    if (loop.have_best) head.info.metrics["val"] = loop.best_report;
+    base.model->to(torch::kCPU);
+    head.module->to(torch::kCPU);
+    head.info.training = loop.training;
+    head.info.training["loss"] = "0.5 cross-entropy + 0.5 (1 - soft Dice over the foreground classes)";
+    head.info.encoder_folder = "encoder";
+    head.info.preprocess = o.preprocess_record;
+  }
+  result.head = head;
+  return result;
+}
+
+void write_finetuned_seg_head(const std::string& folder, SegFinetuneResult& result, const FinetuneOptions& options) {
+  write_folder_atomic(folder, [&](const std::string& tmp) {
+    result.head.info.encoder = save_finetuned_encoder(tmp + "/encoder", *result.encoder, options);
+    write_seg_head_files(tmp, result.head);
+  });
 }
 
 }  // namespace cx::train

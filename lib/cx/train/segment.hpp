@@ -30,6 +30,9 @@
 #include "cx/data/record_source.hpp"
 #include "cx/image/image.hpp"
 #include "cx/io/stream.hpp"
+#include "cx/image/preprocess.hpp"
+#include "cx/model/vit.hpp"
+#include "cx/train/finetune.hpp"
 #include "cx/train/head.hpp"
 #include "cx/train/optim.hpp"
 
@@ -70,6 +73,8 @@ struct SegHeadInfo {
   nlohmann::json encoder = nlohmann::json::object();
   nlohmann::json training = nlohmann::json::object();
   nlohmann::json metrics = nlohmann::json::object();
+  std::string encoder_folder;                    // "encoder" for fine-tuned heads, else empty
+  nlohmann::json preprocess = nlohmann::json();  // fine-tuned heads: the preprocessing used
 };
 
 struct SegHead {
@@ -172,5 +177,39 @@ struct SegEpochReport {
 // count. Throws cx::Error when val's tokens or classes differ from train's.
 SegHead train_seg_head(const SegSet& train, const SegSet* val, const std::string& feature, int stride,
                        const SegTrainOptions& options, const std::function<void(const SegEpochReport&)>& on_epoch = {});
+
+// --- fine-tuning encoder + head from images (finetune.hpp's loop) ---------------------------------
+
+// Tokens [B, C, h, w] of preprocessed pixels [B, 3, H, W]: the last block's normed patch tokens
+// (patch) or the last min(4, L) blocks' concatenated along channels, oldest first (patch4), the
+// layout cx-embed writes and record_tokens() reads.
+torch::Tensor encoder_tokens(model::VitModel& encoder, const torch::Tensor& pixels, const std::string& feature);
+
+// Records with an image (png, jpg) and a .mask.png. Targets are the masks sampled over the box the
+// preprocessed input covers (image::input_window) on the (input / patch) grid times `stride`.
+struct SegImageSet {
+  std::vector<std::string> keys, images, image_names;
+  torch::Tensor y;  // [N, gh * stride, gw * stride] uint8
+  std::vector<std::string> classes;
+  nlohmann::json header;
+  std::int64_t rows() const { return static_cast<std::int64_t>(keys.size()); }
+};
+SegImageSet load_seg_images(data::RecordSource& source, const image::PreprocessConfig& preprocess, int patch_size, int stride,
+                            const std::vector<std::string>& classes, const std::string& where);
+
+struct SegFinetuneResult {
+  SegHead head;
+  std::shared_ptr<model::VitModel> encoder;
+  bool finished = false;
+  std::int64_t steps_done = 0;
+};
+// Encoder and head trained together on the deterministic preprocessing (no augmentation: a geometric
+// one would have to move the mask alike), loss ce_dice_loss, validation by mean foreground Dice.
+// Checkpoints and resume as finetune.hpp describes. options.augment is ignored.
+SegFinetuneResult finetune_seg(const SegImageSet& train, const SegImageSet* val, const std::string& feature, int stride,
+                               SegHeadType head_type, std::int64_t hidden, const FinetuneOptions& options,
+                               const std::function<void(const FinetuneProgress&)>& on_progress = {});
+// The head folder with the encoder inside (encoder/), atomically; "encoder" names the saved one.
+void write_finetuned_seg_head(const std::string& folder, SegFinetuneResult& result, const FinetuneOptions& options);
 
 }  // namespace cx::train
