@@ -2,7 +2,8 @@
 # The main job on the embedded default data, end to end on the CPU in about a minute:
 # synthetic chest radiographs (cx-phantom) -> a ViT encoder (a tiny random-init one: no weights
 # can be downloaded here) -> embeddings (cx-embed) -> a linear probe (cx-classify) -> AUROC with
-# bootstrap 95% CIs (cx-eval). Real samples, when ../shared/samples is there, go through cx-ingest.
+# bootstrap 95% CIs (cx-eval); patch tokens -> a lung/heart decoder (cx-segment) -> Dice with CIs.
+# Real samples, when ../shared/samples is there, go through cx-ingest.
 # Usage: sh examples/demo.sh [BUILD_DIR]   (make demo runs it on build/)
 set -eu
 build=${1:-build}
@@ -21,9 +22,9 @@ tar tvf "$out/test.cx" | head -n 6 >&2
 say "encoder: cx-model init --preset tiny (4 layers, width 64, 4 registers, 112 x 112)"
 cx-model init --preset tiny --seed 0 "$out/encoder"
 
-say "embeddings: cls and CXformer's cx5 feature"
-cx-embed --model "$out/encoder" --emit cls,cx5 -o "$out/train.emb.cx" "$out/train.cx"
-cx-embed --model "$out/encoder" --emit cls,cx5 -o "$out/test.emb.cx" "$out/test.cx"
+say "embeddings: cls, CXformer's cx5 feature, and the last 4 blocks' patch tokens (patch4)"
+cx-embed --model "$out/encoder" --emit cls,cx5,patch4 -o "$out/train.emb.cx" "$out/train.cx"
+cx-embed --model "$out/encoder" --emit cls,cx5,patch4 --keep-image -o "$out/test.emb.cx" "$out/test.cx"
 
 if command -v cx-classify >/dev/null 2>&1; then
   say "linear probe on cx5, predictions on the test phantoms"
@@ -34,6 +35,14 @@ if command -v cx-classify >/dev/null 2>&1; then
   cx-eval auroc "$out/test.pred.tsv"
 else
   say "cx-classify is not built: the embeddings are in $out/*.emb.cx"
+fi
+
+if command -v cx-segment >/dev/null 2>&1; then
+  say "segmentation: a conv decoder on patch4 (lungs, heart), masks and overlays for the test phantoms"
+  cx-segment train "$out/train.emb.cx" --feature patch4 --head conv --hidden 64 --epochs 15 --stride 4 -o "$out/seghead"
+  cx-segment predict "$out/seghead" "$out/test.emb.cx" -o "$out/test.seg.cx" --overlay "$out/overlays"
+  say "Dice, IoU, HD95 per structure, bootstrap median and 95% CI (overlays in $out/overlays)"
+  cx-eval seg "$out/test.cx" "$out/test.seg.cx"
 fi
 
 samples=${CX_SHARED:-$(dirname "$0")/../../shared}/samples
