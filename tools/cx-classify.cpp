@@ -19,6 +19,7 @@
 #include "cx/model/runtime.hpp"
 #include "cx/train/dataset.hpp"
 #include "cx/train/finetune.hpp"
+#include "cx/train/finetune_cli.hpp"
 #include "cx/train/head.hpp"
 #include "cx/train/probe.hpp"
 
@@ -190,11 +191,7 @@ int run_predict(cx::cli::Tool& tool, const std::string& head_dir, std::vector<st
     lo.device = device;
     lo.hash = false;
     encoder = cx::model::load_hf_vit(folder, lo).model;
-    const auto& pp = info.preprocess;
-    if (pp.is_object() && pp.value("pipeline", "hf") == "cxformer")
-      preprocess = cx::image::PreprocessConfig::cxformer(pp.value("equalize", false));
-    else
-      preprocess = cx::image::PreprocessConfig::from_file(folder + "/preprocessor_config.json");
+    preprocess = cx::train::recorded_preprocess(info.preprocess, folder);
   };
 
   const auto L = static_cast<std::int64_t>(info.labels.size());
@@ -312,14 +309,7 @@ int run_predict(cx::cli::Tool& tool, const std::string& head_dir, std::vector<st
   return cx::kExitOk;
 }
 
-struct FinetuneCli {
-  std::string model, preprocess = "hf", precision = "f32", checkpoint, resume;
-  bool equalize = false, no_augment = false;
-  double lr_backbone = 5e-7, lr_head = 5e-5, crop_scale = 0.08;
-  std::int64_t steps = 0, accum = 1, checkpoint_every = 0, stop_after = 0;
-};
-
-int run_finetune(cx::cli::Tool& tool, Shared& s, const FinetuneCli& f) {
+int run_finetune(cx::cli::Tool& tool, Shared& s, const cx::train::FinetuneCli& f, bool no_augment, double crop_scale) {
   cx::model::set_threads(tool.threads());
   const auto device = cx::model::parse_device(tool.common().device);
   const std::string out = require_folder_output(tool, "finetune");
@@ -329,40 +319,22 @@ int run_finetune(cx::cli::Tool& tool, Shared& s, const FinetuneCli& f) {
   const auto labels = cx::train::choose_labels(source->header(), s.labels, s.preset, where);
 
   cx::train::FinetuneOptions o;
-  o.encoder_folder = cx::model::resolve_model_dir(f.model);
+  cx::train::apply_finetune_cli(f, out, device, o);
   o.task = cx::train::parse_task(s.task);
   o.head = cx::train::parse_head_type(s.head);
   o.hidden = s.hidden;
   o.feature = s.feature;
   o.policy = policy_of(s);
   o.epochs = s.epochs > 0 ? s.epochs : 10;
-  o.steps = f.steps;
   o.batch = s.batch > 0 ? s.batch : 8;
-  o.accum = f.accum;
-  o.lr_backbone = f.lr_backbone;
-  o.lr_head = f.lr_head;
   o.weight_decay = s.wd >= 0 ? s.wd : 0.0;
   o.schedule = cx::train::parse_schedule(s.schedule);
   o.warmup = s.warmup;
   o.patience = s.patience >= 0 ? s.patience : 3;
   o.balanced = s.balanced;
-  o.augment = !f.no_augment;
-  o.augment_options.scale_min = f.crop_scale;
-  if (f.preprocess == "cxformer") {
-    o.preprocess = cx::image::PreprocessConfig::cxformer(f.equalize);
-    o.preprocess_record = {{"pipeline", "cxformer"}, {"equalize", f.equalize}};
-  } else {
-    if (f.equalize) throw cx::UsageError("--equalize belongs to --preprocess cxformer");
-    o.preprocess = cx::image::PreprocessConfig::from_file(o.encoder_folder + "/preprocessor_config.json");
-    o.preprocess_record = {{"pipeline", "hf"}};
-  }
-  o.device = device;
-  o.precision = cx::model::parse_precision(f.precision, device);
+  o.augment = !no_augment;
+  o.augment_options.scale_min = crop_scale;
   o.seed = tool.common().seed;
-  o.checkpoint_dir = f.checkpoint.empty() && (f.checkpoint_every > 0 || f.stop_after > 0) ? out + ".checkpoint" : f.checkpoint;
-  o.checkpoint_every = f.checkpoint_every;
-  o.resume = f.resume;
-  o.stop_after = f.stop_after;
 
   cx::train::ImageSet train = cx::train::load_images(*source, labels, where);
   source.reset();
@@ -439,33 +411,20 @@ int main(int argc, char** argv) {
   tool.add_threads_option(predict);
   tool.add_device_option(predict);
 
-  FinetuneCli f;
+  cx::train::FinetuneCli f;
+  bool no_augment = false;
+  double crop_scale = 0.08;
   auto* finetune = app.add_subcommand("finetune", "Train encoder and head together from images (a stream with .png)");
   finetune->add_option("inputs", s.inputs, "Image streams; - for standard input")->type_name("STREAM");
-  finetune->add_option("-m,--model", f.model, "Encoder folder, or a name looked up in $CX_MODEL_PATH and the Hugging Face cache")
-      ->required()
-      ->envname("CX_MODEL");
+  cx::train::add_finetune_options(finetune, f);
   add_label_options(finetune, s);
   finetune->add_option("--epochs", s.epochs, "Epochs (default 10)")->check(CLI::PositiveNumber);
-  finetune->add_option("--steps", f.steps, "Optimizer updates in all (overrides --epochs)")->check(CLI::PositiveNumber);
   finetune->add_option("--batch", s.batch, "Images per micro-batch (default 8)")->check(CLI::PositiveNumber);
-  finetune->add_option("--accum", f.accum, "Micro-batches per optimizer update (gradient accumulation)")->check(CLI::PositiveNumber)->capture_default_str();
-  finetune->add_option("--lr-backbone", f.lr_backbone, "Encoder learning rate")->capture_default_str();
-  finetune->add_option("--lr-head", f.lr_head, "Head learning rate")->capture_default_str();
   finetune->add_option("--wd", s.wd, "AdamW weight decay (default 0)");
   finetune->add_option("--patience", s.patience, "Stop after N epochs without a better validation macro AUROC; 0 never (default 3)")
       ->check(CLI::NonNegativeNumber);
-  finetune->add_option("--preprocess", f.preprocess, "Validation/prediction preprocessing and normalisation: hf (the model's preprocessor_config.json) or cxformer")
-      ->check(CLI::IsMember({"hf", "cxformer"}))
-      ->capture_default_str();
-  finetune->add_flag("--equalize", f.equalize, "Histogram-equalise images (with --preprocess cxformer)");
-  finetune->add_flag("--no-augment", f.no_augment, "Train on the deterministic preprocessing instead of the augmentations");
-  finetune->add_option("--crop-scale", f.crop_scale, "Smallest area fraction of the random resized crop")->check(CLI::Range(0.01, 1.0))->capture_default_str();
-  finetune->add_option("--precision", f.precision, "f32, or bf16/f16 autocast on CUDA")->check(CLI::IsMember({"f32", "bf16", "f16"}))->capture_default_str();
-  finetune->add_option("--checkpoint", f.checkpoint, "Checkpoint folder (default HEADDIR.checkpoint when checkpoints are written)")->type_name("DIR");
-  finetune->add_option("--checkpoint-every", f.checkpoint_every, "Write a checkpoint every K updates")->check(CLI::NonNegativeNumber)->type_name("K");
-  finetune->add_option("--resume", f.resume, "Continue from a checkpoint folder (same data and settings)")->type_name("DIR");
-  finetune->add_option("--stop-after", f.stop_after, "End this session after N updates in all, writing a checkpoint")->check(CLI::PositiveNumber)->type_name("N");
+  finetune->add_flag("--no-augment", no_augment, "Train on the deterministic preprocessing instead of the augmentations");
+  finetune->add_option("--crop-scale", crop_scale, "Smallest area fraction of the random resized crop")->check(CLI::Range(0.01, 1.0))->capture_default_str();
   tool.add_output_option(finetune);
   tool.add_seed_option(0, finetune);
   tool.add_threads_option(finetune);
@@ -475,6 +434,6 @@ int main(int argc, char** argv) {
   return tool.run(argc, argv, [&]() -> int {
     if (train->parsed()) return run_train(tool, s, lr, no_standardize);
     if (predict->parsed()) return run_predict(tool, head_dir, predict_inputs, ignore_encoder, predict_batch, predict_precision);
-    return run_finetune(tool, s, f);
+    return run_finetune(tool, s, f, no_augment, crop_scale);
   });
 }

@@ -9,8 +9,6 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "cx/cli/error.hpp"
 #include "cx/cli/log.hpp"
@@ -23,9 +21,10 @@
 #include "cx/io/image_file.hpp"
 #include "cx/io/png.hpp"
 #include "cx/io/stream.hpp"
+#include "cx/model/config.hpp"
 #include "cx/model/hf_loader.hpp"
-#include "cx/model/model_dir.hpp"
 #include "cx/model/runtime.hpp"
+#include "cx/train/finetune_cli.hpp"
 #include "cx/train/segment.hpp"
 
 namespace {
@@ -129,14 +128,7 @@ int run_train(cx::cli::Tool& tool, const TrainCli& c) {
   return cx::kExitOk;
 }
 
-struct FinetuneCli {
-  std::string model, preprocess = "hf", precision = "f32", checkpoint, resume;
-  bool equalize = false;
-  double lr_backbone = 5e-7, lr_head = 5e-5;
-  std::int64_t steps = 0, accum = 1, checkpoint_every = 0, stop_after = 0;
-};
-
-int run_finetune(cx::cli::Tool& tool, const TrainCli& c, const FinetuneCli& f) {
+int run_finetune(cx::cli::Tool& tool, const TrainCli& c, const cx::train::FinetuneCli& f) {
   cx::model::set_threads(tool.threads());
   const auto device = cx::model::parse_device(tool.common().device);
   const std::string out = folder_output(tool);
@@ -145,43 +137,17 @@ int run_finetune(cx::cli::Tool& tool, const TrainCli& c, const FinetuneCli& f) {
   const std::string where = inputs[0] == "-" ? "standard input" : inputs[0];
 
   cx::train::FinetuneOptions o;
-  o.encoder_folder = cx::model::resolve_model_dir(f.model);
+  cx::train::apply_finetune_cli(f, out, device, o);
   o.epochs = c.epochs;
-  o.steps = f.steps;
   o.batch = c.batch;
-  o.accum = f.accum;
-  o.lr_backbone = f.lr_backbone;
-  o.lr_head = f.lr_head;
   o.weight_decay = c.wd;
   o.schedule = cx::train::parse_schedule(c.schedule);
   o.warmup = c.warmup;
   o.patience = c.patience;
   o.augment = false;
-  if (f.preprocess == "cxformer") {
-    o.preprocess = cx::image::PreprocessConfig::cxformer(f.equalize);
-    o.preprocess_record = {{"pipeline", "cxformer"}, {"equalize", f.equalize}};
-  } else {
-    if (f.equalize) throw cx::UsageError("--equalize belongs to --preprocess cxformer");
-    o.preprocess = cx::image::PreprocessConfig::from_file(o.encoder_folder + "/preprocessor_config.json");
-    o.preprocess_record = {{"pipeline", "hf"}};
-  }
-  o.device = device;
-  o.precision = cx::model::parse_precision(f.precision, device);
   o.seed = tool.common().seed;
-  o.checkpoint_dir = f.checkpoint.empty() && (f.checkpoint_every > 0 || f.stop_after > 0) ? out + ".checkpoint" : f.checkpoint;
-  o.checkpoint_every = f.checkpoint_every;
-  o.resume = f.resume;
-  o.stop_after = f.stop_after;
 
-  const nlohmann::json config = nlohmann::json::parse(
-      [&] {
-        std::ifstream in(o.encoder_folder + "/config.json");
-        std::stringstream ss;
-        ss << in.rdbuf();
-        return ss.str();
-      }(),
-      nullptr, false);
-  const int patch = config.is_object() ? config.value("patch_size", 14) : 14;
+  const int patch = static_cast<int>(cx::model::read_vit_config(o.encoder_folder + "/config.json").patch_size);
   const int stride = c.stride > 0 ? c.stride : patch;
   const auto classes = split_list(c.classes);
   cx::train::SegImageSet train = cx::train::load_seg_images(*source, o.preprocess, patch, stride, classes, where);
@@ -271,11 +237,7 @@ int run_predict(cx::cli::Tool& tool, const PredictCli& c) {
     lo.hash = false;
     encoder = cx::model::load_hf_vit(folder, lo).model;
     encoder->eval();
-    const auto& pp = info.preprocess;
-    if (pp.is_object() && pp.value("pipeline", "hf") == "cxformer")
-      preprocess = cx::image::PreprocessConfig::cxformer(pp.value("equalize", false));
-    else
-      preprocess = cx::image::PreprocessConfig::from_file(folder + "/preprocessor_config.json");
+    preprocess = cx::train::recorded_preprocess(info.preprocess, folder);
   }
   bool checked = c.ignore_encoder;
 
@@ -485,17 +447,14 @@ int main(int argc, char** argv) {
   tool.add_provenance_option(train);
 
   TrainCli ft;
-  FinetuneCli f;
-  ft.lr = 0;  // unused: finetune has --lr-backbone / --lr-head
+  cx::train::FinetuneCli f;
   ft.epochs = 10;
   ft.batch = 8;
   ft.wd = 0.0;
   ft.patience = 3;
   auto* finetune = app.add_subcommand("finetune", "Train encoder and head together from images with .mask.png (a stream cx-ingest wrote)");
   finetune->add_option("inputs", ft.inputs, "Image streams with masks; - for standard input")->type_name("STREAM");
-  finetune->add_option("-m,--model", f.model, "Encoder folder, or a name looked up in $CX_MODEL_PATH and the Hugging Face cache")
-      ->required()
-      ->envname("CX_MODEL");
+  cx::train::add_finetune_options(finetune, f);
   finetune->add_option("--val", ft.val, "Validation stream (images with masks): early stopping on its mean foreground Dice")->type_name("STREAM");
   finetune->add_option("--feature", ft.feature, "patch or patch4")->check(CLI::IsMember({"patch", "patch4"}))->capture_default_str();
   finetune->add_option("--head", ft.head, "linear or conv")->check(CLI::IsMember({"linear", "conv"}))->capture_default_str();
@@ -503,24 +462,11 @@ int main(int argc, char** argv) {
   finetune->add_option("--classes", ft.classes, "Names of label values 1..n (default: the stream's mask classes)")->type_name("A,B");
   finetune->add_option("--stride", ft.stride, "Target pixels per grid cell (default: the encoder's patch size)")->check(CLI::PositiveNumber);
   finetune->add_option("--epochs", ft.epochs, "Epochs")->check(CLI::PositiveNumber)->capture_default_str();
-  finetune->add_option("--steps", f.steps, "Optimizer updates in all (overrides --epochs)")->check(CLI::PositiveNumber);
   finetune->add_option("--batch", ft.batch, "Images per micro-batch")->check(CLI::PositiveNumber)->capture_default_str();
-  finetune->add_option("--accum", f.accum, "Micro-batches per optimizer update")->check(CLI::PositiveNumber)->capture_default_str();
-  finetune->add_option("--lr-backbone", f.lr_backbone, "Encoder learning rate")->capture_default_str();
-  finetune->add_option("--lr-head", f.lr_head, "Head learning rate")->capture_default_str();
   finetune->add_option("--wd", ft.wd, "AdamW weight decay")->capture_default_str();
   finetune->add_option("--schedule", ft.schedule, "cosine or constant")->check(CLI::IsMember({"cosine", "constant"}))->capture_default_str();
   finetune->add_option("--warmup", ft.warmup, "Fraction of the updates spent in linear warm-up")->check(CLI::Range(0.0, 1.0))->capture_default_str();
   finetune->add_option("--patience", ft.patience, "Stop after N validations without a better Dice; 0 never")->check(CLI::NonNegativeNumber)->capture_default_str();
-  finetune->add_option("--preprocess", f.preprocess, "hf (the model's preprocessor_config.json) or cxformer")
-      ->check(CLI::IsMember({"hf", "cxformer"}))
-      ->capture_default_str();
-  finetune->add_flag("--equalize", f.equalize, "Histogram-equalise images (with --preprocess cxformer)");
-  finetune->add_option("--precision", f.precision, "f32, or bf16/f16 autocast on CUDA")->check(CLI::IsMember({"f32", "bf16", "f16"}))->capture_default_str();
-  finetune->add_option("--checkpoint", f.checkpoint, "Checkpoint folder (default HEADDIR.checkpoint when checkpoints are written)")->type_name("DIR");
-  finetune->add_option("--checkpoint-every", f.checkpoint_every, "Write a checkpoint every K updates")->check(CLI::NonNegativeNumber)->type_name("K");
-  finetune->add_option("--resume", f.resume, "Continue from a checkpoint folder (same data and settings)")->type_name("DIR");
-  finetune->add_option("--stop-after", f.stop_after, "End this session after N updates in all, writing a checkpoint")->check(CLI::PositiveNumber)->type_name("N");
   tool.add_output_option(finetune);
   tool.add_seed_option(0, finetune);
   tool.add_threads_option(finetune);

@@ -165,7 +165,7 @@ void write_head_files(const std::string& folder, const Head& head) {
   cli::write_file_atomic(folder + "/head.json", head_json(head).dump(2) + "\n");
 }
 
-Head load_head(const std::string& folder) {
+nlohmann::json read_head_json(const std::string& folder, const std::string& format, int major_version) {
   const std::string json_path = folder + "/head.json";
   std::ifstream f(json_path, std::ios::binary);
   if (!f) {
@@ -177,9 +177,12 @@ Head load_head(const std::string& folder) {
   ss << f.rdbuf();
   nlohmann::json j = nlohmann::json::parse(ss.str(), nullptr, false);
   if (j.is_discarded() || !j.is_object()) throw Error(at(json_path, "not valid JSON"));
-  if (j.value("format", "") == "cx-seghead")
-    throw Error(at(json_path, "a segmentation head (cx-seghead): use it with cx-segment"));
-  if (j.value("format", "") != kFormat) throw Error(at(json_path, "format is not \"cx-head\""));
+  const std::string got = j.value("format", "");
+  if (got != format) {
+    if (got == "cx-seghead") throw Error(at(json_path, "a segmentation head (cx-seghead): use it with cx-segment"));
+    if (got == "cx-head") throw Error(at(json_path, "a classification head (cx-head): use it with cx-classify"));
+    throw Error(at(json_path, "format is not \"" + format + "\""));
+  }
   const std::string version = j.value("version", "");
   int major = 0;
   try {
@@ -187,9 +190,25 @@ Head load_head(const std::string& folder) {
   } catch (...) {
     throw Error(at(json_path, "unreadable version \"" + version + "\""));
   }
-  if (major > kVersionMajor)
-    throw Error(at(json_path, "head format version " + version + " is newer than this cx-classify reads (" +
-                                  std::to_string(kVersionMajor) + ".x)"));
+  if (major > major_version)
+    throw Error(at(json_path, "head format version " + version + " is newer than this build reads (" +
+                                  std::to_string(major_version) + ".x)"));
+  return j;
+}
+
+torch::Tensor head_tensor(const model::NamedTensors& tensors, const std::string& name, torch::IntArrayRef shape,
+                          const std::string& file) {
+  for (const auto& [k, t] : tensors)
+    if (k == name) {
+      if (!t.sizes().equals(shape)) throw Error(at(file, name + " has the wrong shape for head.json"));
+      return t.to(torch::kFloat32);
+    }
+  throw Error(at(file, "no tensor " + name));
+}
+
+Head load_head(const std::string& folder) {
+  const std::string json_path = folder + "/head.json";
+  const nlohmann::json j = read_head_json(folder, kFormat, kVersionMajor);
   Head head;
   HeadInfo& i = head.info;
   try {
@@ -217,16 +236,9 @@ Head load_head(const std::string& folder) {
     throw Error(at(json_path, std::to_string(i.labels.size()) + " labels but the head has " + std::to_string(i.shape.out) + " outputs"));
 
   head.module = std::make_shared<HeadModule>(i.shape);
-  auto tensors = read_tensors(folder + "/head.safetensors");
-  auto take = [&](const std::string& name, torch::IntArrayRef shape) -> torch::Tensor {
-    for (const auto& [k, t] : tensors)
-      if (k == name) {
-        if (!t.sizes().equals(shape))
-          throw Error(at(folder + "/head.safetensors", name + " has the wrong shape for head.json"));
-        return t.to(torch::kFloat32);
-      }
-    throw Error(at(folder + "/head.safetensors", "no tensor " + name));
-  };
+  const std::string file = folder + "/head.safetensors";
+  auto tensors = read_tensors(file);
+  auto take = [&](const std::string& name, torch::IntArrayRef shape) { return head_tensor(tensors, name, shape, file); };
   {
     torch::NoGradGuard no_grad;
     for (auto& p : head.module->named_parameters(true)) p.value().copy_(take(p.key(), p.value().sizes()));

@@ -21,6 +21,7 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include "cx/model/hf_loader.hpp"
 #include "cx/train/dataset.hpp"
 
 namespace cx::train {
@@ -92,6 +93,14 @@ void write_head_files(const std::string& folder, const Head& head);
 // Reads a head folder; errors name the folder and the problem (missing file, unknown format or
 // newer major version, tensor shapes that disagree with head.json).
 Head load_head(const std::string& folder);
+
+// A head folder's head.json, checked: the folder and file exist and parse, "format" is `format`
+// ("cx-head" or "cx-seghead"; the other one is refused naming the tool it belongs to) and its major
+// version is at most `major_version`. Errors name the folder or file and the problem.
+nlohmann::json read_head_json(const std::string& folder, const std::string& format, int major_version);
+// The tensor `name` of a head's safetensors as float32, checked against `shape` (errors name `file`).
+torch::Tensor head_tensor(const model::NamedTensors& tensors, const std::string& name, torch::IntArrayRef shape,
+                          const std::string& file);
 
 // Atomic folder output: fill() writes into a fresh temporary folder beside `target`, which is then
 // renamed over it (an existing target is moved aside first and removed after). An exception in

@@ -101,6 +101,24 @@ void restore(const std::vector<torch::Tensor>& params, const std::vector<torch::
   for (std::size_t i = 0; i < params.size(); ++i) params[i].copy_(saved[i]);
 }
 
+bool EarlyStopping::update(double metric, int epoch, const std::vector<torch::Tensor>& params) {
+  if (std::isnan(metric)) return false;
+  if (have_best_ && !(metric > best_)) {
+    ++bad_;
+    return false;
+  }
+  best_ = metric;
+  best_epoch_ = epoch;
+  bad_ = 0;
+  have_best_ = true;
+  saved_ = snapshot(params);
+  return true;
+}
+
+void EarlyStopping::restore_best(const std::vector<torch::Tensor>& params) const {
+  if (have_best_) restore(params, saved_);
+}
+
 Schedule parse_schedule(const std::string& name) {
   if (name == "cosine") return Schedule::cosine;
   if (name == "constant") return Schedule::constant;

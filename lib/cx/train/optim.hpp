@@ -47,6 +47,28 @@ class AdamW {
 std::vector<torch::Tensor> snapshot(const std::vector<torch::Tensor>& params);
 void restore(const std::vector<torch::Tensor>& params, const std::vector<torch::Tensor>& saved);
 
+// Early stopping on a validation metric, higher is better: after each validation, update() keeps a
+// copy of the parameters when the metric is the best so far (NaN, undefined, counts for nothing);
+// should_stop() once `patience` validations in a row brought no improvement (patience 0: never);
+// restore_best() writes the best copy back (when there is one).
+class EarlyStopping {
+ public:
+  explicit EarlyStopping(int patience) : patience_(patience) {}
+  // True when `metric` is a new best (the parameters were copied).
+  bool update(double metric, int epoch, const std::vector<torch::Tensor>& params);
+  bool should_stop() const { return have_best_ && patience_ > 0 && bad_ >= patience_; }
+  bool have_best() const { return have_best_; }
+  int best_epoch() const { return best_epoch_; }
+  void restore_best(const std::vector<torch::Tensor>& params) const;
+
+ private:
+  int patience_;
+  double best_ = 0;
+  int best_epoch_ = 0, bad_ = 0;
+  bool have_best_ = false;
+  std::vector<torch::Tensor> saved_;
+};
+
 enum class Schedule { cosine, constant };
 Schedule parse_schedule(const std::string& name);  // "cosine" | "constant"; else UsageError
 std::string schedule_name(Schedule s);

@@ -128,10 +128,8 @@ Head train_head(FeatureSet train, const FeatureSet* val, const std::vector<std::
   // The rows of a batch are gathered into one reused buffer: no allocation (and no first-touch page
   // faults) per step. Autograd keeps it only until the step's backward, before the next gather.
   torch::Tensor batch_buffer = torch::empty({std::min(o.batch, N), F}, X.options());
-  double best = -1;
-  int best_epoch = 0, bad = 0, epochs_run = 0;
-  std::vector<torch::Tensor> best_params;
-  bool have_val_metric = false;
+  EarlyStopping stopping(o.patience);
+  int epochs_run = 0;
   for (int epoch = 0; epoch < o.epochs; ++epoch) {
     auto perm_v = permutation(N, o.seed, kShufflePurpose, static_cast<std::uint64_t>(epoch));
     torch::Tensor perm = torch::from_blob(perm_v.data(), {N}, torch::kInt64).to(o.device);
@@ -161,23 +159,12 @@ Head train_head(FeatureSet train, const FeatureSet* val, const std::vector<std::
       Evaluation e = evaluate_auroc(head.probabilities(val->x), val->truth);
       head.module->train();
       report.val_macro_auroc = e.macro;
-      if (!std::isnan(e.macro)) {
-        have_val_metric = true;
-        if (e.macro > best) {
-          best = e.macro;
-          best_epoch = epoch + 1;
-          best_params = snapshot(head.module->parameters());
-          bad = 0;
-          report.best = true;
-        } else {
-          ++bad;
-        }
-      }
+      report.best = stopping.update(e.macro, epoch + 1, head.module->parameters());
     }
     if (on_epoch) on_epoch(report);
-    if (have_val_metric && o.patience > 0 && bad >= o.patience) break;
+    if (stopping.should_stop()) break;
   }
-  if (have_val_metric) restore(head.module->parameters(), best_params);
+  stopping.restore_best(head.module->parameters());
   head.module->eval();
   head.module->to(torch::kCPU);
 
@@ -186,7 +173,7 @@ Head train_head(FeatureSet train, const FeatureSet* val, const std::vector<std::
                         {"features", F},
                         {"epochs", o.epochs},
                         {"epochs_run", epochs_run},
-                        {"best_epoch", have_val_metric ? nlohmann::json(best_epoch) : nlohmann::json()},
+                        {"best_epoch", stopping.have_best() ? nlohmann::json(stopping.best_epoch()) : nlohmann::json()},
                         {"batch", o.batch},
                         {"lr", o.lr},
                         {"weight_decay", o.weight_decay},

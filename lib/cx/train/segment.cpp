@@ -3,9 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "cx/cli/error.hpp"
 #include "cx/cli/output.hpp"
@@ -16,7 +13,6 @@
 
 namespace cx::train {
 
-namespace fs = std::filesystem;
 namespace F = torch::nn::functional;
 
 namespace {
@@ -154,29 +150,7 @@ void write_seg_head_files(const std::string& folder, const SegHead& head) {
 
 SegHead load_seg_head(const std::string& folder) {
   const std::string json_path = folder + "/head.json";
-  std::ifstream f(json_path, std::ios::binary);
-  if (!f) {
-    std::error_code ec;
-    if (!fs::is_directory(folder, ec)) throw Error(at(folder, "not a head folder (no such folder)"));
-    throw Error(at(folder, "not a head folder (no head.json)"));
-  }
-  std::stringstream ss;
-  ss << f.rdbuf();
-  nlohmann::json j = nlohmann::json::parse(ss.str(), nullptr, false);
-  if (j.is_discarded() || !j.is_object()) throw Error(at(json_path, "not valid JSON"));
-  const std::string format = j.value("format", "");
-  if (format == "cx-head") throw Error(at(json_path, "a classification head (cx-head): use it with cx-classify"));
-  if (format != kFormat) throw Error(at(json_path, "format is not \"cx-seghead\""));
-  const std::string version = j.value("version", "");
-  int major = 0;
-  try {
-    major = std::stoi(version);
-  } catch (...) {
-    throw Error(at(json_path, "unreadable version \"" + version + "\""));
-  }
-  if (major > kVersionMajor)
-    throw Error(at(json_path, "head format version " + version + " is newer than this cx-segment reads (" +
-                                  std::to_string(kVersionMajor) + ".x)"));
+  const nlohmann::json j = read_head_json(folder, kFormat, kVersionMajor);
   SegHead head;
   SegHeadInfo& i = head.info;
   try {
@@ -207,15 +181,9 @@ SegHead load_seg_head(const std::string& folder) {
   } catch (const Error& e) {
     throw Error(at(json_path, e.what()));
   }
-  auto tensors = read_tensors(folder + "/head.safetensors");
-  auto take = [&](const std::string& name, torch::IntArrayRef shape) -> torch::Tensor {
-    for (const auto& [k, t] : tensors)
-      if (k == name) {
-        if (!t.sizes().equals(shape)) throw Error(at(folder + "/head.safetensors", name + " has the wrong shape for head.json"));
-        return t.to(torch::kFloat32);
-      }
-    throw Error(at(folder + "/head.safetensors", "no tensor " + name));
-  };
+  const std::string file = folder + "/head.safetensors";
+  auto tensors = read_tensors(file);
+  auto take = [&](const std::string& name, torch::IntArrayRef shape) { return head_tensor(tensors, name, shape, file); };
   {
     torch::NoGradGuard no_grad;
     for (auto& p : head.module->named_parameters(true)) p.value().copy_(take(p.key(), p.value().sizes()));
@@ -547,10 +515,8 @@ SegHead train_seg_head(const SegSet& train, const SegSet* val, const std::string
   const auto warmup = static_cast<std::int64_t>(std::llround(o.warmup * static_cast<double>(total)));
   const std::int64_t gh = train.x.size(2), gw = train.x.size(3);
 
-  double best = -1;
-  int best_epoch = 0, bad = 0, epochs_run = 0;
-  std::vector<torch::Tensor> best_params;
-  bool have_val_metric = false;
+  EarlyStopping stopping(o.patience);
+  int epochs_run = 0;
   for (int epoch = 0; epoch < o.epochs; ++epoch) {
     auto perm = permutation(N, o.seed, kShufflePurpose, static_cast<std::uint64_t>(epoch));
     double loss_sum = 0;
@@ -583,23 +549,12 @@ SegHead train_seg_head(const SegSet& train, const SegSet* val, const std::string
       SegEvaluation e = evaluate_dice(predict_labels(head, val->x, val->y.size(1), val->y.size(2), o.batch), val->y, K);
       head.module->train();
       report.val_dice = e.macro;
-      if (!std::isnan(e.macro)) {
-        have_val_metric = true;
-        if (e.macro > best) {
-          best = e.macro;
-          best_epoch = epoch + 1;
-          best_params = snapshot(head.module->parameters());
-          bad = 0;
-          report.best = true;
-        } else {
-          ++bad;
-        }
-      }
+      report.best = stopping.update(e.macro, epoch + 1, head.module->parameters());
     }
     if (on_epoch) on_epoch(report);
-    if (have_val_metric && o.patience > 0 && bad >= o.patience) break;
+    if (stopping.should_stop()) break;
   }
-  if (have_val_metric) restore(head.module->parameters(), best_params);
+  stopping.restore_best(head.module->parameters());
   head.module->eval();
   head.module->to(torch::kCPU);
 
@@ -609,7 +564,7 @@ SegHead train_seg_head(const SegSet& train, const SegSet* val, const std::string
                         {"target_size", {H, W}},
                         {"epochs", o.epochs},
                         {"epochs_run", epochs_run},
-                        {"best_epoch", have_val_metric ? nlohmann::json(best_epoch) : nlohmann::json()},
+                        {"best_epoch", stopping.have_best() ? nlohmann::json(stopping.best_epoch()) : nlohmann::json()},
                         {"batch", o.batch},
                         {"lr", o.lr},
                         {"weight_decay", o.weight_decay},
