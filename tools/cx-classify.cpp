@@ -245,9 +245,7 @@ int run_predict(cx::cli::Tool& tool, const std::string& head_dir, std::vector<st
       std::vector<std::string> names;
       std::vector<std::int64_t> positions;
       for (std::size_t i : need_image) {
-        const cx::io::Field* img = nullptr;
-        for (const char* name : {"png", "jpg", "jpeg"})
-          if (!img) img = pending[i].find(name);
+        const cx::io::Field* img = pending[i].image();
         if (!img) throw cx::Error(cx::at(pending[i].key, "no " + info.feature + ".npy field and no image to embed"));
         images.push_back(&img->data);
         names.push_back(pending[i].key + "." + img->name);

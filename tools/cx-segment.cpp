@@ -281,9 +281,7 @@ int run_predict(cx::cli::Tool& tool, const PredictCli& c) {
     std::vector<std::size_t> at_image;
     for (std::size_t i = 0; i < pending.size(); ++i)
       if (!tokens[i].defined()) {
-        const cx::io::Field* img = nullptr;
-        for (const char* f : {"png", "jpg", "jpeg"})
-          if (!img) img = pending[i].find(f);
+        const cx::io::Field* img = pending[i].image();
         images.push_back(&img->data);
         names.push_back(pending[i].key + "." + img->name);
         at_image.push_back(i);
@@ -331,9 +329,7 @@ int run_predict(cx::cli::Tool& tool, const PredictCli& c) {
         rle->write(line + "," + std::to_string(map.height) + "," + std::to_string(map.width) + "\n");
       }
       if (!c.overlay.empty()) {
-        const cx::io::Field* img = nullptr;
-        for (const char* f : {"png", "jpg", "jpeg"})
-          if (!img) img = r.find(f);
+        const cx::io::Field* img = r.image();
         if (!img) throw cx::Error(cx::at(r.key, "no image to draw the overlay on (embed with cx-embed --keep-image)"));
         cx::Image picture = cx::io::decode_image(img->data, r.key + "." + img->name);
         cx::cli::write_file_atomic(record_path(c.overlay, r.key, ".png"),
@@ -359,9 +355,7 @@ int run_predict(cx::cli::Tool& tool, const PredictCli& c) {
     torch::Tensor t = cx::train::record_tokens(record, info.feature);
     cx::train::PatchGrid g;
     if (!t.defined()) {
-      const cx::io::Field* img = nullptr;
-      for (const char* f : {"png", "jpg", "jpeg"})
-        if (!img) img = record.find(f);
+      const cx::io::Field* img = record.image();
       if (!encoder || !img)
         throw cx::Error(cx::at(record.key, "no " + info.feature + ".npy field (embed with cx-embed --emit " + info.feature + ")" +
                                                (encoder ? " and no image to embed" : "")));

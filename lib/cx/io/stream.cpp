@@ -119,6 +119,12 @@ const Field* Record::find(const std::string& name) const {
   return nullptr;
 }
 
+const Field* Record::image() const {
+  for (const char* name : {"png", "jpg", "jpeg"})
+    if (const Field* f = find(name)) return f;
+  return nullptr;
+}
+
 Field* Record::find(const std::string& name) {
   for (Field& f : fields)
     if (f.name == name) return &f;

@@ -33,6 +33,8 @@ struct Record {
   const Field* find(const std::string& name) const;
   Field* find(const std::string& name);
   bool has(const std::string& name) const { return find(name) != nullptr; }
+  // The record's image: the first of the fields png, jpg, jpeg present; nullptr when none.
+  const Field* image() const;
   // Replaces the field's data or appends a new field.
   void set(const std::string& name, std::string data);
   void erase(const std::string& name);

@@ -100,9 +100,7 @@ torch::Tensor Embedder::pixels_of(io::Record& record, Pending& where) const {
     where.window.y1 = where.window.height = where.image_height;
     return torch::from_blob(v.data(), {a.shape[0], a.shape[1], a.shape[2]}, torch::kFloat32).clone();
   }
-  const io::Field* img = nullptr;
-  for (const auto& f : kImageFields)
-    if (!img) img = record.find(f);
+  const io::Field* img = record.image();
   if (!img) throw Error(at(record.key, "no image field (png, jpg) and no pixel_values.npy to embed"));
   if (!options_.preprocess_missing.empty())
     throw Error(at(options_.preprocess_missing, "not found, so images cannot be preprocessed (give --preprocess cxformer, or records with pixel_values.npy)"));

@@ -23,7 +23,6 @@ namespace {
 constexpr std::uint64_t kShufflePurpose = 2;
 constexpr std::uint64_t kAugmentPurpose = 3;
 constexpr const char* kCheckpointFormat = "cx-finetune-checkpoint";
-const std::vector<std::string> kImageFields = {"png", "jpg", "jpeg"};
 
 // cx-embed's rule (lib/cx/model/embed.cpp): 16-bit samples are scaled to 8 bits, not clamped.
 Image to_8bit(const Image& in) {
@@ -102,9 +101,7 @@ ImageSet load_images(data::RecordSource& source, const std::vector<std::string>&
   std::vector<std::int8_t> truth;
   io::Record record;
   while (source.next(record)) {
-    const io::Field* img = nullptr;
-    for (const auto& f : kImageFields)
-      if (!img) img = record.find(f);
+    const io::Field* img = record.image();
     if (!img)
       throw Error(at(record.key, "no image field (png, jpg) to fine-tune on (keep images with cx-embed --keep-image, or give the "
                                  "stream cx-ingest wrote)"));

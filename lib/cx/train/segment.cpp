@@ -342,20 +342,62 @@ std::vector<std::string> stream_mask_classes(const nlohmann::json& header) {
   return {};
 }
 
+namespace {
+
+// The class list of a set of masks while records are read: the names given (values 1..n), else the
+// stream's, else the first record's json "classes", else "class 1".. up to the largest value seen.
+class MaskClasses {
+ public:
+  MaskClasses(const std::vector<std::string>& given, const nlohmann::json& header) {
+    if (!given.empty()) {
+      names_ = {"background"};
+      names_.insert(names_.end(), given.begin(), given.end());
+    } else {
+      names_ = stream_mask_classes(header);
+    }
+  }
+  // The record's label map, decoded and checked (one gray channel).
+  Image mask_of(const io::Record& r) {
+    const io::Field* mf = r.find("mask.png");
+    if (!mf) throw Error(at(r.key, "no mask.png label map to learn from"));
+    Image mask = io::decode_image(mf->data, r.key + ".mask.png");
+    if (mask.channels != 1) throw Error(at(r.key + ".mask.png", "a label map must be one gray channel"));
+    if (names_.empty())
+      if (const io::Field* jf = r.find("json")) {
+        nlohmann::json m = nlohmann::json::parse(jf->data, nullptr, false);
+        if (m.is_object() && m.contains("classes")) names_ = stream_mask_classes(m);
+      }
+    return mask;
+  }
+  // A target's values against the classes.
+  void check(const torch::Tensor& y, const std::string& key) {
+    max_value_ = std::max(max_value_, static_cast<int>(y.max().item<std::uint8_t>()));
+    if (!names_.empty() && max_value_ >= static_cast<int>(names_.size()))
+      throw Error(at(key + ".mask.png", "value " + std::to_string(max_value_) + " but only " +
+                                            std::to_string(names_.size()) + " classes (background included)"));
+  }
+  std::vector<std::string> names() const {
+    if (!names_.empty()) return names_;
+    std::vector<std::string> out = {"background"};
+    for (int c = 1; c <= std::max(1, max_value_); ++c) out.push_back("class " + std::to_string(c));
+    return out;
+  }
+
+ private:
+  std::vector<std::string> names_;
+  int max_value_ = 0;
+};
+
+}  // namespace
+
 SegSet load_seg_set(data::RecordSource& source, const std::string& feature, int stride,
                     const std::vector<std::string>& classes, const std::string& where) {
   if (stride < 1) throw UsageError("--stride must be at least 1");
   SegSet s;
   s.header = source.header();
-  if (!classes.empty()) {
-    s.classes = {"background"};
-    s.classes.insert(s.classes.end(), classes.begin(), classes.end());
-  } else {
-    s.classes = stream_mask_classes(s.header);
-  }
+  MaskClasses mc(classes, s.header);
   std::vector<torch::Tensor> xs, ys;
   std::vector<std::int64_t> shape;
-  int max_value = 0;
   io::Record r;
   while (source.next(r)) {
     torch::Tensor t = record_tokens(r, feature);
@@ -366,35 +408,19 @@ SegSet load_seg_set(data::RecordSource& source, const std::string& feature, int 
     } else if (!t.sizes().equals(shape)) {
       throw Error(at(r.key + "." + feature + ".npy", "tokens of another shape than the first record's"));
     }
-    const io::Field* mf = r.find("mask.png");
-    if (!mf) throw Error(at(r.key, "no mask.png label map to learn from"));
-    Image mask = io::decode_image(mf->data, r.key + ".mask.png");
-    if (mask.channels != 1) throw Error(at(r.key + ".mask.png", "a label map must be one gray channel"));
-    if (s.classes.empty()) {
-      // The record's own class list (phantoms and cx-ingest write one).
-      if (const io::Field* jf = r.find("json")) {
-        nlohmann::json m = nlohmann::json::parse(jf->data, nullptr, false);
-        if (m.is_object() && m.contains("classes")) s.classes = stream_mask_classes(m);
-      }
-    }
+    Image mask = mc.mask_of(r);
     PatchGrid g;
     record_patch_grid(r, g, mask.width, mask.height);
     g.h = t.size(1);
     g.w = t.size(2);
     torch::Tensor y = sample_label_map(mask, g, g.h * stride, g.w * stride);
-    max_value = std::max(max_value, static_cast<int>(y.max().item<std::uint8_t>()));
-    if (!s.classes.empty() && max_value >= static_cast<int>(s.classes.size()))
-      throw Error(at(r.key + ".mask.png", "value " + std::to_string(max_value) + " but only " +
-                                              std::to_string(s.classes.size()) + " classes (background included)"));
+    mc.check(y, r.key);
     s.keys.push_back(r.key);
     xs.push_back(std::move(t));
     ys.push_back(std::move(y));
   }
   if (xs.empty()) throw Error(at(where, "no records"));
-  if (s.classes.empty()) {
-    s.classes = {"background"};
-    for (int c = 1; c <= std::max(1, max_value); ++c) s.classes.push_back("class " + std::to_string(c));
-  }
+  s.classes = mc.names();
   s.x = torch::stack(xs);
   s.y = torch::stack(ys);
   return s;
@@ -617,30 +643,14 @@ SegImageSet load_seg_images(data::RecordSource& source, const image::PreprocessC
   if (stride < 1) throw UsageError("--stride must be at least 1");
   SegImageSet s;
   s.header = source.header();
-  if (!classes.empty()) {
-    s.classes = {"background"};
-    s.classes.insert(s.classes.end(), classes.begin(), classes.end());
-  } else {
-    s.classes = stream_mask_classes(s.header);
-  }
+  MaskClasses mc(classes, s.header);
   std::vector<torch::Tensor> ys;
-  int max_value = 0;
   io::Record r;
   while (source.next(r)) {
-    const io::Field* img = nullptr;
-    for (const char* f : {"png", "jpg", "jpeg"})
-      if (!img) img = r.find(f);
+    const io::Field* img = r.image();
     if (!img) throw Error(at(r.key, "no image field (png, jpg) to fine-tune on (give the stream cx-ingest wrote, or cx-embed --keep-image)"));
-    const io::Field* mf = r.find("mask.png");
-    if (!mf) throw Error(at(r.key, "no mask.png label map to learn from"));
-    Image mask = io::decode_image(mf->data, r.key + ".mask.png");
-    if (mask.channels != 1) throw Error(at(r.key + ".mask.png", "a label map must be one gray channel"));
+    Image mask = mc.mask_of(r);
     Image im = io::decode_image(img->data, r.key + "." + img->name);
-    if (s.classes.empty())
-      if (const io::Field* jf = r.find("json")) {
-        nlohmann::json m = nlohmann::json::parse(jf->data, nullptr, false);
-        if (m.is_object() && m.contains("classes")) s.classes = stream_mask_classes(m);
-      }
     const image::InputWindow win = image::input_window(im.width, im.height, preprocess);
     PatchGrid g;
     g.image_width = im.width;
@@ -652,20 +662,14 @@ SegImageSet load_seg_images(data::RecordSource& source, const image::PreprocessC
     g.h = win.height / patch_size;
     g.w = win.width / patch_size;
     torch::Tensor y = sample_label_map(mask, g, g.h * stride, g.w * stride);
-    max_value = std::max(max_value, static_cast<int>(y.max().item<std::uint8_t>()));
-    if (!s.classes.empty() && max_value >= static_cast<int>(s.classes.size()))
-      throw Error(at(r.key + ".mask.png", "value " + std::to_string(max_value) + " but only " +
-                                              std::to_string(s.classes.size()) + " classes (background included)"));
+    mc.check(y, r.key);
     s.keys.push_back(r.key);
     s.image_names.push_back(r.key + "." + img->name);
     s.images.push_back(img->data);
     ys.push_back(std::move(y));
   }
   if (s.keys.empty()) throw Error(at(where, "no records"));
-  if (s.classes.empty()) {
-    s.classes = {"background"};
-    for (int c = 1; c <= std::max(1, max_value); ++c) s.classes.push_back("class " + std::to_string(c));
-  }
+  s.classes = mc.names();
   s.y = torch::stack(ys);
   return s;
 }
