@@ -43,6 +43,8 @@ if command -v cx-segment >/dev/null 2>&1; then
   cx-segment predict "$out/seghead" "$out/test.emb.cx" -o "$out/test.seg.cx" --overlay "$out/overlays"
   say "Dice, IoU, HD95 per structure, bootstrap median and 95% CI (overlays in $out/overlays)"
   cx-eval seg "$out/test.cx" "$out/test.seg.cx"
+  say "the same with both lungs as one structure (CXformer reports Lung and Heart): cx-eval --group lung=1,2"
+  cx-eval dice --group lung=1,2 "$out/test.cx" "$out/test.seg.cx"
 fi
 
 samples=${CX_SHARED:-$(dirname "$0")/../../shared}/samples

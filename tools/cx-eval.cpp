@@ -64,6 +64,7 @@ struct Options {
   bool skip_bad = false;
   std::string classes;
   int binarize = -1;
+  std::vector<std::string> groups;  // masks: NAME=V,V,... scored as one class
   std::string text_column;
   std::string labels_out;
 };
@@ -478,15 +479,71 @@ metrics::Replicates run_segmentation(const Options& o, const MetricSpec& spec, c
     if (names.empty()) throw Error(cx::at(truth.source, "no class names and no foreground in any mask"));
     cx::log::info("no class names in the inputs: scoring values 1.." + std::to_string(max_value) + " (--classes names them)");
   }
+  // --group: values of a group become one class, in the place of its first member; the other
+  // classes keep their order. lut maps a stored value to the scored one.
+  std::vector<std::uint16_t> lut;
+  const std::size_t values_known = names.size();
+  if (!o.groups.empty()) {
+    std::vector<int> group_of(names.size() + 1, -1);
+    std::vector<std::string> group_names;
+    for (const auto& g : o.groups) {
+      const auto eq = g.find('=');
+      if (eq == std::string::npos || eq == 0 || eq + 1 == g.size()) throw UsageError("--group " + g + ": expected NAME=V,V,...");
+      const int gi = static_cast<int>(group_names.size());
+      group_names.push_back(g.substr(0, eq));
+      for (const auto& v : split_commas(g.substr(eq + 1))) {
+        int x = 0;
+        try {
+          std::size_t used = 0;
+          x = std::stoi(v, &used);
+          if (used != v.size()) throw std::invalid_argument(v);
+        } catch (const std::exception&) {
+          throw UsageError("--group " + g + ": '" + v + "' is not a class value");
+        }
+        if (x < 1 || x > static_cast<int>(names.size()))
+          throw UsageError("--group " + g + ": value " + v + " is not one of the classes 1.." + std::to_string(names.size()));
+        if (group_of[static_cast<std::size_t>(x)] >= 0) throw UsageError("--group: value " + v + " is in two groups");
+        group_of[static_cast<std::size_t>(x)] = gi;
+      }
+    }
+    lut.assign(names.size() + 1, 0);
+    std::vector<std::string> scored;
+    std::vector<int> group_index(group_names.size(), 0);
+    for (std::size_t v = 1; v <= names.size(); ++v) {
+      const int g = group_of[v];
+      if (g < 0) {
+        scored.push_back(names[v - 1]);
+        lut[v] = static_cast<std::uint16_t>(scored.size());
+      } else {
+        if (group_index[static_cast<std::size_t>(g)] == 0) {
+          scored.push_back(group_names[static_cast<std::size_t>(g)]);
+          group_index[static_cast<std::size_t>(g)] = static_cast<int>(scored.size());
+        }
+        lut[v] = static_cast<std::uint16_t>(group_index[static_cast<std::size_t>(g)]);
+      }
+    }
+    names = scored;
+  }
+  auto regroup = [&](LabelMap& m, const std::string& where) {
+    if (lut.empty()) return;
+    for (auto& x : m.v) {
+      if (x > values_known)
+        throw Error(cx::at(where, "value " + std::to_string(x) + " is outside the classes 0.." + std::to_string(values_known)));
+      x = lut[x];
+    }
+  };
+
   const int C = static_cast<int>(names.size());
   std::vector<std::vector<double>> values(preds.size());
   std::vector<std::string> used_keys;
   for (const auto& k : keys) {
     LabelMap t = load_mask(truth, k, o.binarize);
+    regroup(t, cx::at(truth.source, "key '" + k + "'"));
     std::vector<std::vector<double>> per_model;
     bool ok = true;
     for (auto& p : preds) {
       LabelMap q = load_mask(p, k, o.binarize);
+      regroup(q, cx::at(p.source, "key '" + k + "'"));
       if (q.width != t.width || q.height != t.height) {
         problems.bad(cx::at(p.source, "key '" + k + "': mask is " + std::to_string(q.width) + "x" + std::to_string(q.height) +
                                           ", the truth is " + std::to_string(t.width) + "x" + std::to_string(t.height)));
@@ -1021,6 +1078,9 @@ int main(int argc, char** argv) {
   app.add_option("--binarize", o.binarize, "Masks: values >= T are the one foreground class")
       ->check(CLI::Range(1, 65535))
       ->type_name("T");
+  app.add_option("--group", o.groups, "Masks: score values V,V,... as one class NAME (e.g. lung=1,2); repeatable")
+      ->allow_extra_args(false)
+      ->type_name("NAME=V,V");
   app.add_option("--text-column", o.text_column, "Reports: the text column (default: the non-key column, or 'text')")
       ->type_name("NAME");
   app.add_option("--labels-out", o.labels_out, "chexpert-f1: also write the labeller's per-report labels as TSV")

@@ -266,6 +266,33 @@ PY
   [ "$(echo "$output" | awk -F'\t' '$2 == "lung" { print $5 }')" = "0.666667" ]
 }
 
+@test "--group scores left and right lung as one lung (CXformer's table: Lung, Heart)" {
+  mkdir -p "$T/gt" "$T/pr"
+  "$PY" - "$SRC/tests" "$T" <<'PY'
+import sys
+sys.path.insert(0, sys.argv[1])
+from eval_reference import write_label_map
+t = sys.argv[2]
+# left lung 1, right lung 2, heart 3. Truth lungs: 4 + 2 px; predicted 1s where the truth has 2s and
+# the other way round: per lung Dice 0, as one lung 6 px shared of 6 + 6: Dice 1. Heart 2 of 2 + 3.
+write_label_map(t + "/gt/a.png", ["11.22", "11.33", "....."])
+write_label_map(t + "/pr/a.png", ["22.11", "22.33", "...3."])
+PY
+  run cx-eval dice --classes "left lung,right lung,heart" --bootstrap 0 "$T/gt" "$T/pr"
+  [ "$(echo "$output" | awk -F'	' 'NR > 1 { print $2, $5 }' | tr '
+' ' ')" = "left lung 0.000000 right lung 0.000000 heart 0.800000 mean 0.266667 " ]
+  run cx-eval dice --classes "left lung,right lung,heart" --group lung=1,2 --bootstrap 0 "$T/gt" "$T/pr"
+  [ "$status" -eq 0 ]
+  [ "$(echo "$output" | awk -F'	' 'NR > 1 { print $2, $5 }' | tr '
+' ' ')" = "lung 1.000000 heart 0.800000 mean 0.900000 " ]
+  run cx-eval dice --classes "left lung,right lung,heart" --group lung=1,4 "$T/gt" "$T/pr"
+  [ "$status" -eq 2 ]
+  [[ "$output" == *"--group lung=1,4: value 4 is not one of the classes 1..3"* ]]
+  run cx-eval dice --classes "left lung,right lung" --group lung=1,2 "$T/gt" "$T/pr"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"value 3 is outside the classes 0..2"* ]]
+}
+
 @test "shenzhen lung masks: the real mask against itself shifted, binarized at 128" {
   m=$SHARED/samples/shenzhen/masks
   [ -d "$m" ] || skip "no shared Shenzhen masks at $m"
