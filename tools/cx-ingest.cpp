@@ -63,6 +63,8 @@ int main(int argc, char** argv) {
   auto& app = tool.app();
   std::vector<std::string> inputs;
   std::string dataset, root, labels_tsv, reports, views, splits, shard, window, filter = "bicubic";
+  std::string masks, mask_classes;
+  int mask_threshold = -1;
   long long limit = -1;
   int depth = 8, size = 0, compression = 1;
   bool equalize = false, skip_bad = false;
@@ -99,6 +101,16 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--window", window, "VOI window CENTER,WIDTH for every image (use --window=-600,1500 for a negative center)")
       ->type_name("C,W");
+  auto* masks_opt = app.add_option("--masks", masks,
+                                   "Attach a mask file to every item from DIR: <stem>_mask.png, <stem>.mask.png or <stem>.png")
+                        ->type_name("DIR");
+  app.add_option("--mask-threshold", mask_threshold, "Binarise the mask files: value >= T is 1, else 0 (anti-aliased masks)")
+      ->type_name("T")
+      ->check(CLI::Range(1, 65535))
+      ->needs(masks_opt);
+  app.add_option("--mask-classes", mask_classes, "Names of the mask values 1, 2, ... (comma-separated), e.g. lung")
+      ->type_name("LIST")
+      ->needs(masks_opt);
   app.add_option("--compression", compression, "zlib level of the written PNGs, 0-9")
       ->type_name("N")
       ->check(CLI::Range(0, 9))
@@ -154,15 +166,24 @@ int main(int argc, char** argv) {
       for (char& c : d) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
       if (!labels_tsv.empty() && d != "folder") throw cx::UsageError("--labels is for --dataset folder");
       if (!reports.empty() && d != "mimic" && d != "mimic-cxr") throw cx::UsageError("--reports is for --dataset mimic");
+      if (!masks.empty() && d == "chexmask") throw cx::UsageError("--masks: the chexmask dataset brings its own masks");
       source = data::open_dataset(dataset, ao);
     } else {
       if (!root.empty() || !labels_tsv.empty() || !reports.empty())
         throw cx::UsageError("--root, --labels and --reports need --dataset");
       source = data::open_files(tool.inputs_or_stdin(inputs));
     }
+    if (!masks.empty()) {
+      data::MaskFileOptions mo;
+      mo.dir = masks;
+      if (mask_threshold > 0) mo.threshold = mask_threshold;
+      mo.classes = split_list(mask_classes, false);
+      if (!mask_classes.empty() && mo.classes.empty()) throw cx::UsageError("--mask-classes: empty list");
+      source = data::with_mask_files(std::move(source), mo);
+    }
 
     nlohmann::json header = cx::io::new_stream_header();
-    header["fields"] = data::ingest_fields(depth, source->has_masks(), source->has_reports());
+    header["fields"] = data::ingest_fields(depth, *source);
     header["dataset"] = source->dataset();
     if (const data::LabelSet* set = source->label_set()) {
       header["labels"] = set->classes;

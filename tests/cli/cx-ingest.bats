@@ -364,6 +364,7 @@ assert np.array_equal(got, want), (got, want)
 assert set(np.unique(got)) == {0, 1, 2, 3}
 j = json.load(open(f"{sys.argv[2]}/p1.json"))
 assert j["mask"]["labels"]["3"] == "heart" and j["mask"]["original_width"] == 40
+assert j["classes"] == ["background", "left lung", "right lung", "heart"], j["classes"]
 PY
 }
 
@@ -380,4 +381,80 @@ r = ET.parse(sys.argv[1]).getroot()
 t = {a.get('Label'): ' '.join(a.text.split()) for a in r.iter('AbstractText') if a.text}
 print('FINDINGS: ' + t['FINDINGS'] + '\n\nIMPRESSION: ' + t['IMPRESSION'])" "$T/ecgen-radiology/1.xml")" ]
   [ "$(tar tf "$T/r.cx" | grep -c '\.txt$')" -eq 2 ]
+}
+
+@test "--masks: the real Shenzhen lung masks, thresholded at 128, equal numpy's and follow --size (nearest)" {
+  require_shared samples/shenzhen/masks
+  S=$SHARED/samples/shenzhen
+  run cx-ingest --masks "$S/masks" --mask-threshold 128 --mask-classes lung "$S/images" -o "$T/sz.cx"
+  [ "$status" -eq 0 ]
+  cx-ingest --masks "$S/masks" --mask-threshold 128 --mask-classes lung --size 256 "$S/images" -o "$T/sz256.cx"
+  "$PY" - "$T/sz.cx" "$T/sz256.cx" "$S" <<'PY'
+import glob, io, json, os, sys, tarfile
+import numpy as np
+from PIL import Image
+full, small, S = sys.argv[1:]
+def members(path):
+    out = {}
+    with tarfile.open(path) as tf:
+        for m in tf:
+            out[m.name] = tf.extractfile(m).read()
+    return out
+a, b = members(full), members(small)
+images = sorted(glob.glob(f"{S}/images/*.png"))
+for h in (json.loads(a["__cx__"]), json.loads(b["__cx__"])):
+    assert h["fields"]["mask.png"]["classes"] == ["background", "lung"], h["fields"]
+for path in images:
+    key = os.path.splitext(os.path.basename(path))[0]
+    mask_path = f"{S}/masks/{key}_mask.png"
+    want = (np.array(Image.open(mask_path).convert("L")) >= 128).astype(np.uint8)
+    # --size 0: the thresholded mask exactly, at the image's size
+    got = np.asarray(Image.open(io.BytesIO(a[key + ".mask.png"])))
+    assert got.shape == np.asarray(Image.open(path)).shape and np.array_equal(got, want), key
+    j = json.loads(a[key + ".json"])
+    assert j["classes"] == ["background", "lung"]
+    assert j["mask"]["source"] == mask_path and j["mask"]["threshold"] == 128, j["mask"]
+    assert j["mask"]["labels"] == {"0": "background", "1": "lung"}
+    # --size 256: the mask at the written image's size, Pillow's nearest of the thresholded mask
+    im = Image.open(io.BytesIO(b[key + ".png"]))
+    m = Image.open(io.BytesIO(b[key + ".mask.png"]))
+    assert min(im.size) == 256 and m.size == im.size, (key, im.size, m.size)
+    assert np.array_equal(np.asarray(m), np.asarray(Image.fromarray(want).resize(im.size, Image.NEAREST))), key
+    assert set(np.unique(np.asarray(m))) == {0, 1}
+assert json.loads(a["__end__"]) == {"records": len(images)}
+PY
+}
+
+@test "--masks: a missing mask is a bad input (exit 1, or 3 with --skip-bad); usage errors exit 2" {
+  make_image "$T/img/a.png" 20 16
+  make_image "$T/img/b.png" 20 16
+  make_image "$T/img/c.png" 20 16
+  mkdir -p "$T/masks"
+  "$PY" -c "
+import numpy as np; from PIL import Image
+Image.fromarray((np.arange(320).reshape(16, 20) % 2 * 255).astype(np.uint8)).save('$T/masks/a_mask.png')
+Image.fromarray(np.zeros((15, 20), np.uint8)).save('$T/masks/c.mask.png')"
+  run cx-ingest --masks "$T/masks" --mask-threshold 128 "$T/img" -o "$T/m.cx"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"$T/img/b.png: no mask file (tried $T/masks/b_mask.png, $T/masks/b.mask.png, $T/masks/b.png)"* ]]
+  [ ! -e "$T/m.cx" ]
+  run cx-ingest --skip-bad --masks "$T/masks" --mask-threshold 128 "$T/img" -o "$T/m.cx"
+  [ "$status" -eq 3 ]
+  [[ "$output" == *"$T/img/c.png: the image is 20x16 but its mask $T/masks/c.mask.png is 20x15 (skipped)"* ]]
+  [[ "$output" == *"2 of 3 inputs skipped (bad input); 1 record written"* ]]
+  [ "$(tar tf "$T/m.cx" | tr '\n' ' ')" = "__cx__ a.json a.png a.mask.png __end__ " ]
+  run cx-ingest --masks "$T/masks" "$T/img/a.png" -o "$T/v.cx"   # 0/255 values need a threshold
+  [ "$status" -eq 0 ]
+  run cx-ingest --masks "$T/masks" --mask-classes lung "$T/img/a.png" -o "$T/v.cx"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"$T/masks/a_mask.png: mask value 255 at (1, 0) is not one of 0..1"*"--mask-threshold"* ]]
+  run cx-ingest --mask-threshold 128 "$T/img"
+  [ "$status" -eq 2 ]
+  run cx-ingest --masks "$T/masks" --mask-threshold 0 "$T/img"
+  [ "$status" -eq 2 ]
+  run cx-ingest --masks "$T/masks" --dataset chexmask "$T/cm.csv"
+  [ "$status" -eq 2 ]
+  [[ "$output" == *"--masks: the chexmask dataset brings its own masks"* ]]
+  run cx-ingest --masks "$T/masks" - < "$T/img/a.png"
+  [ "$status" -eq 2 ]
 }

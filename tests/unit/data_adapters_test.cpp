@@ -487,12 +487,17 @@ TEST(Adapters, ChexmaskRowsBecomeMasks) {
   EXPECT_EQ(items[1].image_path, t / "imgs/b.jpg");
   EXPECT_EQ(items[1].key, "b");
   EXPECT_DOUBLE_EQ(items[0].meta["dice_rca_mean"].get<double>(), 0.9);
-  cx::Image m = items[0].mask->decode("a");
+  EXPECT_EQ(src->mask_classes(), (std::vector<std::string>{"background", "left lung", "right lung", "heart"}));
+  ASSERT_TRUE(items[0].mask->classes);
+  EXPECT_EQ(*items[0].mask->classes, src->mask_classes());
+  LabelMap lm = read_label_map(items[0]);
+  EXPECT_FALSE(lm.sized_like_image);  // CheXmask's grid is resampled to the image's
+  cx::Image m = lm.map;
   std::vector<std::uint8_t> got(m.u8(), m.u8() + 12);
   EXPECT_EQ(got, (std::vector<std::uint8_t>{1, 1, 1, 1, 2, 3, 3, 2, 2, 0, 0, 0}));
-  cx::Image empty = items[1].mask->decode("b");  // all three structures empty
+  cx::Image empty = read_label_map(items[1]).map;  // all three structures empty
   EXPECT_EQ(std::vector<std::uint8_t>(empty.u8(), empty.u8() + 12), std::vector<std::uint8_t>(12, 0));
-  EXPECT_NE(error_of([&] { items[2].mask->decode(items[2].origin); }).find("VinDr-CXR.csv:4: Left Lung: RLE run 1 13 ends past"),
+  EXPECT_NE(error_of([&] { read_label_map(items[2]); }).find("VinDr-CXR.csv:4: Left Lung: RLE run 1 13 ends past"),
             std::string::npos);
 }
 

@@ -10,6 +10,8 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <memory>
 #include <random>
 #include <thread>
 
@@ -133,7 +135,8 @@ TEST(Ingest, BoxesSpacingAndMaskFollowTheResize) {
     }
   m.left_lung = rle_encode(left.data(), 200, 400);
   m.heart = rle_encode(heart.data(), 200, 400);
-  it.mask = m;
+  it.mask = ItemMask{m, std::make_shared<const std::vector<std::string>>(
+                            std::vector<std::string>{"background", "left lung", "right lung", "heart"})};
   it.report = "FINDINGS: none.\n";
   IngestOptions o;
   o.size = 50;  // 200x100 -> 100x50
@@ -160,6 +163,8 @@ TEST(Ingest, BoxesSpacingAndMaskFollowTheResize) {
     }
   EXPECT_EQ(mask.u8()[10 * 100 + 10], 1);  // on the lattice, away from the heart
   EXPECT_EQ(meta["mask"]["original_width"], 400);
+  EXPECT_EQ(meta["mask"]["labels"]["3"], "heart");
+  EXPECT_EQ(meta["classes"], json({"background", "left lung", "right lung", "heart"}));
   EXPECT_EQ(field(r, "txt"), "FINDINGS: none.\n");
   // Fields in the order the stream documents.
   ASSERT_EQ(r.record.fields.size(), 4u);
@@ -167,6 +172,133 @@ TEST(Ingest, BoxesSpacingAndMaskFollowTheResize) {
   EXPECT_EQ(r.record.fields[1].name, "png");
   EXPECT_EQ(r.record.fields[2].name, "mask.png");
   EXPECT_EQ(r.record.fields[3].name, "txt");
+}
+
+namespace {
+
+// The items of `files` with --masks options `o`, each ingested with `io_`.
+std::vector<IngestResult> ingest_with_masks(const std::vector<std::string>& files, const MaskFileOptions& o,
+                                            const IngestOptions& io_, nlohmann::json* fields = nullptr) {
+  auto src = with_mask_files(open_files(files), o);
+  if (fields) *fields = ingest_fields(8, *src);
+  std::vector<IngestResult> out;
+  IngestItem it;
+  while (src->next(it)) out.push_back(ingest_item(it, io_));
+  return out;
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+}  // namespace
+
+TEST(IngestMaskFiles, ThresholdedFoundByStemAndResizedNearestWithTheImage) {
+  Tmp t;
+  fs::create_directories(t.dir / "img");
+  fs::create_directories(t.dir / "masks");
+  cx::Image im = cx::Image::gray8(40, 30), mask = cx::Image::gray8(40, 30);
+  // An anti-aliased 0/255 mask: values on both sides of the threshold, 127/128 at the edge.
+  const std::uint8_t values[] = {0, 60, 127, 128, 200, 255};
+  for (int y = 0; y < 30; ++y)
+    for (int x = 0; x < 40; ++x) {
+      im.u8()[y * 40 + x] = static_cast<std::uint8_t>(x * 6);
+      mask.u8()[y * 40 + x] = values[(x * 7 + y * 3) % 6];
+    }
+  const std::string a = write_png(t, "img/a.png", im), b = write_png(t, "img/b.png", im);
+  write_png(t, "masks/a_mask.png", mask);
+  write_png(t, "masks/a.png", cx::Image::gray8(40, 30));  // a later candidate: not taken
+  write_png(t, "masks/b.mask.png", mask);
+  MaskFileOptions mo;
+  mo.dir = t.file("masks");
+  mo.threshold = 128;
+  mo.classes = {"lung"};
+  IngestOptions o;
+  json fields;
+  auto rs = ingest_with_masks({a, b}, mo, o, &fields);
+  EXPECT_EQ(fields["mask.png"]["classes"], json({"background", "lung"}));
+  ASSERT_EQ(rs.size(), 2u);
+  for (const auto& r : rs) {
+    cx::Image got = png_of(r, "mask.png");
+    ASSERT_EQ(got.width, 40);
+    for (std::size_t i = 0; i < got.samples(); ++i) ASSERT_EQ(got.u8()[i], mask.u8()[i] >= 128 ? 1 : 0) << i;
+    json m = meta_of(r);
+    EXPECT_EQ(m["classes"], json({"background", "lung"}));
+    EXPECT_EQ(m["mask"]["threshold"], 128);
+    EXPECT_EQ(m["mask"]["labels"]["1"], "lung");
+  }
+  EXPECT_EQ(meta_of(rs[0])["mask"]["source"], t.file("masks/a_mask.png"));
+  EXPECT_EQ(meta_of(rs[1])["mask"]["source"], t.file("masks/b.mask.png"));
+
+  // --size 15: 40x30 -> 20x15; nearest by pixel centres samples (2x+1, 2y+1).
+  o.size = 15;
+  auto r = ingest_with_masks({a}, mo, o).front();
+  cx::Image got = png_of(r, "mask.png");
+  ASSERT_EQ(got.width, 20);
+  ASSERT_EQ(got.height, 15);
+  for (int y = 0; y < 15; ++y)
+    for (int x = 0; x < 20; ++x)
+      ASSERT_EQ(got.u8()[y * 20 + x], mask.u8()[(2 * y + 1) * 40 + 2 * x + 1] >= 128 ? 1 : 0) << x << "," << y;
+  EXPECT_EQ(meta_of(r)["mask"]["original_width"], 40);
+
+  // Without --mask-classes a threshold names the one class "foreground".
+  mo.classes.clear();
+  EXPECT_EQ(meta_of(ingest_with_masks({a}, mo, IngestOptions{}).front())["classes"], json({"background", "foreground"}));
+}
+
+TEST(IngestMaskFiles, LabelValuesAsTheyAreOrErrorsNamingTheFiles) {
+  Tmp t;
+  fs::create_directories(t.dir / "masks");
+  cx::Image im = cx::Image::gray8(8, 6), labels = cx::Image::gray8(8, 6);
+  for (std::size_t i = 0; i < labels.samples(); ++i) labels.u8()[i] = static_cast<std::uint8_t>(i % 3);
+  const std::string a = write_png(t, "a.png", im), b = write_png(t, "b.png", im), c = write_png(t, "c.png", im),
+                    d = write_png(t, "d.png", im);
+  write_png(t, "masks/a_mask.png", labels);
+  write_png(t, "masks/b_mask.png", cx::Image::gray8(8, 7));  // not the image's size
+  write_png(t, "masks/c_mask.png", cx::Image::make(8, 6, 3, 8));
+  MaskFileOptions mo;
+  mo.dir = t.file("masks");
+  json fields;
+  // No threshold, no names: the values are the labels, unnamed.
+  auto r = ingest_with_masks({a}, mo, IngestOptions{}, &fields).front();
+  EXPECT_EQ(png_of(r, "mask.png").data, labels.data);
+  EXPECT_FALSE(fields["mask.png"].contains("classes"));
+  EXPECT_FALSE(meta_of(r).contains("classes"));
+  EXPECT_TRUE(meta_of(r)["mask"]["threshold"].is_null());
+  // Named values: 0..2 pass with two names, not with one.
+  mo.classes = {"left", "right"};
+  EXPECT_EQ(meta_of(ingest_with_masks({a}, mo, IngestOptions{}).front())["mask"]["labels"]["2"], "right");
+  mo.classes = {"lung"};
+  EXPECT_NE(error_of([&] { ingest_with_masks({a}, mo, IngestOptions{}); })
+                .find(t.file("masks/a_mask.png") + ": mask value 2 at (2, 0) is not one of 0..1"),
+            std::string::npos);
+  mo.classes.clear();
+  EXPECT_EQ(error_of([&] { ingest_with_masks({b}, mo, IngestOptions{}); }),
+            b + ": the image is 8x6 but its mask " + t.file("masks/b_mask.png") + " is 8x7");
+  EXPECT_EQ(error_of([&] { ingest_with_masks({c}, mo, IngestOptions{}); }),
+            t.file("masks/c_mask.png") +
+                ": mask is RGB: label values must be 8-bit gray (or binarise it with --mask-threshold)");
+  const std::string m = t.file("masks/");
+  EXPECT_EQ(error_of([&] { ingest_with_masks({d}, mo, IngestOptions{}); }),
+            d + ": no mask file (tried " + m + "d_mask.png, " + m + "d.mask.png, " + m + "d.png)");
+  // An RGB mask is binarised through Pillow's "L" weights with a threshold.
+  mo.threshold = 1;
+  EXPECT_EQ(png_of(ingest_with_masks({c}, mo, IngestOptions{}).front(), "mask.png").data, cx::Image::gray8(8, 6).data);
+  // Usage: two names with a threshold; a dataset with its own masks.
+  mo.classes = {"a", "b"};
+  EXPECT_THROW(with_mask_files(open_files({a}), mo), cx::UsageError);
+  struct Masked : ItemSource {
+    bool next(IngestItem&) override { return false; }
+    std::string dataset() const override { return "chexmask"; }
+    bool has_masks() const override { return true; }
+  };
+  mo.classes.clear();
+  EXPECT_THROW(with_mask_files(std::make_unique<Masked>(), mo), cx::UsageError);
 }
 
 TEST(Ingest, DicomHeaderFillsViewSexAgeAndSpacing) {

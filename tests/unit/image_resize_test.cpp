@@ -110,6 +110,9 @@ const std::vector<Shape> kShapes = {
     {97, 83, 48, 41},  {200, 150, 54, 40}, {64, 48, 96, 72}, {37, 23, 61, 97}, {1, 40, 1, 17},
     {40, 1, 7, 1},     {1, 1, 5, 3},       {50, 30, 50, 71}, {50, 30, 13, 30}, {300, 240, 80, 64},
     {5, 300, 3, 11},   {23, 17, 22, 18}, {2, 2, 3, 3},
+    // cx-ingest --size 512 of a Shenzhen PNG, and long rows with 9 to 25 taps: the 8-bit gray
+    // pass takes 8 taps at a time, four outputs at once, the row's last outputs one at a time.
+    {750, 730, 526, 512}, {1024, 6, 512, 3}, {999, 4, 131, 4}, {61, 3, 19, 3},
 };
 
 const std::vector<Filter> kFilters = {Filter::bicubic, Filter::bilinear, Filter::box,

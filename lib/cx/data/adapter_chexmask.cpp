@@ -70,7 +70,7 @@ class ChexmaskSource : public ItemSource {
     mask.left_lung = std::move(row_[left_]);
     mask.right_lung = std::move(row_[right_]);
     mask.heart = std::move(row_[heart_]);
-    item.mask = std::move(mask);
+    item.mask = ItemMask{std::move(mask), classes_};
     if (dice_mean_ >= 0) {
       if (auto d = parse_optional_number(row_[dice_mean_], where + ": Dice RCA (Mean)")) m["dice_rca_mean"] = *d;
     }
@@ -82,6 +82,7 @@ class ChexmaskSource : public ItemSource {
 
   std::string dataset() const override { return "chexmask"; }
   bool has_masks() const override { return true; }
+  std::vector<std::string> mask_classes() const override { return *classes_; }
 
  private:
   std::string locate(const std::string& id) {
@@ -107,6 +108,9 @@ class ChexmaskSource : public ItemSource {
   bool indexed_ = false;
   std::unordered_map<std::string, std::string> by_name_, by_stem_;
   std::vector<std::string> row_;
+  // The values of chexmask_label_map (cx/data/rle.hpp).
+  std::shared_ptr<const std::vector<std::string>> classes_ =
+      std::make_shared<const std::vector<std::string>>(std::vector<std::string>{"background", "left lung", "right lung", "heart"});
 };
 
 }  // namespace

@@ -20,6 +20,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -37,14 +38,41 @@ struct MaskRle {
   Image decode(const std::string& where) const;  // chexmask_label_map (cx/data/rle.hpp)
 };
 
+// A mask image beside the radiograph (cx-ingest --masks), read by the decode worker: the first of
+// `candidates` that exists. It must have the decoded image's size.
+struct MaskFile {
+  std::vector<std::string> candidates;
+  std::optional<int> threshold;  // value >= threshold -> 1, else 0; none: the 8-bit gray values are the labels
+  int max_label = -1;            // a value above it is an error (values named by the classes); -1: no check
+};
+
+// An item's label map, still encoded (a CheXmask row) or unread (a mask file).
+struct ItemMask {
+  std::variant<MaskRle, MaskFile> source;
+  // Names of the values 0, 1, ... ("background" first), shared by every item of a source; null
+  // when the values are not named.
+  std::shared_ptr<const std::vector<std::string>> classes;
+};
+
 struct IngestItem {
   std::string key;         // record key
   std::string image_path;  // DICOM, PNG or JPEG file to decode
   std::string origin;      // where the item came from, for messages: "train.csv:12"
   nlohmann::json meta = nlohmann::json::object();
-  std::optional<MaskRle> mask;        // written as <key>.mask.png
+  std::optional<ItemMask> mask;       // written as <key>.mask.png
   std::optional<std::string> report;  // written as <key>.txt
 };
+
+// The label map of item.mask (which must be set), 8-bit, at the size the mask source gives it,
+// with what the record's "mask" entry says about its source ("source", "threshold" for files).
+// Errors name the item's image (a mask file: the paths tried, a 16-bit/RGB file without a
+// threshold, a value no class names) or its label row (a bad RLE).
+struct LabelMap {
+  Image map;
+  nlohmann::json about = nlohmann::json::object();
+  bool sized_like_image = false;  // true: must match the decoded image's size (mask files)
+};
+LabelMap read_label_map(const IngestItem& item);
 
 struct AdapterOptions {
   std::string label_file;  // the dataset's label file (folder and reports: a folder or file)
@@ -63,6 +91,8 @@ class ItemSource {
   // PadChest's is).
   virtual const LabelSet* label_set() const { return nullptr; }
   virtual bool has_masks() const { return false; }
+  // Names of the mask values 0, 1, ... ("background" first); empty when they are not named.
+  virtual std::vector<std::string> mask_classes() const { return {}; }
   virtual bool has_reports() const { return false; }
 };
 
@@ -74,6 +104,21 @@ std::unique_ptr<ItemSource> open_dataset(const std::string& name, const AdapterO
 // and JPEG files (sorted by path); each file is one item keyed by its file-name stem (dots
 // become '_'). Two inputs with the same key throw cx::Error naming both.
 std::unique_ptr<ItemSource> open_files(const std::vector<std::string>& paths);
+
+// cx-ingest --masks: every item of `source` gets the mask file named after its image file's stem
+// in `dir`: <stem>_mask.png, <stem>.mask.png or <stem>.png, the first that exists (PNG only; looked
+// up and read by the decode worker, so a missing one is that item's bad input).
+struct MaskFileOptions {
+  std::string dir;
+  std::optional<int> threshold;      // binarise (value >= threshold -> 1) for anti-aliased 0/255 masks
+  std::vector<std::string> classes;  // names of the values 1..n; empty: "foreground" with a
+                                     // threshold, else the values are not named (nor checked)
+};
+// Throws cx::UsageError for a source with masks of its own (chexmask), for more than one class
+// name with a threshold, and (from next) for an item read from standard input.
+std::unique_ptr<ItemSource> with_mask_files(std::unique_ptr<ItemSource> source, const MaskFileOptions& options);
+// The candidate mask paths for an image, in the order they are tried.
+std::vector<std::string> mask_file_candidates(const std::string& dir, const std::string& image_path);
 
 // Building blocks shared by the adapters (exposed for the tests).
 

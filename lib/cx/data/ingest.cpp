@@ -219,11 +219,22 @@ IngestResult ingest_item(const IngestItem& item, const IngestOptions& o) {
 
     std::string mask_png;
     if (item.mask) {
-      Image mask = item.mask->decode(item.origin.empty() ? where : item.origin);
-      nlohmann::json mj = {{"labels", {{"0", "background"}, {"1", "left lung"}, {"2", "right lung"}, {"3", "heart"}}},
-                           {"original_width", mask.width},
-                           {"original_height", mask.height},
-                           {"resize_filter", "nearest"}};
+      LabelMap lm = read_label_map(item);
+      Image& mask = lm.map;
+      if (lm.sized_like_image && (mask.width != orig_w || mask.height != orig_h))
+        throw Error(at(where, "the image is " + std::to_string(orig_w) + "x" + std::to_string(orig_h) + " but its mask " +
+                                  lm.about.value("source", std::string("")) + " is " + std::to_string(mask.width) + "x" +
+                                  std::to_string(mask.height)));
+      nlohmann::json mj = lm.about;
+      if (const auto& classes = item.mask->classes) {
+        nlohmann::json labels = nlohmann::json::object();
+        for (std::size_t i = 0; i < classes->size(); ++i) labels[std::to_string(i)] = (*classes)[i];
+        mj["labels"] = labels;
+        meta["classes"] = *classes;
+      }
+      mj["original_width"] = mask.width;
+      mj["original_height"] = mask.height;
+      mj["resize_filter"] = "nearest";
       if (mask.width != w || mask.height != h) mask = image::resize(mask, w, h, image::Filter::nearest);
       meta["mask"] = mj;
       mask_png = io::encode_png(mask, o.png_compression);
@@ -244,13 +255,26 @@ IngestResult ingest_item(const IngestItem& item, const IngestOptions& o) {
   }
 }
 
-nlohmann::json ingest_fields(int depth, bool masks, bool reports) {
+nlohmann::json ingest_fields(int depth, const ItemSource& source) {
   nlohmann::json f = {
-      {"json", "record metadata: dataset, source, view, sex, age, labels (1 positive, 0 negative, -1 uncertain, "
-               "null blank), boxes, image (size, original size, pixel spacing), intensity (what was applied)"},
-      {"png", std::to_string(depth) + "-bit gray image"}};
-  if (masks) f["mask.png"] = "8-bit label map: 0 background, 1 left lung, 2 right lung, 3 heart";
-  if (reports) f["txt"] = "report text: FINDINGS and IMPRESSION sections";
+      {"json",
+       {{"type", "json"},
+        {"description",
+         "record metadata: dataset, source, view, sex, age, labels (1 positive, 0 negative, -1 uncertain, null blank), "
+         "boxes, image (size, original size, pixel spacing), intensity (what was applied)"}}},
+      {"png", {{"type", "image/png"}, {"bits", depth}, {"channels", 1}, {"description", std::to_string(depth) + "-bit gray image"}}}};
+  if (source.has_masks()) {
+    const std::vector<std::string> classes = source.mask_classes();
+    std::string d = "8-bit label map";
+    if (classes.empty()) {
+      d += ", the mask files' values as they are (no class names given)";
+    } else {
+      for (std::size_t i = 0; i < classes.size(); ++i) d += (i ? ", " : ": ") + std::to_string(i) + " " + classes[i];
+    }
+    f["mask.png"] = {{"type", "image/png"}, {"bits", 8}, {"channels", 1}, {"description", d}};
+    if (!classes.empty()) f["mask.png"]["classes"] = classes;
+  }
+  if (source.has_reports()) f["txt"] = {{"type", "text/plain"}, {"description", "report text: FINDINGS and IMPRESSION sections"}};
   return f;
 }
 

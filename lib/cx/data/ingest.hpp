@@ -8,7 +8,10 @@
 //   <key>.json      the item's meta plus "image" (size written, original size, pixel spacing of
 //                   the written pixels, resize filter, equalisation), "intensity" (what was
 //                   applied: cx/image/window.hpp's record) and for DICOM "dicom" (header facts)
-//   <key>.mask.png  the item's label map, nearest-neighbour resampled to the written size
+//   <key>.mask.png  the item's label map (read_label_map), nearest-neighbour resampled to the
+//                   written size; a mask file must have the decoded image's size. The json then
+//                   holds "mask" (source, threshold, original size, "labels" by value) and, when
+//                   the values are named, "classes" (as cx-phantom writes it)
 //   <key>.txt       the item's report text
 // Intensity: DICOM through cx::image::render_dicom (modality LUT, VOI, MONOCHROME1 inversion).
 // PNG/JPEG: 8-bit gray is kept as it is (x257 for 16-bit output); 16-bit gray is min-max
@@ -47,8 +50,9 @@ struct IngestResult {
 
 IngestResult ingest_item(const IngestItem& item, const IngestOptions& options);
 
-// The header's "fields" for a stream of ingested records.
-nlohmann::json ingest_fields(int depth, bool masks, bool reports);
+// The header's "fields" for a stream of ingested records from `source`: for masks their
+// "classes" (the names of the values 0, 1, ...) when the source names them.
+nlohmann::json ingest_fields(int depth, const ItemSource& source);
 
 // Runs `work` on `threads` worker threads over the items `pull` yields and hands each finished
 // item to `sink` in pull order. At most `window` items are in flight (pulled, not yet sunk), so

@@ -58,7 +58,7 @@ class ImageSource : public RecordSource {
  public:
   explicit ImageSource(const std::vector<std::string>& inputs) : items_(open_files(inputs)) {
     header_ = io::new_stream_header();
-    header_["fields"] = ingest_fields(8, false, false);
+    header_["fields"] = ingest_fields(8, *items_);
   }
   const nlohmann::json& header() const override { return header_; }
   bool next(io::Record& record) override {

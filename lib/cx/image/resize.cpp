@@ -12,6 +12,10 @@
 
 #include "cx/cli/error.hpp"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace cx::image {
 namespace {
 
@@ -144,26 +148,87 @@ inline std::int32_t round_up(double f) {
 
 // ---- 8-bit fixed-point passes ----
 
+// Outputs xx_begin .. out_w-1 of one row.
+template <int C>
+void horizontal_u8_row(const std::uint8_t* src, std::uint8_t* dst, int xx_begin, int out_w, const Coeffs& c,
+                       const std::vector<std::int32_t>& k) {
+  for (int xx = xx_begin; xx < out_w; ++xx) {
+    const int xmin = c.bounds[2 * static_cast<std::size_t>(xx)];
+    const int n = c.bounds[2 * static_cast<std::size_t>(xx) + 1];
+    const std::int32_t* kx = &k[static_cast<std::size_t>(xx) * c.ksize];
+    const std::uint8_t* p = src + static_cast<std::size_t>(xmin) * C;
+    std::int32_t s[C];
+    for (int ch = 0; ch < C; ++ch) s[ch] = 1 << (kPrecisionBits - 1);
+    for (int x = 0; x < n; ++x)
+      for (int ch = 0; ch < C; ++ch) s[ch] += static_cast<std::int32_t>(p[x * C + ch]) * kx[x];
+    for (int ch = 0; ch < C; ++ch) dst[xx * C + ch] = clip8(s[ch]);
+  }
+}
+
+#if defined(__SSE2__)
+// 8-bit gray, the layout of nearly every radiograph, with SSE2's 16-bit multiply-add: four outputs
+// at a time, eight taps per instruction. A 22-bit coefficient does not fit 16 bits, so each is
+// split as k = kh * 2^11 + kl (0 <= kl < 2^11, both halves in int16), and
+// sum(p * k) = 2^11 * sum(p * kh) + sum(p * kl) holds exactly in int32: the integers Pillow adds,
+// in another order, which integer addition does not see. Outputs whose window of taps would
+// read past the row's end take the scalar loop.
+void horizontal_gray_sse2(const std::uint8_t* in, int in_w, int row0, int rows, std::uint8_t* out, int out_w,
+                          const Coeffs& c, const std::vector<std::int32_t>& k) {
+  const int blocks = (c.ksize + 7) / 8, taps = 8 * blocks;
+  std::vector<std::int16_t> kh(static_cast<std::size_t>(out_w) * taps, 0), kl(kh.size(), 0);
+  for (int xx = 0; xx < out_w; ++xx)
+    for (int t = 0; t < c.ksize; ++t) {
+      const std::int32_t v = k[static_cast<std::size_t>(xx) * c.ksize + t];
+      kh[static_cast<std::size_t>(xx) * taps + t] = static_cast<std::int16_t>(v >> 11);  // floor
+      kl[static_cast<std::size_t>(xx) * taps + t] = static_cast<std::int16_t>(v & 2047);
+    }
+  // xmin never decreases with xx, so the outputs with a whole window inside the row come first.
+  int vec_end = 0;
+  while (vec_end + 4 <= out_w && c.bounds[2 * static_cast<std::size_t>(vec_end + 3)] + taps <= in_w) vec_end += 4;
+  const __m128i zero = _mm_setzero_si128(), half = _mm_set1_epi32(1 << (kPrecisionBits - 1));
+  for (int r = 0; r < rows; ++r) {
+    const std::uint8_t* src = in + static_cast<std::size_t>(row0 + r) * in_w;
+    std::uint8_t* dst = out + static_cast<std::size_t>(r) * out_w;
+    for (int xx = 0; xx < vec_end; xx += 4) {
+      __m128i acc[4];
+      for (int j = 0; j < 4; ++j) {
+        const std::uint8_t* p = src + c.bounds[2 * static_cast<std::size_t>(xx + j)];
+        const std::int16_t* h = &kh[static_cast<std::size_t>(xx + j) * taps];
+        const std::int16_t* l = &kl[static_cast<std::size_t>(xx + j) * taps];
+        __m128i sh = zero, sl = zero;
+        for (int b = 0; b < blocks; ++b) {
+          const __m128i px = _mm_unpacklo_epi8(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + 8 * b)), zero);
+          sh = _mm_add_epi32(sh, _mm_madd_epi16(px, _mm_loadu_si128(reinterpret_cast<const __m128i*>(h + 8 * b))));
+          sl = _mm_add_epi32(sl, _mm_madd_epi16(px, _mm_loadu_si128(reinterpret_cast<const __m128i*>(l + 8 * b))));
+        }
+        acc[j] = _mm_add_epi32(_mm_slli_epi32(sh, 11), sl);
+      }
+      // Lane sums of acc[0..3] into lanes 0..3.
+      const __m128i s01 = _mm_add_epi32(_mm_unpacklo_epi32(acc[0], acc[1]), _mm_unpackhi_epi32(acc[0], acc[1]));
+      const __m128i s23 = _mm_add_epi32(_mm_unpacklo_epi32(acc[2], acc[3]), _mm_unpackhi_epi32(acc[2], acc[3]));
+      __m128i sum = _mm_add_epi32(_mm_unpacklo_epi64(s01, s23), _mm_unpackhi_epi64(s01, s23));
+      // clip8: floor(sum / 2^22) clamped to 0..255, by saturating packs.
+      sum = _mm_srai_epi32(_mm_add_epi32(sum, half), kPrecisionBits);
+      const __m128i bytes = _mm_packus_epi16(_mm_packs_epi32(sum, sum), zero);
+      const std::int32_t four = _mm_cvtsi128_si32(bytes);
+      std::memcpy(dst + xx, &four, 4);
+    }
+    horizontal_u8_row<1>(src, dst, vec_end, out_w, c, k);
+  }
+}
+#endif
+
 template <int C>
 void horizontal_u8(const std::uint8_t* in, int in_w, int row0, int rows, std::uint8_t* out, int out_w,
                    const Coeffs& c, const std::vector<std::int32_t>& k) {
+#if defined(__SSE2__)
+  if constexpr (C == 1) return horizontal_gray_sse2(in, in_w, row0, rows, out, out_w, c, k);
+#endif
   const std::size_t in_stride = static_cast<std::size_t>(in_w) * C;
   const std::size_t out_stride = static_cast<std::size_t>(out_w) * C;
-  for (int r = 0; r < rows; ++r) {
-    const std::uint8_t* src = in + static_cast<std::size_t>(row0 + r) * in_stride;
-    std::uint8_t* dst = out + static_cast<std::size_t>(r) * out_stride;
-    for (int xx = 0; xx < out_w; ++xx) {
-      const int xmin = c.bounds[2 * static_cast<std::size_t>(xx)];
-      const int n = c.bounds[2 * static_cast<std::size_t>(xx) + 1];
-      const std::int32_t* kx = &k[static_cast<std::size_t>(xx) * c.ksize];
-      const std::uint8_t* p = src + static_cast<std::size_t>(xmin) * C;
-      std::int32_t s[C];
-      for (int ch = 0; ch < C; ++ch) s[ch] = 1 << (kPrecisionBits - 1);
-      for (int x = 0; x < n; ++x)
-        for (int ch = 0; ch < C; ++ch) s[ch] += static_cast<std::int32_t>(p[x * C + ch]) * kx[x];
-      for (int ch = 0; ch < C; ++ch) dst[xx * C + ch] = clip8(s[ch]);
-    }
-  }
+  for (int r = 0; r < rows; ++r)
+    horizontal_u8_row<C>(in + static_cast<std::size_t>(row0 + r) * in_stride, out + static_cast<std::size_t>(r) * out_stride,
+                         0, out_w, c, k);
 }
 
 // Whole rows at a time: integer sums do not depend on the order, and a row of accumulators lets

@@ -2,9 +2,13 @@
 
 #include <png.h>
 #include <zlib.h>
+#if defined(CX_WITH_LIBDEFLATE)
+#include <libdeflate.h>
+#endif
 
 #include <algorithm>
 #include <csetjmp>
+#include <memory>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -13,6 +17,7 @@
 #include "cx/cli/error.hpp"
 #include "cx/cli/output.hpp"
 #include "cx/io/file_bytes.hpp"
+#include "cx/io/png_rows.hpp"
 
 // libpng reports errors by longjmp. The functions that call setjmp below hold only plain C data in
 // their frames (no object with a destructor is live across setjmp), and C++ exceptions never cross
@@ -143,13 +148,7 @@ bool write_image(png_structp png, png_infop info, const Image* im, int level, pn
   png_set_IHDR(png, info, static_cast<png_uint_32>(im->width), static_cast<png_uint_32>(im->height), im->bits,
                im->channels == 1 ? PNG_COLOR_TYPE_GRAY : PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
                PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
-  png_set_compression_level(png, level);
-  if (level >= 1 && level <= 3) {
-    // Fast levels: one Paeth filter and run-length matching encode radiographs about twice as
-    // fast as adaptive filtering with deflate's default strategy, and smaller than level 6.
-    png_set_filter(png, 0, PNG_FILTER_PAETH);
-    png_set_compression_strategy(png, Z_RLE);
-  }
+  png_set_compression_level(png, level);  // levels 1-3: encode_png_fast
   png_write_info(png, info);
   if (im->bits == 16 && host_is_little_endian()) png_set_swap(png);
   png_write_image(png, rows);
@@ -174,6 +173,238 @@ class WriteStruct {
   png_infop info_ = nullptr;
 };
 
+// --- our own reader and writer for the common layouts ---
+// Radiograph PNGs are nearly all non-interlaced 8- or 16-bit gray (some 8-bit RGB), and most of
+// their rows are Paeth-filtered. For those, libpng spent more time in its row machinery and its
+// Paeth loop than zlib spent inflating. The reader below checks the chunk sequence and every CRC,
+// inflates the IDAT stream straight into one buffer and unfilters it (cx/io/png_rows.hpp). It
+// accepts only a file it can read exactly as libpng would: anything else, and any irregularity at
+// all (a bad CRC, a stream too short or too long, an unknown critical chunk, a cut), goes to
+// libpng, whose messages and leniencies stay the reference.
+
+std::uint32_t be32(const unsigned char* p) {
+  return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) | p[3];
+}
+
+void put_be32(std::string& out, std::uint32_t v) {
+  const char b[4] = {static_cast<char>(v >> 24), static_cast<char>(v >> 16), static_cast<char>(v >> 8), static_cast<char>(v)};
+  out.append(b, 4);
+}
+
+bool chunk_crc_ok(const unsigned char* chunk, std::uint32_t length) {
+  // The CRC covers the type and the data.
+  return crc32(0L, chunk + 4, length + 4) == be32(chunk + 8 + length);
+}
+
+class Inflater {
+ public:
+  Inflater() { ok_ = inflateInit(&z_) == Z_OK; }
+  ~Inflater() {
+    if (ok_) inflateEnd(&z_);
+  }
+  Inflater(const Inflater&) = delete;
+  Inflater& operator=(const Inflater&) = delete;
+  bool ok() const { return ok_; }
+  z_stream& z() { return z_; }
+
+ private:
+  z_stream z_{};
+  bool ok_ = false;
+};
+
+class Deflater {
+ public:
+  Deflater(int level, int strategy) { ok_ = deflateInit2(&z_, level, Z_DEFLATED, 15, 8, strategy) == Z_OK; }
+  ~Deflater() {
+    if (ok_) deflateEnd(&z_);
+  }
+  Deflater(const Deflater&) = delete;
+  Deflater& operator=(const Deflater&) = delete;
+  bool ok() const { return ok_; }
+  z_stream& z() { return z_; }
+
+ private:
+  z_stream z_{};
+  bool ok_ = false;
+};
+
+struct Span {
+  const unsigned char* data;
+  std::size_t size;
+};
+
+// The zlib stream split over `parts` inflated into exactly `size` bytes: false unless it fills
+// them, ends there (its Adler-32 checked) and nothing follows it.
+bool inflate_exactly(const std::vector<Span>& parts, unsigned char* out, std::size_t size) {
+#if defined(CX_WITH_LIBDEFLATE)
+  // libdeflate inflates radiograph PNGs in half zlib's time, but wants the stream in one piece.
+  std::vector<unsigned char> joined;
+  Span all = parts.empty() ? Span{nullptr, 0} : parts.front();
+  if (parts.size() > 1) {
+    for (const Span& s : parts) joined.insert(joined.end(), s.data, s.data + s.size);
+    all = {joined.data(), joined.size()};
+  }
+  std::unique_ptr<libdeflate_decompressor, void (*)(libdeflate_decompressor*)> d(libdeflate_alloc_decompressor(),
+                                                                                   libdeflate_free_decompressor);
+  if (!d || !all.data) return false;
+  std::size_t in_used = 0, out_used = 0;
+  return libdeflate_zlib_decompress_ex(d.get(), all.data, all.size, out, size, &in_used, &out_used) == LIBDEFLATE_SUCCESS &&
+         in_used == all.size && out_used == size;
+#else
+  Inflater inf;
+  if (!inf.ok()) return false;
+  z_stream& z = inf.z();
+  z.next_out = out;
+  z.avail_out = 0;
+  std::size_t out_left = size;
+  bool stream_end = false;
+  for (const Span& s : parts) {
+    if (stream_end) return false;  // data after the end of the stream
+    z.next_in = const_cast<unsigned char*>(s.data);
+    z.avail_in = static_cast<uInt>(s.size);  // a chunk holds under 2^31 bytes
+    while (z.avail_in > 0 && !stream_end) {
+      if (z.avail_out == 0 && out_left > 0) {  // zlib counts in uInt
+        const std::size_t step = std::min<std::size_t>(out_left, 1u << 30);
+        z.avail_out = static_cast<uInt>(step);
+        out_left -= step;
+      }
+      // Z_BUF_ERROR (no progress: the stream holds more than the rows) is a failure like any other.
+      const int rc = inflate(&z, Z_NO_FLUSH);
+      if (rc == Z_STREAM_END) stream_end = true;
+      else if (rc != Z_OK) return false;
+    }
+    if (z.avail_in > 0) return false;
+  }
+  return stream_end && z.avail_out == 0 && out_left == 0;
+#endif
+}
+
+bool decode_png_fast(const std::string& bytes, Image& im) {
+  const auto* p = reinterpret_cast<const unsigned char*>(bytes.data());
+  const std::size_t size = bytes.size();
+  // IHDR first, 13 bytes.
+  if (size < 8 + 25 || be32(p + 8) != 13 || std::memcmp(p + 12, "IHDR", 4) != 0 || !chunk_crc_ok(p + 8, 13)) return false;
+  const std::uint32_t width = be32(p + 16), height = be32(p + 20);
+  const int depth = p[24], color = p[25];
+  // libpng's default limits are a million pixels a side.
+  if (width == 0 || height == 0 || width > 1000000 || height > 1000000) return false;
+  if ((depth != 8 && depth != 16) || (color != 0 && color != 2) || p[26] != 0 || p[27] != 0 || p[28] != 0) return false;
+  const int channels = color == 2 ? 3 : 1;
+  const int bpp = channels * depth / 8;
+  const std::uint64_t row_bytes = std::uint64_t{width} * bpp;
+  if (row_bytes * height > kMaxDecodedBytes) return false;
+  const std::size_t stride = static_cast<std::size_t>(row_bytes) + 1;
+  const std::size_t raw_size = stride * height;
+  std::unique_ptr<unsigned char[]> raw(new unsigned char[raw_size]);
+
+  std::vector<Span> idat_parts;
+  enum { before, inside, after } idat = before;
+  bool iend = false;
+  std::size_t pos = 8 + 25;
+  while (!iend) {
+    if (size - pos < 12) return false;
+    const std::uint32_t length = be32(p + pos);
+    if (length > 0x7fffffffu || size - pos - 12 < length) return false;
+    const unsigned char* type = p + pos + 4;
+    for (int i = 0; i < 4; ++i)  // libpng refuses names that are not four ASCII letters
+      if (!((type[i] >= 'A' && type[i] <= 'Z') || (type[i] >= 'a' && type[i] <= 'z'))) return false;
+    if (!chunk_crc_ok(p + pos, length)) return false;
+    if (std::memcmp(type, "IDAT", 4) == 0) {
+      if (idat == after) return false;
+      idat = inside;
+      if (length > 0) idat_parts.push_back({p + pos + 8, length});
+    } else if (std::memcmp(type, "IEND", 4) == 0) {
+      iend = true;
+    } else {
+      if (!(type[0] & 0x20)) return false;  // a critical chunk: PLTE or one libpng refuses
+      if (idat == inside) idat = after;
+    }
+    pos += 12 + length;
+  }
+  if (!inflate_exactly(idat_parts, raw.get(), raw_size)) return false;
+
+  im = Image::make(static_cast<int>(width), static_cast<int>(height), channels, depth);
+  const std::size_t n = static_cast<std::size_t>(row_bytes);
+  const unsigned char* prior = nullptr;
+  for (std::uint32_t y = 0; y < height; ++y) {
+    const unsigned char* row = raw.get() + y * stride;
+    unsigned char* out = im.data.data() + y * n;
+    if (!png_rows::unfilter_row(row[0], row + 1, prior, out, n, bpp)) return false;
+    prior = out;
+  }
+  if (depth == 16 && host_is_little_endian()) {
+    std::uint8_t* d = im.data.data();
+    for (std::size_t i = 0; i + 1 < im.data.size(); i += 2) std::swap(d[i], d[i + 1]);
+  }
+  return true;
+}
+
+// The fast levels (1-3): Paeth on every row, filtered in one vectorised pass, then one deflate
+// call. Other levels go through libpng (adaptive filters).
+// The deflate strategy follows the content. After Paeth, a radiograph is noise-like residuals with
+// few runs (6-25% of bytes repeat the one before, on the Shenzhen, NIH, SIIM samples and
+// phantoms): Huffman coding alone compresses them as well as run-length matching, within 1.5%,
+// and 30% faster. Label maps and flat backgrounds are runs (99% repeats), which only run-length
+// matching (Z_RLE) compresses well: 15 times smaller there. Decided from the data, so the output
+// stays a function of the image.
+std::string encode_png_fast(const Image& im, int level) {
+  const int bpp = im.channels * im.bits / 8;
+  const std::size_t n = static_cast<std::size_t>(im.width) * bpp, stride = n + 1;
+  const std::size_t filtered_size = stride * im.height;
+  std::unique_ptr<unsigned char[]> filtered(new unsigned char[filtered_size]);
+  std::vector<unsigned char> swapped;
+  const unsigned char* src = im.data.data();
+  if (im.bits == 16 && host_is_little_endian()) {
+    swapped.assign(im.data.begin(), im.data.end());
+    for (std::size_t i = 0; i + 1 < swapped.size(); i += 2) std::swap(swapped[i], swapped[i + 1]);
+    src = swapped.data();
+  }
+  for (int y = 0; y < im.height; ++y) {
+    unsigned char* out = filtered.get() + y * stride;
+    out[0] = png_rows::kPaeth;
+    png_rows::paeth_filter_row(src + y * n, y ? src + (y - 1) * n : nullptr, out + 1, n, bpp);
+  }
+
+  std::size_t repeats = 0;
+  for (std::size_t i = 1; i < filtered_size; ++i) repeats += filtered[i] == filtered[i - 1];
+  Deflater def(level, repeats * 3 > filtered_size ? Z_RLE : Z_HUFFMAN_ONLY);
+  if (!def.ok()) throw Error("encode_png: cannot initialise zlib");
+  z_stream& z = def.z();
+  std::string out;
+  out.reserve(deflateBound(&z, static_cast<uLong>(filtered_size)) + 64);
+  out.append("\x89PNG\r\n\x1a\n", 8);
+  put_be32(out, 13);
+  const std::size_t ihdr = out.size();
+  out.append("IHDR", 4);
+  put_be32(out, static_cast<std::uint32_t>(im.width));
+  put_be32(out, static_cast<std::uint32_t>(im.height));
+  out.push_back(static_cast<char>(im.bits));
+  out.push_back(static_cast<char>(im.channels == 1 ? 0 : 2));
+  out.append(3, '\0');  // deflate, adaptive filtering, no interlace
+  put_be32(out, crc32(0L, reinterpret_cast<const Bytef*>(out.data() + ihdr), 17));
+
+  const std::size_t idat_at = out.size();
+  put_be32(out, 0);  // the length, known below
+  out.append("IDAT", 4);
+  const std::size_t data_at = out.size();
+  out.resize(out.capacity());
+  z.next_in = filtered.get();
+  z.avail_in = static_cast<uInt>(filtered_size);
+  z.next_out = reinterpret_cast<Bytef*>(&out[data_at]);
+  z.avail_out = static_cast<uInt>(out.size() - data_at);
+  const int rc = deflate(&z, Z_FINISH);  // deflateBound's room: one call finishes
+  const std::size_t zsize = z.total_out;
+  if (rc != Z_STREAM_END) throw Error("encode_png: zlib failed");
+  out.resize(data_at + zsize);
+  const std::uint32_t len = static_cast<std::uint32_t>(zsize);
+  for (int i = 0; i < 4; ++i) out[idat_at + i] = static_cast<char>(len >> (24 - 8 * i));
+  put_be32(out, crc32(0L, reinterpret_cast<const Bytef*>(out.data() + idat_at + 4), len + 4));
+  put_be32(out, 0);
+  out.append("IEND", 4);
+  put_be32(out, crc32(0L, reinterpret_cast<const Bytef*>("IEND"), 4));
+  return out;
+}
+
 }  // namespace
 
 Image decode_png(const std::string& bytes, const std::string& where) {
@@ -181,6 +412,10 @@ Image decode_png(const std::string& bytes, const std::string& where) {
   const std::size_t have = std::min<std::size_t>(bytes.size(), 8);
   if (std::memcmp(bytes.data(), kSignature, have) != 0) throw Error(at(where, "not a PNG file (bad signature)"));
   if (have < 8) throw TruncatedError(at(where, "truncated PNG: file ends after " + std::to_string(bytes.size()) + " bytes"));
+  {
+    Image im;
+    if (decode_png_fast(bytes, im)) return im;
+  }
   ErrorState err{};
   ReadStruct rs(&err);
   if (!rs.png() || !rs.info()) throw Error(at(where, "cannot initialise libpng"));
@@ -219,6 +454,9 @@ std::string encode_png(const Image& image, int compression_level) {
                 std::to_string(row_bytes * image.height));
   if (compression_level < 0 || compression_level > 9)
     throw Error("encode_png: compression level " + std::to_string(compression_level) + " (0-9 expected)");
+  // The fast writer deflates in one call, counting in uInt: 1 GiB at most (libpng streams).
+  if (compression_level >= 1 && compression_level <= 3 && row_bytes * image.height < (std::size_t{1} << 30))
+    return encode_png_fast(image, compression_level);
 
   ErrorState err{};
   WriteStruct ws(&err);
