@@ -128,7 +128,7 @@ int run_train(cx::cli::Tool& tool, const TrainCli& c) {
   return cx::kExitOk;
 }
 
-int run_finetune(cx::cli::Tool& tool, const TrainCli& c, const cx::train::FinetuneCli& f) {
+int run_finetune(cx::cli::Tool& tool, const TrainCli& c, const cx::train::FinetuneCli& f, bool no_augment, double crop_scale) {
   cx::model::set_threads(tool.threads());
   const auto device = cx::model::parse_device(tool.common().device);
   const std::string out = folder_output(tool);
@@ -144,7 +144,9 @@ int run_finetune(cx::cli::Tool& tool, const TrainCli& c, const cx::train::Finetu
   o.schedule = cx::train::parse_schedule(c.schedule);
   o.warmup = c.warmup;
   o.patience = c.patience;
-  o.augment = false;
+  o.augment = !no_augment;
+  o.augment_options.scale_min = crop_scale;
+  o.augment_options.flip_p = 0.0;  // a flip would swap the left and right lung
   o.seed = tool.common().seed;
 
   const int patch = static_cast<int>(cx::model::read_vit_config(o.encoder_folder + "/config.json").patch_size);
@@ -461,6 +463,10 @@ int main(int argc, char** argv) {
   finetune->add_option("--schedule", ft.schedule, "cosine or constant")->check(CLI::IsMember({"cosine", "constant"}))->capture_default_str();
   finetune->add_option("--warmup", ft.warmup, "Fraction of the updates spent in linear warm-up")->check(CLI::Range(0.0, 1.0))->capture_default_str();
   finetune->add_option("--patience", ft.patience, "Stop after N validations without a better Dice; 0 never")->check(CLI::NonNegativeNumber)->capture_default_str();
+  bool no_augment = false;
+  double crop_scale = 0.5;
+  finetune->add_flag("--no-augment", no_augment, "Train on the deterministic preprocessing instead of the augmentations");
+  finetune->add_option("--crop-scale", crop_scale, "Smallest area fraction of the random resized crop")->check(CLI::Range(0.01, 1.0))->capture_default_str();
   tool.add_output_option(finetune);
   tool.add_seed_option(0, finetune);
   tool.add_threads_option(finetune);
@@ -486,7 +492,7 @@ int main(int argc, char** argv) {
 
   return tool.run(argc, argv, [&]() -> int {
     if (train->parsed()) return run_train(tool, t);
-    if (finetune->parsed()) return run_finetune(tool, ft, f);
+    if (finetune->parsed()) return run_finetune(tool, ft, f, no_augment, crop_scale);
     return run_predict(tool, p);
   });
 }

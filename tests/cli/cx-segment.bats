@@ -255,12 +255,12 @@ PY
   cx-phantom -n 24 --size 128 --seed 5 -q -o "$T/ft.ph"
   cx-phantom -n 8 --size 128 --seed 6 -q -o "$T/ftv.ph"
   cx-segment finetune "$T/ft.ph" --val "$T/ftv.ph" --model "$D/tiny" --feature patch4 --head conv --hidden 32 --stride 4 \
-    --epochs 20 --batch 4 --lr-backbone 1e-4 --lr-head 3e-3 --patience 0 --threads 2 -q -o "$T/ft"
+    --epochs 20 --batch 4 --lr-backbone 1e-4 --lr-head 3e-3 --patience 0 --no-augment --threads 2 -q -o "$T/ft"
   [ "$(jq -r '.encoder_folder, .preprocess.pipeline, .training.fine_tuned_from.id' "$T/ft/head.json" | paste -sd' ')" = "encoder hf tiny" ]
   [ "$(jq -r .encoder.sha256 "$T/ft/head.json")" = "$(sha256sum "$T/ft/encoder/model.safetensors" | cut -c1-64)" ]
   ! cmp -s "$T/ft/encoder/model.safetensors" "$D/tiny/model.safetensors"
   dice=$(jq -r .metrics.val.mean_dice "$T/ft/head.json")
-  echo "# fine-tuned (24 phantoms, 120 updates) validation mean Dice: $dice" >&3
+  echo "# fine-tuned (24 phantoms, 120 updates, no augmentation) validation mean Dice: $dice" >&3
   awk -v a="$dice" 'BEGIN { exit !(a > 0.75) }'
   # Images through the head's own encoder give the masks that its float32 tokens from cx-embed give.
   cx-segment predict --no-provenance "$T/ft" "$T/ftv.ph" -o "$T/a.cx"
@@ -272,7 +272,8 @@ a, b = (tarfile.open(p) for p in sys.argv[1:])
 names = [n for n in a.getnames() if n.endswith(".mask.png")]
 assert len(names) == 8 and all(a.extractfile(n).read() == b.extractfile(n).read() for n in names)
 PY
-  # 2 + 2 updates with a checkpoint between equal 4 uninterrupted ones, bit for bit.
+  # 2 + 2 updates with a checkpoint between equal 4 uninterrupted ones, bit for bit (augmented:
+  # every draw is a function of seed, epoch and record, the mask moved with the image).
   ft() { cx-segment finetune "$T/ft.ph" --model "$D/tiny" --stride 4 --steps 4 --batch 3 --accum 2 --lr-backbone 1e-4 --seed 2 --threads 2 -q "$@"; }
   ft -o "$T/f4"
   ft -o "$T/f22" --checkpoint "$T/ck" --stop-after 2

@@ -14,6 +14,7 @@
 #include "cx/image/preprocess.hpp"
 #include "cx/io/ndarray.hpp"
 #include "cx/io/npy.hpp"
+#include "cx/train/augment.hpp"
 #include "cx/train/head.hpp"
 #include "cx/train/segment.hpp"
 
@@ -238,6 +239,35 @@ TEST(Segment, ConvDecoderUpsamplesFourTimes) {
   torch::Tensor z = m.forward(torch::randn({2, 8, 5, 7}));
   EXPECT_EQ(z.sizes(), torch::IntArrayRef({2, 3, 20, 28}));
   EXPECT_THROW(SegHeadModule({SegHeadType::conv, 8, 10, 3}), cx::Error);  // hidden not a multiple of 4
+}
+
+TEST(Augment, TheMaskMovesWithTheImage) {
+  // An image whose gray level encodes the label (0, 0.3, 0.6, 0.9): after the same crop, flip and
+  // affine the label read back from the image must match the moved mask, but for the pixels that
+  // bicubic/bilinear resampling blends at the boundaries.
+  torch::Tensor labels = torch::zeros({90, 70}, torch::kUInt8);
+  labels.slice(0, 10, 60).slice(1, 5, 30).fill_(1);
+  labels.slice(0, 20, 80).slice(1, 40, 65).fill_(2);
+  labels.slice(0, 45, 70).slice(1, 20, 50).fill_(3);
+  torch::Tensor gray = labels.to(torch::kFloat32) * 0.3;
+  AugmentOptions o;
+  o.height = o.width = 48;
+  o.jitter_p = o.blur_p = 0;  // photometric steps would change the code, not the geometry
+  o.flip_p = 0.5;
+  int agree = 0, total = 0;
+  for (std::uint64_t r = 0; r < 8; ++r) {
+    CounterRng a(7, 1, 0, r), b(7, 1, 0, r);
+    torch::Tensor moved;
+    torch::Tensor x = augment_gray_with_mask(gray, labels, o, a, 48, 48, moved);
+    EXPECT_TRUE(torch::equal(x, augment_gray(gray, o, b))) << "the image differs from augment_gray's";
+    torch::Tensor read = ((x[0] * o.std[0] + o.mean[0]) / 0.3).round().clamp(0, 3).to(torch::kUInt8);
+    agree += (read == moved).sum().item<int>();
+    total += 48 * 48;
+  }
+  EXPECT_GT(agree, total * 9 / 10) << agree << " of " << total;
+  torch::Tensor moved;
+  CounterRng c(7, 1, 0, 0);
+  EXPECT_THROW(augment_gray_with_mask(gray, labels.slice(0, 1), o, c, 48, 48, moved), cx::Error);
 }
 
 TEST(Overlay, OutlinesInTheClassColourOverTheGrayImage) {

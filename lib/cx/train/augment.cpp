@@ -47,7 +47,8 @@ CropBox random_resized_crop_box(std::int64_t H, std::int64_t W, const AugmentOpt
 
 namespace {
 
-torch::Tensor affine(const torch::Tensor& x, double angle_deg, double tx, double ty, double zoom, bool flip) {
+torch::Tensor affine(const torch::Tensor& x, double angle_deg, double tx, double ty, double zoom, bool flip,
+                     bool nearest = false) {
   // Output pixel (i, j) samples the input at C + R(-angle) (p - C - t) / zoom; the flip mirrors the
   // input first. Coordinates are pixel indices, the centre C = ((W - 1) / 2, (H - 1) / 2).
   const std::int64_t H = x.size(0), W = x.size(1);
@@ -64,7 +65,9 @@ torch::Tensor affine(const torch::Tensor& x, double angle_deg, double tx, double
   torch::Tensor gx = (2 * sx + 1) / static_cast<double>(W) - 1;
   torch::Tensor gy = (2 * sy + 1) / static_cast<double>(H) - 1;
   torch::Tensor grid = torch::stack({gx, gy}, -1).unsqueeze(0).to(torch::kFloat32);
-  auto go = F::GridSampleFuncOptions().mode(torch::kBilinear).padding_mode(torch::kZeros).align_corners(false);
+  auto go = F::GridSampleFuncOptions().padding_mode(torch::kZeros).align_corners(false);
+  if (nearest) go.mode(torch::kNearest);
+  else go.mode(torch::kBilinear);
   return F::grid_sample(x.view({1, 1, H, W}), grid, go).view({H, W});
 }
 
@@ -81,9 +84,20 @@ torch::Tensor gaussian_blur(const torch::Tensor& x, int kernel, double sigma) {
   return t.view({H, W});
 }
 
-}  // namespace
+// Nearest-neighbour sampling of a label map at the centres of an out_h x out_w lattice.
+torch::Tensor sample_centres(const torch::Tensor& m, std::int64_t out_h, std::int64_t out_w) {
+  const std::int64_t H = m.size(0), W = m.size(1);
+  auto index = [](std::int64_t n, std::int64_t size) {
+    return ((torch::arange(n, torch::kFloat64) + 0.5) * (static_cast<double>(size) / static_cast<double>(n)))
+        .floor()
+        .clamp(0, static_cast<double>(size - 1))
+        .to(torch::kInt64);
+  };
+  return m.index_select(0, index(out_h, H)).index_select(1, index(out_w, W));
+}
 
-torch::Tensor augment_gray(const torch::Tensor& gray, const AugmentOptions& o, CounterRng& rng) {
+torch::Tensor augment_impl(const torch::Tensor& gray, const torch::Tensor* labels, const AugmentOptions& o, CounterRng& rng,
+                           std::int64_t out_h, std::int64_t out_w, torch::Tensor* out_labels) {
   const std::int64_t H = gray.size(0), W = gray.size(1);
   const CropBox box = random_resized_crop_box(H, W, o, rng);
   torch::Tensor crop = gray.narrow(0, box.top, box.height).narrow(1, box.left, box.width);
@@ -93,6 +107,10 @@ torch::Tensor augment_gray(const torch::Tensor& gray, const AugmentOptions& o, C
                 .align_corners(false)
                 .antialias(true);
   torch::Tensor x = F::interpolate(crop.reshape({1, 1, box.height, box.width}), resize).view({o.height, o.width}).clamp(0, 1);
+  torch::Tensor m;
+  if (labels) {
+    m = sample_centres(labels->narrow(0, box.top, box.height).narrow(1, box.left, box.width), o.height, o.width);
+  }
 
   const bool flip = rng.uniform() < o.flip_p;
   const double angle = rng.uniform(-o.degrees, o.degrees);
@@ -100,7 +118,10 @@ torch::Tensor augment_gray(const torch::Tensor& gray, const AugmentOptions& o, C
   const double ty = std::round(rng.uniform(-o.translate * o.height, o.translate * o.height));
   const double zoom = rng.uniform(o.zoom_min, o.zoom_max);
   x = affine(x, angle, tx, ty, zoom, flip);
-
+  if (labels) {
+    m = affine(m.to(torch::kFloat32), angle, tx, ty, zoom, flip, true).round().to(torch::kUInt8);
+    *out_labels = sample_centres(m, out_h, out_w).contiguous();
+  }
   if (rng.uniform() < o.jitter_p) {
     const double b = rng.uniform(1 - o.brightness, 1 + o.brightness);
     const double c = rng.uniform(1 - o.contrast, 1 + o.contrast);
@@ -123,6 +144,18 @@ torch::Tensor augment_gray(const torch::Tensor& gray, const AugmentOptions& o, C
   torch::Tensor out = torch::empty({3, o.height, o.width}, torch::kFloat32);
   for (int ch = 0; ch < 3; ++ch) out[ch].copy_((x - o.mean[ch]) / o.std[ch]);
   return out;
+}
+
+}  // namespace
+
+torch::Tensor augment_gray(const torch::Tensor& gray, const AugmentOptions& o, CounterRng& rng) {
+  return augment_impl(gray, nullptr, o, rng, 0, 0, nullptr);
+}
+
+torch::Tensor augment_gray_with_mask(const torch::Tensor& gray, const torch::Tensor& labels, const AugmentOptions& o,
+                                     CounterRng& rng, std::int64_t out_h, std::int64_t out_w, torch::Tensor& out_labels) {
+  if (!labels.sizes().equals(gray.sizes())) throw Error("augment: the label map must have the image's size");
+  return augment_impl(gray, &labels, o, rng, out_h, out_w, &out_labels);
 }
 
 }  // namespace cx::train

@@ -42,6 +42,15 @@ torch::Tensor gray_to_unit(const Image& gray8);
 // [3, height, width] float32, normalised. `gray` is [H, W] in [0, 1].
 torch::Tensor augment_gray(const torch::Tensor& gray, const AugmentOptions& options, CounterRng& rng);
 
+// The same draws applied to an image and its label map `labels` (uint8 [H, W], the image's size):
+// the map is cropped and resized with nearest neighbour, moved by the same affine (nearest, 0 =
+// background where the image is zero-filled) and flipped alike, then sampled at the centres of an
+// out_h x out_w lattice into `out_labels` (uint8); the photometric steps touch only the image. The
+// image is exactly what augment_gray returns for the same rng state. A flip swaps left and right
+// structures: segmentation of lateral classes sets flip_p to 0.
+torch::Tensor augment_gray_with_mask(const torch::Tensor& gray, const torch::Tensor& labels, const AugmentOptions& options,
+                                     CounterRng& rng, std::int64_t out_h, std::int64_t out_w, torch::Tensor& out_labels);
+
 // The crop box torchvision's RandomResizedCrop.get_params would draw: top, left, height, width.
 struct CropBox {
   std::int64_t top = 0, left = 0, height = 0, width = 0;

@@ -297,12 +297,17 @@ FinetuneLoopResult finetune_loop(model::VitModel& encoder, const nlohmann::json&
       if (pos == per_epoch - 1) epoch_ended = true;
       const std::int64_t begin = pos * o.batch, count = std::min(o.batch, N - begin);
       std::vector<std::int64_t> idx(perm.begin() + begin, perm.begin() + begin + count);
-      std::vector<torch::Tensor> xs(static_cast<std::size_t>(count));
+      std::vector<torch::Tensor> xs(static_cast<std::size_t>(count)), ts(static_cast<std::size_t>(count));
       at::parallel_for(0, count, 1, [&](std::int64_t b0, std::int64_t b1) {
-        for (std::int64_t i = b0; i < b1; ++i) xs[static_cast<std::size_t>(i)] = task.input(idx[static_cast<std::size_t>(i)], epoch);
+        for (std::int64_t i = b0; i < b1; ++i) {
+          FinetuneTask::Sample sample = task.input(idx[static_cast<std::size_t>(i)], epoch);
+          xs[static_cast<std::size_t>(i)] = std::move(sample.pixels);
+          ts[static_cast<std::size_t>(i)] = std::move(sample.target);
+        }
       });
       torch::Tensor x = torch::stack(xs).to(o.device);
-      torch::Tensor loss = task.loss(encoder, x, idx) / static_cast<double>(o.accum);
+      torch::Tensor targets = ts.front().defined() ? torch::stack(ts) : torch::Tensor();
+      torch::Tensor loss = task.loss(encoder, x, idx, targets) / static_cast<double>(o.accum);
       loss.backward();
       step_loss += loss.item<double>();
     }
@@ -411,18 +416,17 @@ class ClassifyTask : public FinetuneTask {
             {"blank", policy_name(o_.policy.blank)},
             {"balanced", o_.balanced}};
   }
-  torch::Tensor input(std::int64_t r, std::int64_t epoch) const override {
+  Sample input(std::int64_t r, std::int64_t epoch) const override {
     const auto k = static_cast<std::size_t>(r);
     if (o_.augment) {
       Image g = decode_gray8(train_.images[k], train_.image_names[k], equalize_);
       CounterRng rng(o_.seed, kAugmentPurpose, static_cast<std::uint64_t>(epoch), static_cast<std::uint64_t>(r));
-      return augment_gray(gray_to_unit(g), aug_, rng);
+      return {augment_gray(gray_to_unit(g), aug_, rng), {}};
     }
-    Image im = to_8bit(io::decode_image(train_.images[k], train_.image_names[k]));
-    image::PixelValues pv = image::preprocess(im, o_.preprocess);
-    return torch::from_blob(pv.data.data(), {3, pv.height, pv.width}, torch::kFloat32).clone();
+    return {preprocess_images({&train_.images[k]}, {train_.image_names[k]}, o_.preprocess)[0], {}};
   }
-  torch::Tensor loss(model::VitModel& encoder, const torch::Tensor& x, const std::vector<std::int64_t>& idx) override {
+  torch::Tensor loss(model::VitModel& encoder, const torch::Tensor& x, const std::vector<std::int64_t>& idx,
+                     const torch::Tensor&) override {
     torch::Tensor index = torch::tensor(idx, torch::kInt64);
     torch::Tensor features;
     {

@@ -101,10 +101,16 @@ class FinetuneTask {
   virtual std::int64_t records() const = 0;
   // Settings a resumed run must share with the checkpoint (merged into its signature).
   virtual nlohmann::json signature() const = 0;
-  // The training input [3, H, W] of record r in an epoch (called from several threads at once).
-  virtual torch::Tensor input(std::int64_t r, std::int64_t epoch) const = 0;
-  // The loss of a micro-batch: pixels [B, 3, H, W] on the device, the records' indices.
-  virtual torch::Tensor loss(model::VitModel& encoder, const torch::Tensor& pixels, const std::vector<std::int64_t>& records) = 0;
+  // The training input [3, H, W] of record r in an epoch (called from several threads at once), and
+  // its target when the task's targets move with the input (augmented masks), else undefined.
+  struct Sample {
+    torch::Tensor pixels, target;
+  };
+  virtual Sample input(std::int64_t r, std::int64_t epoch) const = 0;
+  // The loss of a micro-batch: pixels [B, 3, H, W] on the device, the records' indices, and the
+  // samples' targets stacked (undefined when input() gives none).
+  virtual torch::Tensor loss(model::VitModel& encoder, const torch::Tensor& pixels, const std::vector<std::int64_t>& records,
+                             const torch::Tensor& targets) = 0;
   // The validation metric (NaN when undefined) and its report for head.json; only when validates().
   virtual std::int64_t validation_records() const = 0;  // 0: no validation
   virtual double validate(model::VitModel& encoder, nlohmann::json& report) = 0;

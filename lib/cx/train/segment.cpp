@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 
 #include "cx/cli/error.hpp"
 #include "cx/cli/output.hpp"
@@ -21,6 +20,7 @@ constexpr int kVersionMajor = 1;
 constexpr int kVersionMinor = 0;
 constexpr std::uint64_t kShufflePurpose = 11;
 constexpr std::uint64_t kDropoutPurpose = 12;
+constexpr std::uint64_t kAugmentPurpose = 13;
 
 std::string sha_of(const nlohmann::json& header) {
   if (!header.contains("model") || !header["model"].is_object()) return "";
@@ -666,6 +666,7 @@ SegImageSet load_seg_images(data::RecordSource& source, const image::PreprocessC
     s.keys.push_back(r.key);
     s.image_names.push_back(r.key + "." + img->name);
     s.images.push_back(img->data);
+    s.masks.push_back(r.find("mask.png")->data);
     ys.push_back(std::move(y));
   }
   if (s.keys.empty()) throw Error(at(where, "no records"));
@@ -680,7 +681,8 @@ class SegmentTask : public FinetuneTask {
  public:
   SegmentTask(const SegImageSet& train, const SegImageSet* val, const std::string& feature, int stride,
               const FinetuneOptions& o, SegHead& head)
-      : train_(train), val_(val), feature_(feature), stride_(stride), o_(o), head_(head) {
+      : train_(train), val_(val), feature_(feature), stride_(stride), o_(o), head_(head), aug_(augment_options_for(o)) {
+    equalize_ = o.preprocess.pipeline == image::Pipeline::cxformer && o.preprocess.equalize;
     if (val)
       for (const auto& s : val->images) val_images_.push_back(&s);
   }
@@ -694,17 +696,30 @@ class SegmentTask : public FinetuneTask {
             {"feature", feature_},
             {"stride", stride_}};
   }
-  torch::Tensor input(std::int64_t r, std::int64_t) const override {
+  Sample input(std::int64_t r, std::int64_t epoch) const override {
     const auto k = static_cast<std::size_t>(r);
-    return preprocess_images({&train_.images[k]}, {train_.image_names[k]}, o_.preprocess)[0];
+    if (!o_.augment) return {preprocess_images({&train_.images[k]}, {train_.image_names[k]}, o_.preprocess)[0], train_.y[r]};
+    Image g = decode_gray8(train_.images[k], train_.image_names[k], equalize_);
+    const Image m = io::decode_image(train_.masks[k], train_.keys[k] + ".mask.png");
+    PatchGrid whole;  // the mask over the whole image, at the image's size (a mask may be stored smaller)
+    whole.image_width = m.width;
+    whole.image_height = m.height;
+    whole.x1 = m.width;
+    whole.y1 = m.height;
+    torch::Tensor labels = sample_label_map(m, whole, g.height, g.width);
+    CounterRng rng(o_.seed, kAugmentPurpose, static_cast<std::uint64_t>(epoch), static_cast<std::uint64_t>(r));
+    torch::Tensor target;
+    torch::Tensor pixels = augment_gray_with_mask(gray_to_unit(g), labels, aug_, rng, train_.y.size(1), train_.y.size(2), target);
+    return {pixels, target};
   }
-  torch::Tensor loss(model::VitModel& encoder, const torch::Tensor& x, const std::vector<std::int64_t>& idx) override {
+  torch::Tensor loss(model::VitModel& encoder, const torch::Tensor& x, const std::vector<std::int64_t>&,
+                     const torch::Tensor& targets) override {
     torch::Tensor tokens;
     {
       model::AutocastGuard autocast(o_.precision, o_.device);
       tokens = encoder_tokens(encoder, x, feature_);
     }
-    torch::Tensor y = train_.y.index_select(0, torch::tensor(idx, torch::kInt64)).to(o_.device, torch::kInt64);
+    torch::Tensor y = targets.to(o_.device, torch::kInt64);
     torch::Tensor z = resize_logits(head_.module->forward(tokens.to(torch::kFloat32)), y.size(1), y.size(2));
     return ce_dice_loss(z, y);
   }
@@ -746,6 +761,8 @@ class SegmentTask : public FinetuneTask {
   int stride_;
   const FinetuneOptions& o_;
   SegHead& head_;
+  AugmentOptions aug_;
+  bool equalize_ = false;
   std::vector<const std::string*> val_images_;
 };
 
@@ -773,10 +790,8 @@ SegFinetuneResult finetune_seg(const SegImageSet& train, const SegImageSet* val,
   head.module->init(o.seed);
   head.module->to(o.device);
 
-  FinetuneOptions fo = o;
-  fo.augment = false;
-  SegmentTask task(train, val, feature, stride, fo, head);
-  FinetuneLoopResult loop = finetune_loop(*base.model, base_info, task, fo, on_progress);
+  SegmentTask task(train, val, feature, stride, o, head);
+  FinetuneLoopResult loop = finetune_loop(*base.model, base_info, task, o, on_progress);
   SegFinetuneResult result;
   result.finished = loop.finished;
   result.steps_done = loop.steps_done;

@@ -189,6 +189,7 @@ torch::Tensor encoder_tokens(model::VitModel& encoder, const torch::Tensor& pixe
 // preprocessed input covers (image::input_window) on the (input / patch) grid times `stride`.
 struct SegImageSet {
   std::vector<std::string> keys, images, image_names;
+  std::vector<std::string> masks;  // the .mask.png bytes, for augmentation
   torch::Tensor y;  // [N, gh * stride, gw * stride] uint8
   std::vector<std::string> classes;
   nlohmann::json header;
@@ -203,9 +204,11 @@ struct SegFinetuneResult {
   bool finished = false;
   std::int64_t steps_done = 0;
 };
-// Encoder and head trained together on the deterministic preprocessing (no augmentation: a geometric
-// one would have to move the mask alike), loss ce_dice_loss, validation by mean foreground Dice.
-// Checkpoints and resume as finetune.hpp describes. options.augment is ignored.
+// Encoder and head trained together, loss ce_dice_loss, validation by mean foreground Dice (on the
+// deterministic preprocessing). With options.augment, each sample is augment_gray_with_mask's (the
+// mask moved with the image; options.augment_options.flip_p should be 0 for lateral classes), else
+// the deterministic preprocessing and the precomputed target. Checkpoints and resume as
+// finetune.hpp describes.
 SegFinetuneResult finetune_seg(const SegImageSet& train, const SegImageSet* val, const std::string& feature, int stride,
                                SegHeadType head_type, std::int64_t hidden, const FinetuneOptions& options,
                                const std::function<void(const FinetuneProgress&)>& on_progress = {});
