@@ -363,13 +363,7 @@ int run_predict(cx::cli::Tool& tool, const PredictCli& c) {
                                                (encoder ? " and no image to embed" : "")));
       // Only the image's size is needed here; the worker decodes it again in the batch.
       cx::Image im = cx::io::decode_image(img->data, record.key + "." + img->name);
-      const auto win = cx::image::input_window(im.width, im.height, preprocess);
-      g.image_width = im.width;
-      g.image_height = im.height;
-      g.x0 = win.x0;
-      g.y0 = win.y0;
-      g.x1 = win.x1;
-      g.y1 = win.y1;
+      g = cx::train::input_patch_grid(im.width, im.height, preprocess, static_cast<int>(encoder->config().patch_size));
     } else {
       if (!checked) {
         cx::train::check_encoder(info.encoder, source->header(), where);

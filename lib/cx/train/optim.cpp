@@ -89,6 +89,17 @@ void AdamW::load_state(const model::NamedTensors& state, const std::string& wher
     }
 }
 
+ParamGroup param_group(torch::nn::Module& module, double lr, double weight_decay, const std::string& prefix) {
+  ParamGroup g;
+  for (const auto& p : module.named_parameters(true)) {
+    g.names.push_back(prefix + p.key());
+    g.params.push_back(p.value());
+  }
+  g.lr = lr;
+  g.weight_decay = weight_decay;
+  return g;
+}
+
 std::vector<torch::Tensor> snapshot(const std::vector<torch::Tensor>& params) {
   std::vector<torch::Tensor> out;
   out.reserve(params.size());

@@ -43,6 +43,9 @@ class AdamW {
   std::vector<std::vector<torch::Tensor>> exp_avg_, exp_avg_sq_;
 };
 
+// One parameter group of every parameter of `module`, named as named_parameters() names them.
+ParamGroup param_group(torch::nn::Module& module, double lr, double weight_decay, const std::string& prefix = "");
+
 // The values of parameters, copied (the best epoch's weights while early stopping), and written back.
 std::vector<torch::Tensor> snapshot(const std::vector<torch::Tensor>& params);
 void restore(const std::vector<torch::Tensor>& params, const std::vector<torch::Tensor>& saved);

@@ -113,13 +113,7 @@ Head train_head(FeatureSet train, const FeatureSet* val, const std::vector<std::
   head.module->init(o.seed);
   head.module->to(o.device);
   head.module->train();
-  std::vector<std::string> names;
-  std::vector<torch::Tensor> params;
-  for (const auto& p : head.module->named_parameters(true)) {
-    names.push_back(p.key());
-    params.push_back(p.value());
-  }
-  AdamW opt({ParamGroup{names, params, o.lr, o.weight_decay}});
+  AdamW opt({param_group(*head.module, o.lr, o.weight_decay)});
 
   const std::int64_t per_epoch = (N + o.batch - 1) / o.batch;
   const std::int64_t total = per_epoch * o.epochs;

@@ -198,6 +198,20 @@ SegHead load_seg_head(const std::string& folder) {
 
 // --- records ----------------------------------------------------------------------------------
 
+PatchGrid input_patch_grid(int width, int height, const image::PreprocessConfig& preprocess, int patch_size) {
+  const image::InputWindow win = image::input_window(width, height, preprocess);
+  PatchGrid g;
+  g.image_width = width;
+  g.image_height = height;
+  g.x0 = win.x0;
+  g.y0 = win.y0;
+  g.x1 = win.x1;
+  g.y1 = win.y1;
+  g.h = win.height / patch_size;
+  g.w = win.width / patch_size;
+  return g;
+}
+
 bool record_patch_grid(const io::Record& record, PatchGrid& g, int fallback_w, int fallback_h) {
   const io::Field* jf = record.find("json");
   nlohmann::json meta;
@@ -528,13 +542,7 @@ SegHead train_seg_head(const SegSet& train, const SegSet* val, const std::string
   head.module->init(o.seed);
   head.module->to(o.device);
   head.module->train();
-  std::vector<std::string> names;
-  std::vector<torch::Tensor> params;
-  for (const auto& p : head.module->named_parameters(true)) {
-    names.push_back(p.key());
-    params.push_back(p.value());
-  }
-  AdamW opt({ParamGroup{names, params, o.lr, o.weight_decay}});
+  AdamW opt({param_group(*head.module, o.lr, o.weight_decay)});
 
   const std::int64_t per_epoch = (N + o.batch - 1) / o.batch;
   const std::int64_t total = per_epoch * o.epochs;
@@ -651,16 +659,7 @@ SegImageSet load_seg_images(data::RecordSource& source, const image::PreprocessC
     if (!img) throw Error(at(r.key, "no image field (png, jpg) to fine-tune on (give the stream cx-ingest wrote, or cx-embed --keep-image)"));
     Image mask = mc.mask_of(r);
     Image im = io::decode_image(img->data, r.key + "." + img->name);
-    const image::InputWindow win = image::input_window(im.width, im.height, preprocess);
-    PatchGrid g;
-    g.image_width = im.width;
-    g.image_height = im.height;
-    g.x0 = win.x0;
-    g.y0 = win.y0;
-    g.x1 = win.x1;
-    g.y1 = win.y1;
-    g.h = win.height / patch_size;
-    g.w = win.width / patch_size;
+    const PatchGrid g = input_patch_grid(im.width, im.height, preprocess, patch_size);
     torch::Tensor y = sample_label_map(mask, g, g.h * stride, g.w * stride);
     mc.check(y, r.key);
     s.keys.push_back(r.key);

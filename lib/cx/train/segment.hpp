@@ -99,6 +99,9 @@ struct PatchGrid {
   double x0 = 0, y0 = 0, x1 = 0, y1 = 0;
   std::int64_t h = 0, w = 0;
 };
+// Where the preprocessed input of a width x height image lies on it (image::input_window), on a
+// grid of patch_size cells.
+PatchGrid input_patch_grid(int width, int height, const image::PreprocessConfig& preprocess, int patch_size);
 // From the record's .json; a record without "patch_grid" gets the whole image of `fallback_w` x
 // `fallback_h` (0: unknown, returns false). Malformed entries throw cx::Error naming the record.
 bool record_patch_grid(const io::Record& record, PatchGrid& grid, int fallback_w = 0, int fallback_h = 0);
