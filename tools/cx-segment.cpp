@@ -274,24 +274,21 @@ int run_predict(cx::cli::Tool& tool, const PredictCli& c) {
   std::vector<cx::io::Record> pending;
   std::vector<torch::Tensor> tokens;              // [C, h, w], or undefined for records embedded here
   std::vector<cx::train::PatchGrid> image_grids;  // records embedded here: where the input lies
+  std::vector<torch::Tensor> pixels;              // records embedded here: the preprocessed input
   auto seconds = [](Clock::time_point a) { return std::chrono::duration<double>(Clock::now() - a).count(); };
   auto flush = [&] {
     if (pending.empty()) return;
     auto t0 = Clock::now();
-    std::vector<const std::string*> images;
-    std::vector<std::string> names;
+    std::vector<torch::Tensor> inputs;
     std::vector<std::size_t> at_image;
     for (std::size_t i = 0; i < pending.size(); ++i)
       if (!tokens[i].defined()) {
-        const cx::io::Field* img = pending[i].image();
-        images.push_back(&img->data);
-        names.push_back(pending[i].key + "." + img->name);
+        inputs.push_back(pixels[i]);
         at_image.push_back(i);
       }
-    if (!images.empty()) {
+    if (!inputs.empty()) {
       torch::NoGradGuard no_grad;
-      torch::Tensor t = cx::train::encoder_tokens(*encoder, cx::train::preprocess_images(images, names, preprocess).to(device),
-                                                  info.feature);
+      torch::Tensor t = cx::train::encoder_tokens(*encoder, torch::stack(inputs).to(device), info.feature);
       for (std::size_t j = 0; j < at_image.size(); ++j) tokens[at_image[j]] = t[static_cast<std::int64_t>(j)];
       if (device.is_cuda()) torch::cuda::synchronize();
       t_encoder += seconds(t0);
@@ -351,19 +348,22 @@ int run_predict(cx::cli::Tool& tool, const PredictCli& c) {
     pending.clear();
     tokens.clear();
     image_grids.clear();
+    pixels.clear();
   };
   cx::io::Record record;
   while (source->next(record)) {
     torch::Tensor t = cx::train::record_tokens(record, info.feature);
     cx::train::PatchGrid g;
+    torch::Tensor input;
     if (!t.defined()) {
       const cx::io::Field* img = record.image();
       if (!encoder || !img)
         throw cx::Error(cx::at(record.key, "no " + info.feature + ".npy field (embed with cx-embed --emit " + info.feature + ")" +
                                                (encoder ? " and no image to embed" : "")));
-      // Only the image's size is needed here; the worker decodes it again in the batch.
-      cx::Image im = cx::io::decode_image(img->data, record.key + "." + img->name);
+      const cx::Image im = cx::image::scale_to_8bit(cx::io::decode_image(img->data, record.key + "." + img->name));
       g = cx::train::input_patch_grid(im.width, im.height, preprocess, static_cast<int>(encoder->config().patch_size));
+      cx::image::PixelValues pv = cx::image::preprocess(im, preprocess);
+      input = torch::from_blob(pv.data.data(), {3, pv.height, pv.width}, torch::kFloat32).clone();
     } else {
       if (!checked) {
         cx::train::check_encoder(info.encoder, source->header(), where);
@@ -377,6 +377,7 @@ int run_predict(cx::cli::Tool& tool, const PredictCli& c) {
     pending.push_back(std::move(record));
     tokens.push_back(std::move(t));
     image_grids.push_back(g);
+    pixels.push_back(std::move(input));
     if (static_cast<std::int64_t>(pending.size()) >= c.batch) flush();
   }
   flush();

@@ -282,6 +282,14 @@ PixelValues rescale_normalize(const Image& in, const PreprocessConfig& config) {
   return pv;
 }
 
+Image scale_to_8bit(Image in) {
+  if (in.bits == 8) return in;
+  Image out = Image::make(in.width, in.height, in.channels, 8);
+  const std::uint16_t* s = in.u16();
+  for (std::size_t i = 0; i < in.samples(); ++i) out.data[i] = static_cast<std::uint8_t>((s[i] * 255u + 32767u) / 65535u);
+  return out;
+}
+
 PixelValues preprocess(const Image& in, const PreprocessConfig& config) {
   check_image(in, "preprocess");
   // Gray stays one channel until the end: Pillow resamples RGB channels independently with the

@@ -66,6 +66,10 @@ struct PixelValues {
 // Pillow's convert("RGB"): gray replicated; 16-bit gray clamped to 0..255 (Pillow's mode "I");
 // 16-bit RGB keeps the high byte (Pillow decodes 16-bit RGB PNGs as "RGB;16B").
 Image to_rgb_u8(const Image& in);
+// cx's rule for feeding a model: cx-ingest has already windowed 16-bit radiographs, so 16-bit
+// samples are scaled to 8 bits (round(v * 255 / 65535)), not clamped as Pillow's convert() would;
+// 8-bit images are passed through (moved, not copied).
+Image scale_to_8bit(Image in);
 // Pillow's convert("L"): RGB as (19595 R + 38470 G + 7471 B + 0x8000) >> 16; 16-bit as above.
 Image to_gray_u8(const Image& in);
 // HF's center_crop: offsets (h - crop_h) // 2 and (w - crop_w) // 2 (floor division); where the

@@ -23,16 +23,6 @@ std::string npy_of(const torch::Tensor& t_in, bool f16) {
   return io::write_npy(a);
 }
 
-// cx-ingest has already windowed 16-bit radiographs; the model takes 8 bits, so 16-bit samples are
-// scaled (not clamped as Pillow's convert("RGB") would do to an I;16 image).
-Image to_8bit(const Image& in) {
-  if (in.bits == 8) return in;
-  Image out = Image::make(in.width, in.height, in.channels, 8);
-  const std::uint16_t* s = in.u16();
-  for (std::size_t i = 0; i < in.samples(); ++i) out.data[i] = static_cast<std::uint8_t>((s[i] * 255u + 32767u) / 65535u);
-  return out;
-}
-
 }  // namespace
 
 const std::vector<std::string>& embed_field_names() {
@@ -104,7 +94,7 @@ torch::Tensor Embedder::pixels_of(io::Record& record, Pending& where) const {
   if (!img) throw Error(at(record.key, "no image field (png, jpg) and no pixel_values.npy to embed"));
   if (!options_.preprocess_missing.empty())
     throw Error(at(options_.preprocess_missing, "not found, so images cannot be preprocessed (give --preprocess cxformer, or records with pixel_values.npy)"));
-  Image im = to_8bit(io::decode_image(img->data, record.key + "." + img->name));
+  Image im = image::scale_to_8bit(io::decode_image(img->data, record.key + "." + img->name));
   where.image_width = im.width;
   where.image_height = im.height;
   where.window = image::input_window(im.width, im.height, options_.preprocess);

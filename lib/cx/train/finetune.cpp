@@ -24,15 +24,6 @@ constexpr std::uint64_t kShufflePurpose = 2;
 constexpr std::uint64_t kAugmentPurpose = 3;
 constexpr const char* kCheckpointFormat = "cx-finetune-checkpoint";
 
-// cx-embed's rule (lib/cx/model/embed.cpp): 16-bit samples are scaled to 8 bits, not clamped.
-Image to_8bit(const Image& in) {
-  if (in.bits == 8) return in;
-  Image out = Image::make(in.width, in.height, in.channels, 8);
-  const std::uint16_t* s = in.u16();
-  for (std::size_t i = 0; i < in.samples(); ++i) out.data[i] = static_cast<std::uint8_t>((s[i] * 255u + 32767u) / 65535u);
-  return out;
-}
-
 std::string read_text(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   if (!f) throw Error(at(path, "cannot open"));
@@ -87,7 +78,7 @@ torch::Tensor preprocess_images(const std::vector<const std::string*>& images, c
   at::parallel_for(0, static_cast<std::int64_t>(images.size()), 1, [&](std::int64_t b, std::int64_t e) {
     for (std::int64_t i = b; i < e; ++i) {
       const auto k = static_cast<std::size_t>(i);
-      Image im = to_8bit(io::decode_image(*images[k], where[k]));
+      Image im = image::scale_to_8bit(io::decode_image(*images[k], where[k]));
       image::PixelValues pv = image::preprocess(im, config);
       xs[k] = torch::from_blob(pv.data.data(), {3, pv.height, pv.width}, torch::kFloat32).clone();
     }
@@ -116,7 +107,7 @@ ImageSet load_images(data::RecordSource& source, const std::vector<std::string>&
 }
 
 Image decode_gray8(const std::string& bytes, const std::string& where, bool equalize) {
-  Image im = to_8bit(io::decode_image(bytes, where));
+  Image im = image::scale_to_8bit(io::decode_image(bytes, where));
   if (im.channels != 1) im = image::to_gray_u8(im);
   if (equalize) image::equalize(im);
   return im;

@@ -254,15 +254,22 @@ torch::Tensor record_tokens(const io::Record& record, const std::string& feature
   const std::size_t want = feature == "patch4" ? 4 : 3;
   if (a.shape.size() != want)
     throw Error(at(where, feature == "patch4" ? "expected [n, h, w, D] tokens" : "expected [h, w, D] tokens"));
-  torch::Tensor t;
-  if (a.dtype == io::DType::f16)
-    t = torch::from_blob(a.data.data(), a.shape, torch::kHalf).clone();
-  else if (a.dtype == io::DType::f32)
-    t = torch::from_blob(a.data.data(), a.shape, torch::kFloat32).clone();
-  else
-    throw Error(at(where, "expected float16 or float32 tokens"));
-  if (feature == "patch4") t = t.permute({1, 2, 0, 3}).reshape({a.shape[1], a.shape[2], a.shape[0] * a.shape[3]});
-  return t.permute({2, 0, 1}).contiguous();  // [C, h, w]
+  torch::ScalarType dtype;
+  if (a.dtype == io::DType::f16) dtype = torch::kHalf;
+  else if (a.dtype == io::DType::f32) dtype = torch::kFloat32;
+  else throw Error(at(where, "expected float16 or float32 tokens"));
+  // A view of the npy bytes, rearranged into [C, h, w] by one copy into owned memory.
+  const torch::Tensor view = torch::from_blob(a.data.data(), a.shape, dtype);
+  const std::int64_t h = a.shape[want - 3], w = a.shape[want - 2], D = a.shape[want - 1];
+  if (want == 3) {
+    torch::Tensor out = torch::empty({D, h, w}, dtype);
+    out.copy_(view.permute({2, 0, 1}));
+    return out;
+  }
+  const std::int64_t n = a.shape[0];  // channel l * D + d is block l's channel d
+  torch::Tensor out = torch::empty({n * D, h, w}, dtype);
+  out.view({n, D, h, w}).copy_(view.permute({0, 3, 1, 2}));
+  return out;
 }
 
 torch::Tensor sample_label_map(const Image& map, const PatchGrid& g, std::int64_t out_h, std::int64_t out_w) {
