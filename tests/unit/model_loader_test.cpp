@@ -13,36 +13,18 @@
 #include "cx/io/safetensors.hpp"
 #include "cx/io/sha256.hpp"
 #include "cx/model/hf_loader.hpp"
+#include "test_support.hpp"
 
 namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-std::string fixture_dir(const std::string& name) {
-  const char* env = std::getenv("CX_SHARED");
-  std::string shared = env ? env : CX_SHARED_DIR;
-  return shared + "/fixtures/hf/" + name;
-}
+using cx_test::TempDir;
+
+std::string fixture_dir(const std::string& name) { return cx_test::shared_dir() + "/fixtures/hf/" + name; }
 
 #define REQUIRE_FIXTURE(dir) \
   if (!fs::exists(std::string(dir) + "/model.safetensors")) GTEST_SKIP() << "fixture absent: " << (dir)
-
-class TempDir {
- public:
-  TempDir() {
-    std::string templ = (fs::temp_directory_path() / "cx_loader_XXXXXX").string();
-    path_ = mkdtemp(templ.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string operator/(const std::string& name) const { return (fs::path(path_) / name).string(); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
 
 std::string read_text(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

@@ -11,6 +11,7 @@
 #include "cx/io/safetensors.hpp"
 #include "cx/model/hf_loader.hpp"
 #include "cx/model/vit.hpp"
+#include "test_support.hpp"
 
 namespace {
 namespace fs = std::filesystem;
@@ -22,16 +23,7 @@ using cx::model::VitModel;
 // token order, interpolation mode) moves outputs by 1e-2 or more.
 constexpr double kTolerance = 1e-4;
 
-std::string shared_dir() {
-  if (const char* env = std::getenv("CX_SHARED")) return env;
-#ifdef CX_SHARED_DIR
-  return CX_SHARED_DIR;
-#else
-  return "";
-#endif
-}
-
-std::string fixture_dir(const std::string& name) { return shared_dir() + "/fixtures/hf/" + name; }
+std::string fixture_dir(const std::string& name) { return cx_test::shared_dir() + "/fixtures/hf/" + name; }
 
 double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b) {
   EXPECT_EQ(a.sizes(), b.sizes());

@@ -26,6 +26,7 @@
 #include "cx/train/loss.hpp"
 #include "cx/train/optim.hpp"
 #include "cx/train/probe.hpp"
+#include "test_support.hpp"
 
 namespace {
 namespace fs = std::filesystem;
@@ -33,28 +34,8 @@ using nlohmann::json;
 using cx::Image;
 using cx::data::LabelValue;
 using namespace cx::train;
-
-std::string shared_dir() {
-  const char* env = std::getenv("CX_SHARED");
-  return env ? env : CX_SHARED_DIR;
-}
-
-class TempDir {
- public:
-  TempDir() {
-    std::string templ = (fs::temp_directory_path() / "cx_classify_XXXXXX").string();
-    path_ = mkdtemp(templ.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string operator/(const std::string& name) const { return (fs::path(path_) / name).string(); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using cx_test::shared_dir;
+using cx_test::TempDir;
 
 // The first `rows` data lines of a gzip CSV, split on commas (CheXpert's train.csv has no quoted
 // fields in its first rows), read with zlib directly: independent of cx::data's CSV reader.

@@ -17,18 +17,11 @@
 #include "cx/train/augment.hpp"
 #include "cx/train/head.hpp"
 #include "cx/train/segment.hpp"
+#include "test_support.hpp"
 
 namespace {
-namespace fs = std::filesystem;
 using namespace cx::train;
 using cx::Image;
-
-fs::path temp_dir(const std::string& name) {
-  fs::path p = fs::temp_directory_path() / ("cx_segment_test_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p;
-}
 
 TEST(InputWindow, ShortestEdgeResizeThenCentreCrop) {
   cx::image::PreprocessConfig c;
@@ -207,30 +200,29 @@ TEST(Segment, LinearHeadLearnsSeparableTokensDeterministically) {
   for (std::size_t i = 0; i < pa.size(); ++i) EXPECT_TRUE(torch::equal(pa[i], pb[i])) << "parameter " << i;
 
   // The folder round trip predicts the same logits, and each head type refuses the other tool.
-  fs::path d = temp_dir("folder");
-  write_folder_atomic((d / "seg").string(), [&](const std::string& t) { write_seg_head_files(t, a); });
-  SegHead c = load_seg_head((d / "seg").string());
+  cx_test::TempDir d("cx_segment_test");
+  write_folder_atomic(d / "seg", [&](const std::string& t) { write_seg_head_files(t, a); });
+  SegHead c = load_seg_head(d / "seg");
   EXPECT_EQ(c.info.classes, train.classes);
   EXPECT_EQ(c.info.stride, 4);
   torch::Tensor x = train.x.slice(0, 0, 3);
   EXPECT_TRUE(torch::equal(a.logits(x), c.logits(x)));
   try {
-    load_head((d / "seg").string());
+    load_head(d / "seg");
     FAIL() << "a segmentation head loaded as a classification head";
   } catch (const cx::Error& e) {
     EXPECT_NE(std::string(e.what()).find("use it with cx-segment"), std::string::npos) << e.what();
   }
   {
-    std::ofstream j(d / "seg" / "head.json");
+    std::ofstream j(d / "seg/head.json");
     j << R"({"format": "cx-seghead", "version": "2.0"})";
   }
   try {
-    load_seg_head((d / "seg").string());
+    load_seg_head(d / "seg");
     FAIL() << "a newer major version was read";
   } catch (const cx::Error& e) {
     EXPECT_NE(std::string(e.what()).find("newer"), std::string::npos) << e.what();
   }
-  fs::remove_all(d);
 }
 
 TEST(Segment, ConvDecoderUpsamplesFourTimes) {
