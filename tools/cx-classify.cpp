@@ -45,12 +45,7 @@ struct Shared {
   double warmup = 0.05;
 };
 
-std::string fmt(double v, const char* f = "%.4f") {
-  if (std::isnan(v)) return "NA";
-  char buf[32];
-  std::snprintf(buf, sizeof buf, f, v);
-  return buf;
-}
+using cx::log::number;
 
 void add_label_options(CLI::App* sub, Shared& s) {
   sub->add_option("--labels", s.labels, "Labels to learn, comma-separated (default: every label the stream header declares)")->type_name("A,B");
@@ -140,8 +135,8 @@ int run_train(cx::cli::Tool& tool, Shared& s, double lr, bool no_standardize) {
   o.device = device;
 
   Head head = cx::train::train_head(std::move(train), val.get(), labels, s.feature, o, [&](const cx::train::EpochReport& r) {
-    cx::log::debug("epoch " + std::to_string(r.epoch) + ": train loss " + fmt(r.train_loss, "%.5f") +
-                   (val ? ", val macro AUROC " + fmt(r.val_macro_auroc) + (r.best ? " (best)" : "") : ""));
+    cx::log::debug("epoch " + std::to_string(r.epoch) + ": train loss " + number(r.train_loss, 5) +
+                   (val ? ", val macro AUROC " + number(r.val_macro_auroc) + (r.best ? " (best)" : "") : ""));
   });
   if (!tool.common().no_provenance) head.info.training["provenance"] = tool.provenance_entry();
   cx::train::write_folder_atomic(out, [&](const std::string& tmp) { cx::train::write_head_files(tmp, head); });
@@ -151,7 +146,7 @@ int run_train(cx::cli::Tool& tool, Shared& s, double lr, bool no_standardize) {
   if (head.info.metrics.contains("val")) {
     const auto& m = head.info.metrics["val"]["macro_auroc"];
     summary += "; best epoch " + head.info.training["best_epoch"].dump() + ", validation macro AUROC " +
-               (m.is_null() ? std::string("NA") : fmt(m.get<double>()));
+               number(m.is_null() ? std::nan("") : m.get<double>());
   }
   cx::log::info(summary + " -> " + out);
   return cx::kExitOk;
@@ -342,11 +337,7 @@ int run_finetune(cx::cli::Tool& tool, Shared& s, const cx::train::FinetuneCli& f
     auto vs = cx::data::RecordSource::open({s.val});
     val = std::make_unique<cx::train::ImageSet>(cx::train::load_images(*vs, labels, s.val));
   }
-  auto result = cx::train::finetune(train, val.get(), labels, o, [&](const cx::train::FinetuneProgress& p) {
-    std::string line = "step " + std::to_string(p.step) + "/" + std::to_string(p.total) + ": loss " + fmt(p.loss, "%.5f");
-    if (p.epoch > 0) line += ", epoch " + std::to_string(p.epoch) + " val macro AUROC " + fmt(p.val_metric) + (p.best ? " (best)" : "");
-    cx::log::debug(line);
-  });
+  auto result = cx::train::finetune(train, val.get(), labels, o, cx::train::log_finetune_progress("macro AUROC"));
   if (!result.finished) {
     cx::log::info("stopped after " + std::to_string(result.steps_done) + " updates; continue with --resume " + o.checkpoint_dir);
     return cx::kExitOk;
@@ -356,7 +347,7 @@ int run_finetune(cx::cli::Tool& tool, Shared& s, const cx::train::FinetuneCli& f
   std::string summary = "fine-tuned " + f.model + " with a " + s.head + " head: " + std::to_string(result.steps_done) + " updates";
   if (result.head.info.metrics.contains("val")) {
     const auto& m = result.head.info.metrics["val"]["macro_auroc"];
-    summary += ", validation macro AUROC " + (m.is_null() ? std::string("NA") : fmt(m.get<double>()));
+    summary += ", validation macro AUROC " + number(m.is_null() ? std::nan("") : m.get<double>());
   }
   cx::log::info(summary + " -> " + out);
   return cx::kExitOk;

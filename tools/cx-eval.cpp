@@ -699,13 +699,7 @@ metrics::Replicates run_labeller(const ReportData& d, const Options& o, const me
 
 // ---------------------------------------------------------------- output
 
-std::string fmt(double v, int decimals = 4) {
-  if (std::isnan(v)) return "NA";
-  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.*f", decimals, v);
-  return buf;
-}
+std::string fmt(double v, int decimals = 4) { return cx::log::number(v, decimals); }
 
 std::string fmt_p(double p) {
   if (std::isnan(p)) return "NA";

@@ -32,12 +32,7 @@ namespace {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
-std::string fmt(double v, const char* f = "%.4f") {
-  if (std::isnan(v)) return "NA";
-  char buf[32];
-  std::snprintf(buf, sizeof buf, f, v);
-  return buf;
-}
+using cx::log::number;
 
 std::vector<std::string> split_list(const std::string& s) {
   std::vector<std::string> out;
@@ -110,8 +105,8 @@ int run_train(cx::cli::Tool& tool, const TrainCli& c) {
   cx::cli::Progress progress("epochs", c.epochs);
   cx::train::SegHead head = cx::train::train_seg_head(train, val.get(), c.feature, stride, o, [&](const cx::train::SegEpochReport& r) {
     progress.add();
-    cx::log::debug("epoch " + std::to_string(r.epoch) + ": train loss " + fmt(r.train_loss, "%.5f") +
-                   (val ? ", val mean Dice " + fmt(r.val_dice) + (r.best ? " (best)" : "") : ""));
+    cx::log::debug("epoch " + std::to_string(r.epoch) + ": train loss " + number(r.train_loss, 5) +
+                   (val ? ", val mean Dice " + number(r.val_dice) + (r.best ? " (best)" : "") : ""));
   });
   progress.finish();
   if (!tool.common().no_provenance) head.info.training["provenance"] = tool.provenance_entry();
@@ -122,7 +117,7 @@ int run_train(cx::cli::Tool& tool, const TrainCli& c) {
   if (head.info.metrics.contains("val")) {
     const auto& m = head.info.metrics["val"]["mean_dice"];
     summary += "; best epoch " + head.info.training["best_epoch"].dump() + ", validation mean Dice " +
-               (m.is_null() ? std::string("NA") : fmt(m.get<double>()));
+               number(m.is_null() ? std::nan("") : m.get<double>());
   }
   cx::log::info(summary + " -> " + out);
   return cx::kExitOk;
@@ -160,14 +155,7 @@ int run_finetune(cx::cli::Tool& tool, const TrainCli& c, const cx::train::Finetu
     val = std::make_unique<cx::train::SegImageSet>(cx::train::load_seg_images(*vs, o.preprocess, patch, stride, classes, c.val));
   }
   auto result = cx::train::finetune_seg(train, val.get(), c.feature, stride, cx::train::parse_seg_head_type(c.head), c.hidden, o,
-                                        [&](const cx::train::FinetuneProgress& p) {
-                                          std::string line = "step " + std::to_string(p.step) + "/" + std::to_string(p.total) +
-                                                             ": loss " + fmt(p.loss, "%.5f");
-                                          if (p.epoch > 0)
-                                            line += ", epoch " + std::to_string(p.epoch) + " val mean Dice " + fmt(p.val_metric) +
-                                                    (p.best ? " (best)" : "");
-                                          cx::log::debug(line);
-                                        });
+                                        cx::train::log_finetune_progress("mean Dice"));
   if (!result.finished) {
     cx::log::info("stopped after " + std::to_string(result.steps_done) + " updates; continue with --resume " + o.checkpoint_dir);
     return cx::kExitOk;
@@ -177,7 +165,7 @@ int run_finetune(cx::cli::Tool& tool, const TrainCli& c, const cx::train::Finetu
   std::string summary = "fine-tuned " + f.model + " with a " + c.head + " segmentation head: " + std::to_string(result.steps_done) + " updates";
   if (result.head.info.metrics.contains("val")) {
     const auto& m = result.head.info.metrics["val"]["mean_dice"];
-    summary += ", validation mean Dice " + (m.is_null() ? std::string("NA") : fmt(m.get<double>()));
+    summary += ", validation mean Dice " + number(m.is_null() ? std::nan("") : m.get<double>());
   }
   cx::log::info(summary + " -> " + out);
   return cx::kExitOk;
@@ -366,7 +354,7 @@ int run_predict(cx::cli::Tool& tool, const PredictCli& c) {
       input = torch::from_blob(pv.data.data(), {3, pv.height, pv.width}, torch::kFloat32).clone();
     } else {
       if (!checked) {
-        cx::train::check_encoder(info.encoder, source->header(), where);
+        cx::train::check_encoder(info, source->header(), where);
         checked = true;
       }
       if (t.size(0) != info.shape.in)
@@ -387,9 +375,9 @@ int run_predict(cx::cli::Tool& tool, const PredictCli& c) {
   if (rle) rle->commit();
   const double total = t_head + t_map + t_out;
   cx::log::debug("predicted " + std::to_string(progress.done()) + " images: " +
-                 (encoder ? "encoder " + fmt(t_encoder, "%.3f") + " s, " : std::string()) + "head " + fmt(t_head, "%.3f") + " s, resample + argmax " +
-                 fmt(t_map, "%.3f") + " s, outputs " + fmt(t_out, "%.3f") + " s (head " +
-                 fmt(total > 0 ? 100 * t_head / (total + t_encoder) : 0, "%.1f") + "% of " + fmt(total + t_encoder, "%.3f") + " s)");
+                 (encoder ? "encoder " + number(t_encoder, 3) + " s, " : std::string()) + "head " + number(t_head, 3) + " s, resample + argmax " +
+                 number(t_map, 3) + " s, outputs " + number(t_out, 3) + " s (head " +
+                 number(total > 0 ? 100 * t_head / (total + t_encoder) : 0, 1) + "% of " + number(total + t_encoder, 3) + " s)");
   return cx::kExitOk;
 }
 

@@ -1,5 +1,6 @@
 #include "cx/cli/log.hpp"
 
+#include <cmath>
 #include <cstdio>
 #include <mutex>
 
@@ -32,6 +33,14 @@ void info(const std::string& message) {
 }
 void debug(const std::string& message) {
   if (g_level >= Level::verbose) emit(message);
+}
+
+std::string number(double v, int decimals) {
+  if (std::isnan(v)) return "NA";
+  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", decimals, v);
+  return buf;
 }
 
 }  // namespace cx::log

@@ -18,4 +18,7 @@ void warn(const std::string& message);
 void info(const std::string& message);
 void debug(const std::string& message);
 
+// A number for messages and tables: fixed with `decimals` places, "NA" for NaN, "inf" / "-inf".
+std::string number(double v, int decimals = 4);
+
 }  // namespace cx::log

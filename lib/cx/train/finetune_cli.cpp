@@ -1,6 +1,7 @@
 #include "cx/train/finetune_cli.hpp"
 
 #include "cx/cli/error.hpp"
+#include "cx/cli/log.hpp"
 #include "cx/model/model_dir.hpp"
 #include "cx/model/runtime.hpp"
 
@@ -45,6 +46,15 @@ void apply_finetune_cli(const FinetuneCli& f, const std::string& head_dir, const
   o.checkpoint_every = f.checkpoint_every;
   o.resume = f.resume;
   o.stop_after = f.stop_after;
+}
+
+std::function<void(const FinetuneProgress&)> log_finetune_progress(const std::string& metric) {
+  return [metric](const FinetuneProgress& p) {
+    std::string line = "step " + std::to_string(p.step) + "/" + std::to_string(p.total) + ": loss " + log::number(p.loss, 5);
+    if (p.epoch > 0)
+      line += ", epoch " + std::to_string(p.epoch) + " val " + metric + " " + log::number(p.val_metric) + (p.best ? " (best)" : "");
+    log::debug(line);
+  };
 }
 
 image::PreprocessConfig recorded_preprocess(const nlohmann::json& record, const std::string& encoder_folder) {

@@ -2,6 +2,7 @@
 // The command-line options of fine-tuning, shared by cx-classify finetune and cx-segment finetune:
 // the encoder, learning rates, steps and accumulation, preprocessing, precision, checkpoints.
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include <CLI/CLI.hpp>
@@ -27,6 +28,9 @@ void add_finetune_options(CLI::App* sub, FinetuneCli& f);
 // records it, precision, and checkpoints (default folder HEADDIR.checkpoint when they are written).
 // --equalize without --preprocess cxformer is a usage error.
 void apply_finetune_cli(const FinetuneCli& f, const std::string& head_dir, const torch::Device& device, FinetuneOptions& o);
+
+// The -v line of each update: "step 3/10: loss 0.12345, epoch 1 val <metric> 0.8123 (best)".
+std::function<void(const FinetuneProgress&)> log_finetune_progress(const std::string& metric);
 
 // The preprocessing a fine-tuned head recorded ({"pipeline": "hf" | "cxformer", "equalize"}), for
 // the encoder folder inside it.

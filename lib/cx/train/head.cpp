@@ -129,6 +129,22 @@ torch::Tensor Head::probabilities(const torch::Tensor& features) const {
   return info.task == Task::multiclass ? torch::softmax(z, 1) : torch::sigmoid(z);
 }
 
+void HeadRecord::write_to(nlohmann::json& j) const {
+  j["encoder"] = encoder;
+  j["training"] = training;
+  j["metrics"] = metrics;
+  if (!encoder_folder.empty()) j["encoder_folder"] = encoder_folder;
+  if (!preprocess.is_null()) j["preprocess"] = preprocess;
+}
+
+void HeadRecord::read_from(const nlohmann::json& j) {
+  encoder = j.value("encoder", nlohmann::json::object());
+  training = j.value("training", nlohmann::json::object());
+  metrics = j.value("metrics", nlohmann::json::object());
+  encoder_folder = j.value("encoder_folder", "");
+  if (j.contains("preprocess")) preprocess = j["preprocess"];
+}
+
 nlohmann::json head_json(const Head& head) {
   const HeadInfo& i = head.info;
   nlohmann::json shape = {{"type", head_type_name(i.shape.type)}, {"in", i.shape.in}, {"out", i.shape.out}};
@@ -145,12 +161,8 @@ nlohmann::json head_json(const Head& head) {
       {"head", shape},
       {"policy", {{"uncertain", policy_name(i.policy.uncertain)}, {"blank", policy_name(i.policy.blank)}}},
       {"standardize", head.standardizer.defined()},
-      {"encoder", i.encoder},
-      {"training", i.training},
-      {"metrics", i.metrics},
   };
-  if (!i.encoder_folder.empty()) j["encoder_folder"] = i.encoder_folder;
-  if (!i.preprocess.is_null()) j["preprocess"] = i.preprocess;
+  i.write_to(j);
   return j;
 }
 
@@ -222,11 +234,7 @@ Head load_head(const std::string& folder) {
     if (i.shape.type == HeadType::mlp) i.shape.hidden = h.at("hidden").get<std::int64_t>();
     i.policy.uncertain = parse_uncertain_policy(j.at("policy").at("uncertain").get<std::string>());
     i.policy.blank = parse_blank_policy(j.at("policy").at("blank").get<std::string>());
-    i.encoder = j.value("encoder", nlohmann::json::object());
-    i.training = j.value("training", nlohmann::json::object());
-    i.metrics = j.value("metrics", nlohmann::json::object());
-    i.encoder_folder = j.value("encoder_folder", "");
-    if (j.contains("preprocess")) i.preprocess = j["preprocess"];
+    i.read_from(j);
   } catch (const nlohmann::json::exception& e) {
     throw Error(at(json_path, std::string("bad field: ") + e.what()));
   } catch (const UsageError& e) {
@@ -291,13 +299,9 @@ void write_folder_atomic(const std::string& target, const std::function<void(con
   if (existed) fs::remove_all(aside, ec);
 }
 
-void check_encoder(const HeadInfo& head, const nlohmann::json& stream_header, const std::string& where) {
-  check_encoder(head.encoder, stream_header, where);
-}
-
-void check_encoder(const nlohmann::json& head_encoder, const nlohmann::json& stream_header, const std::string& where) {
-  const std::string want_id = head_encoder.value("id", "");
-  const std::string want_sha = head_encoder.value("sha256", "");
+void check_encoder(const HeadRecord& head, const nlohmann::json& stream_header, const std::string& where) {
+  const std::string want_id = head.encoder.value("id", "");
+  const std::string want_sha = head.encoder.value("sha256", "");
   if (!stream_header.contains("model") || !stream_header["model"].is_object())
     throw Error(at(where, "the stream header names no encoder (\"model\"), so it cannot be checked against the head's "
                           "encoder '" + want_id + "' (sha256 " + want_sha.substr(0, 12) +

@@ -64,17 +64,24 @@ struct Standardizer {
   torch::Tensor apply(const torch::Tensor& x) const;
 };
 
-struct HeadInfo {
-  Task task = Task::multilabel;
-  std::vector<std::string> labels;
-  std::string feature = "cx5";  // the stream field the head reads (cx5 | cls)
-  HeadShape shape;
-  LabelPolicy policy;
+// What every head folder's head.json records beside the head itself (cx-head and cx-seghead alike).
+struct HeadRecord {
   nlohmann::json encoder = nlohmann::json::object();  // {"id", "sha256", ...} of the features' encoder
   nlohmann::json training = nlohmann::json::object();
   nlohmann::json metrics = nlohmann::json::object();
   std::string encoder_folder;                          // "encoder" for fine-tuned heads, else empty
   nlohmann::json preprocess = nlohmann::json();        // fine-tuned heads: the preprocessing used
+
+  void write_to(nlohmann::json& head_json) const;
+  void read_from(const nlohmann::json& head_json);  // throws nlohmann::json exceptions on bad types
+};
+
+struct HeadInfo : HeadRecord {
+  Task task = Task::multilabel;
+  std::vector<std::string> labels;
+  std::string feature = "cx5";  // the stream field the head reads (cx5 | cls)
+  HeadShape shape;
+  LabelPolicy policy;
 };
 
 struct Head {
@@ -110,8 +117,6 @@ void write_folder_atomic(const std::string& target, const std::function<void(con
 // Refuses (cx::Error naming `where`) features from an encoder other than the head's: the stream
 // header's "model" id and sha256 must equal the head's encoder. A stream without "model" cannot
 // be checked and is refused too.
-void check_encoder(const HeadInfo& head, const nlohmann::json& stream_header, const std::string& where);
-// The same check for any head that records its encoder as {"id", "sha256", ...}.
-void check_encoder(const nlohmann::json& head_encoder, const nlohmann::json& stream_header, const std::string& where);
+void check_encoder(const HeadRecord& head, const nlohmann::json& stream_header, const std::string& where);
 
 }  // namespace cx::train

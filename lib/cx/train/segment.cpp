@@ -128,12 +128,8 @@ nlohmann::json seg_head_json(const SegHead& head) {
           {"feature", i.feature},
           {"head", shape},
           {"stride", i.stride},
-          {"standardize", head.mean.defined()},
-          {"encoder", i.encoder},
-          {"training", i.training},
-          {"metrics", i.metrics}};
-  if (!i.encoder_folder.empty()) j["encoder_folder"] = i.encoder_folder;
-  if (!i.preprocess.is_null()) j["preprocess"] = i.preprocess;
+          {"standardize", head.mean.defined()}};
+  i.write_to(j);
   return j;
 }
 
@@ -162,11 +158,7 @@ SegHead load_seg_head(const std::string& folder) {
     i.shape.classes = h.at("classes").get<std::int64_t>();
     if (i.shape.type == SegHeadType::conv) i.shape.hidden = h.at("hidden").get<std::int64_t>();
     i.stride = j.at("stride").get<int>();
-    i.encoder = j.value("encoder", nlohmann::json::object());
-    i.training = j.value("training", nlohmann::json::object());
-    i.metrics = j.value("metrics", nlohmann::json::object());
-    i.encoder_folder = j.value("encoder_folder", "");
-    if (j.contains("preprocess")) i.preprocess = j["preprocess"];
+    i.read_from(j);
   } catch (const nlohmann::json::exception& e) {
     throw Error(at(json_path, std::string("bad field: ") + e.what()));
   } catch (const UsageError& e) {

@@ -65,16 +65,11 @@ class SegHeadModule : public torch::nn::Module {
   std::vector<torch::Tensor> w_, b_;
 };
 
-struct SegHeadInfo {
+struct SegHeadInfo : HeadRecord {
   std::vector<std::string> classes;  // names of values 0..K-1; 0 is "background"
   std::string feature = "patch";     // patch | patch4
   SegHeadShape shape;
   int stride = 14;                   // target pixels per grid cell used in training
-  nlohmann::json encoder = nlohmann::json::object();
-  nlohmann::json training = nlohmann::json::object();
-  nlohmann::json metrics = nlohmann::json::object();
-  std::string encoder_folder;                    // "encoder" for fine-tuned heads, else empty
-  nlohmann::json preprocess = nlohmann::json();  // fine-tuned heads: the preprocessing used
 };
 
 struct SegHead {
