@@ -8,6 +8,7 @@
 #include "cx/cli/error.hpp"
 #include "cx/cli/log.hpp"
 #include "cx/io/tar.hpp"
+#include "cx/random/xoshiro.hpp"
 
 namespace cx::io {
 
@@ -44,13 +45,7 @@ class KeySet {
   }
 
  private:
-  static std::uint64_t mix(std::uint64_t x) {  // splitmix64 finaliser: spread bits for probing
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ULL;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebULL;
-    return x ^ (x >> 31);
-  }
+  static std::uint64_t mix(std::uint64_t x) { return random::mix64(x); }  // spread bits for probing
   void grow() {
     std::vector<std::uint64_t> old = std::move(slots_);
     slots_.assign(old.empty() ? 1024 : old.size() * 2, 0);

@@ -8,14 +8,11 @@
 #include <cstdint>
 #include <vector>
 
+#include "cx/random/xoshiro.hpp"
+
 namespace cx::train {
 
-inline std::uint64_t splitmix64(std::uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
+inline std::uint64_t splitmix64(std::uint64_t x) { return random::splitmix64_next(x); }
 
 class CounterRng {
  public:
