@@ -1,6 +1,7 @@
 // cx-embed: an encoder (Hugging Face folder) turns a stream of X-rays into CLS, patch and register
 // tokens. See man/cx-embed.1.
 #include <filesystem>
+#include <functional>
 #include <sstream>
 
 #include "cx/cli/error.hpp"
@@ -104,46 +105,40 @@ int main(int argc, char** argv) {
     }
 
     cx::cli::Progress progress("images");
-    std::vector<cx::io::Record> done;
-    cx::io::Record record;
+    // Every record through the embedder, each finished one handed to `emit` in input order.
+    auto run_all = [&](const std::function<void(const cx::io::Record&)>& emit) {
+      std::vector<cx::io::Record> done;
+      auto drain = [&] {
+        for (auto& r : done) {
+          emit(r);
+          progress.add();
+        }
+        done.clear();
+      };
+      cx::io::Record record;
+      while (source->next(record)) {
+        embedder.push(std::move(record), done);
+        drain();
+      }
+      embedder.flush(done);
+      drain();
+    };
     if (format == "npy") {
       const std::string field = *options.emit.begin();
       const std::string prefix = tool.common().output;
       cx::io::NpyMatrixWriter matrix(prefix + ".npy");
       cx::cli::OutputFile keys(prefix + ".keys.tsv", false);
       keys.write("index\tkey\n");
-      auto drain = [&] {
-        for (auto& r : done) {
-          keys.write(std::to_string(matrix.rows()) + "\t" + r.key + "\n");
-          matrix.append(cx::model::Embedder::field_floats(r, field));
-          progress.add();
-        }
-        done.clear();
-      };
-      while (source->next(record)) {
-        embedder.push(std::move(record), done);
-        drain();
-      }
-      embedder.flush(done);
-      drain();
+      run_all([&](const cx::io::Record& r) {
+        keys.write(std::to_string(matrix.rows()) + "\t" + r.key + "\n");
+        matrix.append(cx::model::Embedder::field_floats(r, field));
+      });
       matrix.commit();
       keys.commit();
     } else {
       cx::cli::OutputFile out(tool.common().output);
       cx::io::StreamWriter writer(out.file(), header, out.is_stdout() ? "standard output" : out.path());
-      auto drain = [&] {
-        for (auto& r : done) {
-          writer.write(r);
-          progress.add();
-        }
-        done.clear();
-      };
-      while (source->next(record)) {
-        embedder.push(std::move(record), done);
-        drain();
-      }
-      embedder.flush(done);
-      drain();
+      run_all([&](const cx::io::Record& r) { writer.write(r); });
       writer.finish();
       out.commit();
     }

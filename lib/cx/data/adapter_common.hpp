@@ -22,6 +22,8 @@ std::unique_ptr<ItemSource> open_folder(const AdapterOptions& options);
 std::unique_ptr<ItemSource> open_reports(const AdapterOptions& options);
 
 std::string trim(std::string_view s);
+// Runs of white space as one space, none at either end.
+std::string collapse_space(std::string_view s);
 std::string upper(std::string s);
 std::string lower(std::string s);
 bool ends_with_ci(std::string_view s, std::string_view suffix);

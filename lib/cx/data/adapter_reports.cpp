@@ -98,21 +98,6 @@ std::string attribute(std::string_view tag, std::string_view name) {
   return "";
 }
 
-std::string collapse_space(const std::string& s) {
-  std::string t;
-  bool space = false;
-  for (char c : s) {
-    if (std::isspace(static_cast<unsigned char>(c))) {
-      space = true;
-    } else {
-      if (space && !t.empty()) t += ' ';
-      space = false;
-      t += c;
-    }
-  }
-  return t;
-}
-
 struct IuReport {
   std::string id;  // uId
   nlohmann::json sections = nlohmann::json::object();

@@ -26,6 +26,21 @@ std::string trim(std::string_view s) {
   return std::string(s.substr(b, e - b));
 }
 
+std::string collapse_space(std::string_view s) {
+  std::string t;
+  bool space = false;
+  for (char c : s) {
+    if (std::isspace(static_cast<unsigned char>(c))) {
+      space = true;
+    } else {
+      if (space && !t.empty()) t += ' ';
+      space = false;
+      t += c;
+    }
+  }
+  return t;
+}
+
 std::string upper(std::string s) {
   for (char& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
   return s;
@@ -258,17 +273,7 @@ nlohmann::json mimic_report_sections(const std::string& text) {
   std::string body;
   auto flush = [&] {
     if (!current.empty()) {
-      std::string t;
-      bool space = false;
-      for (char c : body) {
-        if (std::isspace(static_cast<unsigned char>(c))) {
-          space = true;
-        } else {
-          if (space && !t.empty()) t += ' ';
-          space = false;
-          t += c;
-        }
-      }
+      const std::string t = detail::collapse_space(body);
       if (!t.empty()) {
         if (out.contains(current))
           out[current] = out[current].get<std::string>() + " " + t;
