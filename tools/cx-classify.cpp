@@ -179,14 +179,10 @@ int run_predict(cx::cli::Tool& tool, const std::string& head_dir, std::vector<st
   std::shared_ptr<cx::model::VitModel> encoder;
   cx::image::PreprocessConfig preprocess;
   auto ensure_encoder = [&] {
-    if (encoder) return;
-    if (info.encoder_folder.empty()) return;
-    const std::string folder = head_dir + "/" + info.encoder_folder;
-    cx::model::LoadOptions lo;
-    lo.device = device;
-    lo.hash = false;
-    encoder = cx::model::load_hf_vit(folder, lo).model;
-    preprocess = cx::train::recorded_preprocess(info.preprocess, folder);
+    if (encoder || info.encoder_folder.empty()) return;
+    cx::train::HeadEncoder e = cx::train::load_head_encoder(head_dir, info, device);
+    encoder = e.model;
+    preprocess = e.preprocess;
   };
 
   const auto L = static_cast<std::int64_t>(info.labels.size());

@@ -218,17 +218,9 @@ int run_predict(cx::cli::Tool& tool, const PredictCli& c) {
   const std::string where = inputs[0] == "-" ? "standard input" : inputs[0];
   // A fine-tuned head embeds images itself with its own encoder; tokens from a stream are checked
   // against the head's encoder once, at the first record that carries them.
-  std::shared_ptr<cx::model::VitModel> encoder;
-  cx::image::PreprocessConfig preprocess;
-  if (!info.encoder_folder.empty()) {
-    const std::string folder = c.head_dir + "/" + info.encoder_folder;
-    cx::model::LoadOptions lo;
-    lo.device = device;
-    lo.hash = false;
-    encoder = cx::model::load_hf_vit(folder, lo).model;
-    encoder->eval();
-    preprocess = cx::train::recorded_preprocess(info.preprocess, folder);
-  }
+  const cx::train::HeadEncoder head_encoder = cx::train::load_head_encoder(c.head_dir, info, device);
+  const std::shared_ptr<cx::model::VitModel>& encoder = head_encoder.model;
+  const cx::image::PreprocessConfig& preprocess = head_encoder.preprocess;
   bool checked = c.ignore_encoder;
 
   // The stream goes to -o or standard output; with a file output asked for instead, only to -o.

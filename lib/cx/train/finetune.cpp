@@ -500,6 +500,23 @@ FinetuneResult finetune(const ImageSet& train, const ImageSet* val, const std::v
   return result;
 }
 
+HeadEncoder load_head_encoder(const std::string& head_dir, const HeadRecord& head, const torch::Device& device) {
+  HeadEncoder e;
+  if (head.encoder_folder.empty()) return e;
+  const std::string folder = head_dir + "/" + head.encoder_folder;
+  model::LoadOptions lo;
+  lo.device = device;
+  lo.hash = false;
+  e.model = model::load_hf_vit(folder, lo).model;
+  e.model->eval();
+  const auto& pp = head.preprocess;
+  if (pp.is_object() && pp.value("pipeline", "hf") == "cxformer")
+    e.preprocess = image::PreprocessConfig::cxformer(pp.value("equalize", false));
+  else
+    e.preprocess = image::PreprocessConfig::from_file(folder + "/preprocessor_config.json");
+  return e;
+}
+
 nlohmann::json save_finetuned_encoder(const std::string& folder, model::VitModel& encoder, const FinetuneOptions& options) {
   model::save_hf_folder(folder, encoder);
   const std::string pp = options.encoder_folder + "/preprocessor_config.json";

@@ -138,6 +138,15 @@ AugmentOptions augment_options_for(const FinetuneOptions& options);
 torch::Tensor preprocess_images(const std::vector<const std::string*>& images, const std::vector<std::string>& where,
                                 const image::PreprocessConfig& config);
 
+// The encoder a fine-tuned head carries (HEADDIR/<encoder_folder>, in eval mode on `device`, not
+// hashed) and the preprocessing the head recorded for it ({"pipeline": "hf" | "cxformer",
+// "equalize"}). A head without an encoder folder gives an empty model.
+struct HeadEncoder {
+  std::shared_ptr<model::VitModel> model;
+  image::PreprocessConfig preprocess;
+};
+HeadEncoder load_head_encoder(const std::string& head_dir, const HeadRecord& head, const torch::Device& device);
+
 // Writes an encoder (with the original folder's preprocessor_config.json when there is one) as a
 // Hugging Face folder and returns the "encoder" description cx-embed will record for it.
 nlohmann::json save_finetuned_encoder(const std::string& folder, model::VitModel& encoder, const FinetuneOptions& options);

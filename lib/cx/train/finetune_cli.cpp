@@ -57,10 +57,4 @@ std::function<void(const FinetuneProgress&)> log_finetune_progress(const std::st
   };
 }
 
-image::PreprocessConfig recorded_preprocess(const nlohmann::json& record, const std::string& encoder_folder) {
-  if (record.is_object() && record.value("pipeline", "hf") == "cxformer")
-    return image::PreprocessConfig::cxformer(record.value("equalize", false));
-  return image::PreprocessConfig::from_file(encoder_folder + "/preprocessor_config.json");
-}
-
 }  // namespace cx::train

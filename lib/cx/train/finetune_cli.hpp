@@ -32,8 +32,4 @@ void apply_finetune_cli(const FinetuneCli& f, const std::string& head_dir, const
 // The -v line of each update: "step 3/10: loss 0.12345, epoch 1 val <metric> 0.8123 (best)".
 std::function<void(const FinetuneProgress&)> log_finetune_progress(const std::string& metric);
 
-// The preprocessing a fine-tuned head recorded ({"pipeline": "hf" | "cxformer", "equalize"}), for
-// the encoder folder inside it.
-image::PreprocessConfig recorded_preprocess(const nlohmann::json& record, const std::string& encoder_folder);
-
 }  // namespace cx::train
