@@ -5,10 +5,13 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 
 #include "cx/cli/error.hpp"
 
 namespace cx::cli {
+
+namespace fs = std::filesystem;
 
 namespace {
 std::string errno_text() { return std::strerror(errno); }
@@ -68,6 +71,46 @@ void write_file_atomic(const std::string& path, const std::string& bytes) {
   OutputFile out(path);
   out.write(bytes);
   out.commit();
+}
+
+void write_folder_atomic(const std::string& target, const std::function<void(const std::string& temp)>& fill) {
+  fs::path t(target);
+  while (!t.empty() && !t.has_filename()) t = t.parent_path();  // "head/" -> "head"
+  if (t.empty()) throw Error(at(target, "not a folder name"));
+  const std::string pid = std::to_string(::getpid());
+  fs::path temp = t.parent_path() / ("." + t.filename().string() + ".tmp." + pid);
+  fs::path aside = t.parent_path() / ("." + t.filename().string() + ".old." + pid);
+  std::error_code ec;
+  fs::remove_all(temp, ec);
+  fs::create_directories(temp, ec);
+  if (ec) throw Error(at(temp.string(), "cannot create folder: " + ec.message()));
+  try {
+    fill(temp.string());
+  } catch (...) {
+    fs::remove_all(temp, ec);
+    throw;
+  }
+  const bool existed = fs::exists(t, ec);
+  if (existed && !fs::is_directory(t, ec)) {
+    fs::remove_all(temp, ec);
+    throw Error(at(t.string(), "exists and is not a folder"));
+  }
+  if (existed) {
+    fs::remove_all(aside, ec);
+    fs::rename(t, aside, ec);
+    if (ec) {
+      fs::remove_all(temp, ec);
+      throw Error(at(t.string(), "cannot move the old folder aside: " + ec.message()));
+    }
+  }
+  fs::rename(temp, t, ec);
+  if (ec) {
+    std::error_code ec2;
+    if (existed) fs::rename(aside, t, ec2);
+    fs::remove_all(temp, ec2);
+    throw Error(at(t.string(), "cannot rename into place: " + ec.message()));
+  }
+  if (existed) fs::remove_all(aside, ec);
 }
 
 }  // namespace cx::cli

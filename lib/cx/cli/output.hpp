@@ -4,6 +4,7 @@
 // interrupted run never leaves a file that looks complete. "-" or "" means standard output
 // (checked at exit by Tool::run).
 #include <cstdio>
+#include <functional>
 #include <string>
 
 namespace cx::cli {
@@ -35,5 +36,10 @@ class OutputFile {
 
 // Writes a whole file atomically.
 void write_file_atomic(const std::string& path, const std::string& bytes);
+
+// Writes a whole folder atomically: `fill` writes the files into a temporary sibling folder
+// (".NAME.tmp.PID"), which then replaces `target` (an existing folder is moved aside first and
+// removed after the rename). On any failure the temporary goes and `target` is left as it was.
+void write_folder_atomic(const std::string& target, const std::function<void(const std::string& temp)>& fill);
 
 }  // namespace cx::cli

@@ -36,14 +36,16 @@ void Tool::add_output_option(CLI::App* where) {
 void Tool::add_threads_option(CLI::App* where) {
   (where ? where : &app_)->add_option("--threads", common_.threads, "Worker threads; 0 uses every core")
       ->envname("CX_THREADS")
-      ->check(CLI::NonNegativeNumber)
-      ->type_name("N");
+      ->check(CLI::Range(0, kMaxThreads))
+      ->type_name("N")
+      ->capture_default_str();
 }
 
 void Tool::add_device_option(CLI::App* where) {
   (where ? where : &app_)->add_option("--device", common_.device, "Compute device: cpu, cuda or cuda:N")
       ->envname("CX_DEVICE")
-      ->type_name("DEV");
+      ->type_name("DEV")
+      ->capture_default_str();
 }
 
 void Tool::add_seed_option(std::uint64_t default_seed, CLI::App* where) {
@@ -57,6 +59,20 @@ void Tool::add_seed_option(std::uint64_t default_seed, CLI::App* where) {
 void Tool::add_provenance_option(CLI::App* where) {
   (where ? where : &app_)->add_flag("--no-provenance", common_.no_provenance,
                      "Leave this tool out of the stream header's provenance chain");
+}
+
+void Tool::add_skip_bad_option(bool& flag, CLI::App* where) {
+  (where ? where : &app_)->add_flag("--skip-bad", flag,
+                                    "Skip inputs that cannot be read, naming each on stderr; exit 3 when any was skipped");
+}
+
+void Tool::add_shared_options(unsigned which, CLI::App* where) {
+  if (which & kOutput) add_output_option(where);
+  if (which & kThreads) add_threads_option(where);
+  if (which & kDevice) add_device_option(where);
+  if (which & kSeed) add_seed_option(common_.seed, where);
+  if (which & kProvenance) add_provenance_option(where);
+  if (which & kSkipBad) add_skip_bad_option(where);
 }
 
 int Tool::threads() const {
