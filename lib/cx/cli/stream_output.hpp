@@ -3,6 +3,7 @@
 // stream header with this tool's provenance entry appended (unless --no-provenance), and on
 // finish() writes __end__ and renames the file into place. Destroyed unfinished, it leaves no file
 // that looks complete (a temporary is removed; on stdout the missing __end__ marks truncation).
+// Binary data is never written onto a terminal: standard output being one is a usage error.
 #include <memory>
 #include <string>
 

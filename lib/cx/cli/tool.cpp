@@ -125,17 +125,29 @@ bool close_stdout_checked(bool report) {
 }
 }  // namespace
 
+namespace {
+// --help and --version print to stdout; a failed write (>/dev/full) is exit 1, not 0.
+template <class E>
+int help_or_version_impl(CLI::App& app, const E& e) {
+  const int code = app.exit(e);
+  std::cout.flush();
+  const bool ok = static_cast<bool>(std::cout);
+  return close_stdout_checked(true) && ok ? code : kExitFailure;
+}
+}  // namespace
+
 int Tool::run(int argc, char** argv, const std::function<int()>& body) {
+  auto help_or_version = [this](const auto& e) { return help_or_version_impl(app_, e); };
   std::signal(SIGPIPE, SIG_DFL);
   argv_.assign(argv, argv + argc);
   try {
     app_.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
-    return app_.exit(e);
+    return help_or_version(e);
   } catch (const CLI::CallForAllHelp& e) {
-    return app_.exit(e);
+    return help_or_version(e);
   } catch (const CLI::CallForVersion& e) {
-    return app_.exit(e);
+    return help_or_version(e);
   } catch (const CLI::ParseError& e) {
     log::error(e.what());
     std::fprintf(stderr, "Run with --help for usage.\n");
