@@ -5,11 +5,17 @@
 
 #include "cx/cli/error.hpp"
 #include "cx/cli/log.hpp"
+#include "cx/cli/options.hpp"
 #include "cx/cli/progress.hpp"
 #include "cx/cli/stream_output.hpp"
 #include "cx/cli/tool.hpp"
 #include "cx/phantom/phantom.hpp"
 #include "cx/phantom/phantom_stream.hpp"
+
+namespace {
+// Keys are "phantom-" and the index; 10^12 records is more than any disk holds at 64 px.
+constexpr std::int64_t kMaxCount = 1'000'000'000'000;
+}  // namespace
 
 int main(int argc, char** argv) {
   cx::cli::Tool tool("cx-phantom",
@@ -18,10 +24,10 @@ int main(int argc, char** argv) {
   CLI::App& app = tool.app();
   std::int64_t count = 16;
   cx::phantom::PhantomOptions options;
-  const CLI::Validator non_negative(
-      [](std::string& v) { return !v.empty() && v[0] == '-' ? std::string("must be 0 or more, not " + v) : std::string(); },
-      "", "non-negative");
-  app.add_option("-n,--count", count, "Number of records")->type_name("N")->check(non_negative)->capture_default_str();
+  app.add_option("-n,--count", count, "Number of records")
+      ->type_name("N")
+      ->check(cx::cli::count_range(0, kMaxCount))
+      ->capture_default_str();
   app.add_option("--size", options.size, "Image width and height in pixels")
       ->type_name("PX")
       ->check(CLI::Range(cx::phantom::kMinSize, cx::phantom::kMaxSize))

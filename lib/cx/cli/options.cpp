@@ -35,4 +35,29 @@ Shard parse_shard(const std::string& text, const std::string& option) {
   return shard;
 }
 
+CLI::Validator count_range(std::int64_t lo, std::int64_t hi) {
+  const std::string range = std::to_string(lo) + " to " + std::to_string(hi);
+  return CLI::Validator(
+      [lo, hi, range](std::string& text) -> std::string {
+        std::string t = util::trim(text);
+        bool ok = !t.empty() && t.size() <= 18;
+        std::int64_t v = 0;
+        std::size_t i = 0;
+        bool negative = false;
+        if (ok && (t[0] == '-' || t[0] == '+')) {
+          negative = t[0] == '-';
+          ok = t.size() > 1;
+          i = 1;
+        }
+        for (; ok && i < t.size(); ++i) {
+          if (t[i] < '0' || t[i] > '9') ok = false;
+          else v = v * 10 + (t[i] - '0');
+        }
+        if (negative) v = -v;
+        if (!ok || v < lo || v > hi) return "must be an integer from " + range + ", not " + text;
+        return std::string();
+      },
+      "INT in [" + range + "]", "count_range");
+}
+
 }  // namespace cx::cli

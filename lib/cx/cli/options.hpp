@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include <CLI/CLI.hpp>
+
 namespace cx::cli {
 
 // "a, b,,c" -> {"a", "b", "c"}; "" -> {} (the option was not given). Text that holds no item
@@ -20,5 +22,10 @@ struct Shard {
 };
 // "" -> {0, 1}; otherwise "i/n" with decimal i and n, 0 <= i < n, n <= 2^31.
 Shard parse_shard(const std::string& text, const std::string& option = "--shard");
+
+// A validator for counts (-n, --batch, --epochs ...): a decimal integer from lo to hi, checked on the
+// text before any conversion, so "99999999999999999999" is refused instead of saturating, and the
+// message says the range in plain numbers: "must be an integer from 1 to 4096, not 0".
+CLI::Validator count_range(std::int64_t lo, std::int64_t hi);
 
 }  // namespace cx::cli
