@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "cx/cli/error.hpp"
+#include "cx/cli/names.hpp"
 #include "cx/data/table.hpp"
 #include "cx/io/decompress.hpp"
 #include "cx/util/strings.hpp"
@@ -187,20 +188,20 @@ bool CsvParser::next_tsv(std::vector<std::string>& row) {
 // ---------------------------------------------------------------------------------------------
 // CsvReader
 
-CsvReader::CsvReader(const std::string& path, char delimiter) : path_(path) {
+CsvReader::CsvReader(const std::string& path, char delimiter) : path_(path), name_(cli::input_name(path)) {
   if (delimiter == 0) delimiter = delimiter_from_name(path) == '\t' ? '\t' : ',';
-  in_ = io::DecompressingInput::open(path, path);
+  in_ = io::DecompressingInput::open(path, name_);
   io::DecompressingInput* in = in_.get();
-  parser_ = std::make_unique<CsvParser>([in](char* buf, std::size_t cap) { return in->read(buf, cap); }, path,
+  parser_ = std::make_unique<CsvParser>([in](char* buf, std::size_t cap) { return in->read(buf, cap); }, name_,
                                         delimiter);
-  if (!parser_->next(columns_)) throw Error(at(path, "empty file: no header row"));
+  if (!parser_->next(columns_)) throw Error(at(name_, "empty file: no header row"));
   // Trailing empty column names name nothing: NIH's files end their header (and, in the 2017
   // release, every row) with stray commas.
   while (columns_.size() > 1 && util::trim(columns_.back()).empty()) columns_.pop_back();
   for (std::size_t i = 0; i < columns_.size(); ++i)
     for (std::size_t j = 0; j < i; ++j)
       if (!columns_[i].empty() && columns_[i] == columns_[j])
-        throw Error(at(path, "column '" + columns_[i] + "' appears twice in the header"));
+        throw Error(at(name_, "column '" + columns_[i] + "' appears twice in the header"));
 }
 
 CsvReader::~CsvReader() = default;
@@ -209,7 +210,7 @@ bool CsvReader::next(std::vector<std::string>& row) {
   if (!parser_->next(row)) return false;
   while (row.size() > columns_.size() && util::trim(row.back()).empty()) row.pop_back();
   if (row.size() != columns_.size())
-    throw Error(at(path_, "line " + std::to_string(line()) + ": " + std::to_string(row.size()) +
+    throw Error(at(name_, "line " + std::to_string(line()) + ": " + std::to_string(row.size()) +
                               " fields, the header has " + std::to_string(columns_.size())));
   return true;
 }
@@ -222,10 +223,10 @@ int CsvReader::find_column(const std::string& name) const {
 
 int CsvReader::require_column(const std::string& name) const {
   int i = find_column(name);
-  if (i < 0) throw Error(at(path_, "no column '" + name + "' (columns: " + name_list(columns_) + ")"));
+  if (i < 0) throw Error(at(name_, "no column '" + name + "' (columns: " + name_list(columns_) + ")"));
   return i;
 }
 
-std::string CsvReader::where() const { return path_ + ":" + std::to_string(line()); }
+std::string CsvReader::where() const { return name_ + ":" + std::to_string(line()); }
 
 }  // namespace cx::data

@@ -80,13 +80,13 @@ class CsvReader {
   bool next(std::vector<std::string>& row);
   // 1-based line where the row last returned by next() began; "FILE:LINE" for messages.
   std::size_t line() const { return parser_->line(); }
-  std::string where() const;
+  std::string where() const;  // standard input is named so
   const std::string& path() const { return path_; }
 
  private:
   std::unique_ptr<io::DecompressingInput> in_;
   std::unique_ptr<CsvParser> parser_;
-  std::string path_;
+  std::string path_, name_;  // as given; for messages ("-": "standard input")
   std::vector<std::string> columns_;
 };
 

@@ -11,6 +11,7 @@
 #include <memory>
 
 #include "cx/cli/error.hpp"
+#include "cx/cli/names.hpp"
 #include "cx/dicom/dicom.hpp"
 #include "cx/image/equalize.hpp"
 #include "cx/image/preprocess.hpp"
@@ -161,7 +162,7 @@ nlohmann::json scale_boxes(const nlohmann::json& boxes, double sx, double sy) {
 
 IngestResult ingest_item(const IngestItem& item, const IngestOptions& o) {
   const std::string& path = item.image_path;
-  const std::string where = path == "-" ? std::string("standard input") : path;
+  const std::string where = cli::input_name(path);
   try {
     const std::string bytes = path == "-" ? read_stdin_bytes() : io::read_file_bytes(path);
     Rendered r = render(bytes, where, o);

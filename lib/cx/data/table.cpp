@@ -9,6 +9,7 @@
 #include <unordered_map>
 
 #include "cx/cli/error.hpp"
+#include "cx/cli/names.hpp"
 #include "cx/data/csv_reader.hpp"
 #include "cx/io/decompress.hpp"
 #include "cx/util/strings.hpp"
@@ -71,7 +72,7 @@ Table parse_table(const std::string& text, const std::string& source, char delim
 
 Table read_table(const std::string& path, char delimiter) {
   std::string text = read_text_file(path);
-  return parse_table(text, path == "-" ? "standard input" : path, delimiter);
+  return parse_table(text, cli::input_name(path), delimiter);
 }
 
 std::string format_tsv(const Table& table) {

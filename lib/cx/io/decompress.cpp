@@ -8,6 +8,8 @@
 #include <cstring>
 #include <vector>
 
+#include "cx/cli/names.hpp"
+
 namespace cx::io {
 
 const char* compression_name(Compression c) {
@@ -170,7 +172,7 @@ DecompressingInput::DecompressingInput(std::FILE* in, std::string where) : impl_
 }
 
 std::unique_ptr<DecompressingInput> DecompressingInput::open(const std::string& path, std::string where) {
-  if (where.empty()) where = path == "-" ? "standard input" : path;
+  if (where.empty()) where = cli::input_name(path);
   if (path == "-") return std::make_unique<DecompressingInput>(stdin, where);
   std::FILE* f = std::fopen(path.c_str(), "rb");
   if (!f) throw Error(at(where, std::string("cannot open: ") + std::strerror(errno)));
