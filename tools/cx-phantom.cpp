@@ -5,10 +5,9 @@
 
 #include "cx/cli/error.hpp"
 #include "cx/cli/log.hpp"
-#include "cx/cli/output.hpp"
 #include "cx/cli/progress.hpp"
+#include "cx/cli/stream_output.hpp"
 #include "cx/cli/tool.hpp"
-#include "cx/io/stream.hpp"
 #include "cx/phantom/phantom.hpp"
 #include "cx/phantom/phantom_stream.hpp"
 
@@ -43,17 +42,12 @@ int main(int argc, char** argv) {
 
   return tool.run(argc, argv, [&]() -> int {
     const std::uint64_t seed = tool.common().seed;
-    nlohmann::json header = cx::phantom::phantom_stream_header(options, seed, count);
-    if (!tool.common().no_provenance) header["provenance"].push_back(tool.provenance_entry());
-
-    cx::cli::OutputFile out(tool.common().output);
-    cx::io::StreamWriter writer(out.file(), header, out.is_stdout() ? "standard output" : out.path());
+    cx::cli::StreamOutput out(tool, cx::phantom::phantom_stream_header(options, seed, count));
     cx::cli::Progress progress("phantoms", count);
-    cx::phantom::write_phantoms(writer, options, seed, count, tool.threads(), [&](std::int64_t) { progress.add(); });
+    cx::phantom::write_phantoms(out.writer(), options, seed, count, tool.threads(), [&](std::int64_t) { progress.add(); });
     progress.finish();
-    writer.finish();
-    out.commit();
-    cx::log::debug(std::to_string(writer.records()) + " records written (" + std::to_string(options.size) + " px, seed " +
+    out.finish();
+    cx::log::debug(std::to_string(out.records()) + " records written (" + std::to_string(options.size) + " px, seed " +
                    std::to_string(seed) + ")");
     return cx::kExitOk;
   });
