@@ -177,13 +177,17 @@ void write_plot(const std::string& path, const std::string& svg) {
     cli::write_file_atomic(path, svg);
     return;
   }
-  // rsvg-convert reads the SVG from a temporary file beside the target and writes the PNG to its
-  // standard output, which is written atomically like any output.
+  // rsvg-convert reads the SVG from a temporary file beside the target (removed on every way out,
+  // a signal included) and writes the PNG to its standard output, written atomically like any output.
   const std::string svg_file = path + ".tmp." + std::to_string(::getpid()) + ".svg";
-  struct Remove {
+  struct Temporary {
     const std::string& name;
-    ~Remove() { ::unlink(name.c_str()); }
-  } remove{svg_file};
+    int slot = cli::register_temporary(name, false);
+    ~Temporary() {
+      ::unlink(name.c_str());
+      cli::unregister_temporary(slot);
+    }
+  } temporary{svg_file};
   cli::write_file_atomic(svg_file, svg);
   std::string png;
   const int rc = cli::run_program({kRasteriser, "-b", "white", svg_file},
