@@ -1,6 +1,6 @@
 """Python side of cx-eval's reference checks (tests/make_eval_goldens.py, tests/cli/cx-eval.bats).
 
-coco_tokenize mirrors cx::metrics::coco_tokenize (lib/cx/metrics/report.hpp) rule for rule, on bytes
+coco_tokenize mirrors cx::metrics::coco_tokenize (lib/cx/metrics/text.hpp) rule for rule, on bytes
 like the C++ (ASCII lowercase, ASCII letters and digits), so that NLTK's corpus_bleu can be run on
 exactly the tokens cx-eval scores. The unit test compares the two tokenisers on the golden texts.
 """

@@ -116,6 +116,18 @@ PY
   [ "$(echo "$output" | awk -F'\t' '$2 == "Edema" { print $3 }')" = 10 ]
 }
 
+@test "-q silences chatter, never a skipped input: each is named on stderr (exit 3)" {
+  grep -v -e '^k03' -e '^k07' "$T/pred.tsv" > "$T/pred_missing.tsv"
+  run --separate-stderr cx-eval auroc -q --skip-bad --truth "$T/truth.tsv" --pred "$T/pred_missing.tsv"
+  [ "$status" -eq 3 ]
+  [[ "$stderr" == *"cx-eval: $T/pred_missing.tsv: no row for key 'k03' of $T/truth.tsv (skipped)"* ]]
+  [[ "$stderr" == *"cx-eval: $T/pred_missing.tsv: no row for key 'k07' of $T/truth.tsv (skipped)"* ]]
+  sed 's/^k05\t0\t0.2/k05\t0\tnan/' "$T/one.tsv" > "$T/nan.tsv"
+  run --separate-stderr cx-eval auroc -q --skip-bad "$T/nan.tsv"
+  [ "$status" -eq 3 ]
+  [[ "$stderr" == *"nan.tsv: line 7: column Edema.score: NaN score refused"*"(skipped)"* ]]
+}
+
 @test "a NaN score is refused by name (exit 1); with --skip-bad that cell is skipped (exit 3)" {
   sed 's/^k05\t0\t0.2/k05\t0\tnan/' "$T/one.tsv" > "$T/nan.tsv"
   run cx-eval auroc "$T/nan.tsv"
@@ -189,6 +201,25 @@ for r in d["rows"]:
   fi
   run cx-eval dice --plot "$T/x.svg" "$T/one.tsv" "$T/one.tsv"
   [ "$status" -eq 2 ]
+}
+
+@test "--plot .png: rsvg-convert draws it; without one on PATH, or when it fails, no file is left" {
+  bin=$(dirname "$(command -v cx-eval)")
+  mkdir -p "$T/fakebin" "$T/plots"
+  run env PATH="$bin" cx-eval auroc --bootstrap 10 --plot "$T/plots/roc.png" "$T/one.tsv"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"roc.png: no SVG rasteriser found (rsvg-convert)"* ]]
+  printf '#!/bin/sh\nexit 1\n' > "$T/fakebin/rsvg-convert"
+  chmod +x "$T/fakebin/rsvg-convert"
+  run env PATH="$T/fakebin:$bin" cx-eval auroc --bootstrap 10 --plot "$T/plots/roc.png" "$T/one.tsv"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"roc.png: rsvg-convert failed to rasterise the plot"* ]]
+  [ -z "$(ls -A "$T/plots")" ]
+  command -v rsvg-convert >/dev/null || skip "no rsvg-convert"
+  run cx-eval auroc --bootstrap 10 --plot "$T/plots/roc.png" "$T/one.tsv"
+  [ "$status" -eq 0 ]
+  [ "$(head -c 4 "$T/plots/roc.png" | od -An -c | tr -d ' ')" = "211PNG" ]
+  [ "$(ls -A "$T/plots")" = roc.png ]
 }
 
 @test "an aligned table on a terminal, JSON on request" {

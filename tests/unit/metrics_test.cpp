@@ -17,7 +17,7 @@
 #include "cx/metrics/bootstrap.hpp"
 #include "cx/metrics/classification.hpp"
 #include "cx/metrics/labeller.hpp"
-#include "cx/metrics/report.hpp"
+#include "cx/metrics/text.hpp"
 #include "cx/metrics/rng.hpp"
 #include "cx/metrics/segmentation.hpp"
 

@@ -1,4 +1,4 @@
-#include "cx/metrics/report.hpp"
+#include "cx/metrics/text.hpp"
 
 #include <algorithm>
 #include <cctype>
