@@ -11,6 +11,8 @@
 #     allocators glibc malloc with its defaults, glibc tuned at start-up (cx::model's fallback) and
 #                tcmalloc (what the tools link), for inference and for training (forward + backward),
 #                side by side: images/s, minor page faults per image, max RSS
+#     precision  f32 and bf16 only, side by side (library forward twice each, alternating, and
+#                cx-embed on the same phantoms: images/s and every CLS's cosine to f32)
 # Every cx timing reports its minor page faults per image (getrusage; /usr/bin/time for the CLI),
 # and, where the CPU has bf16 units, cx-embed --precision bf16 is timed beside f32 with the cosine
 # of every CLS to f32's.
@@ -59,6 +61,44 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
      "load average $(cut -d' ' -f1-3 /proc/loadavg) at start"
 $py "$here/reference.py" make-model "$model" --config "$config" --seed 0
 
+if [ "$mode" = precision ]; then
+  for round in 1 2; do
+    for p in f32 bf16; do
+      "$bench/embed_bench" --model "$model" --images "$images" --batch "$batch" --threads "$threads" \
+        --precision "$p" > "$tmp/prec.$p.$round.json"
+      echo "$(cut -d' ' -f1 /proc/loadavg)" > "$tmp/prec.$p.$round.load"
+    done
+  done
+  "$build/bin/cx-phantom" -n "$images" --size 518 > "$tmp/phantoms.tar"
+  for p in f32 bf16; do
+    /usr/bin/time -f "%e" -o "$tmp/cli.$p.time" "$build/bin/cx-embed" -v --model "$model" --batch "$batch" \
+      --threads "$threads" --preprocess cxformer --precision "$p" < "$tmp/phantoms.tar" > "$tmp/cls.$p.cx" 2>"$tmp/cli.$p.err"
+    grep "compute:" "$tmp/cli.$p.err" || true
+  done
+  $py - "$tmp" <<'EOF'
+import io, json, sys, tarfile, numpy as np
+tmp = sys.argv[1]
+for rnd in (1, 2):
+    r = {p: json.load(open(f"{tmp}/prec.{p}.{rnd}.json")) for p in ("f32", "bf16")}
+    load = {p: open(f"{tmp}/prec.{p}.{rnd}.load").read().strip() for p in ("f32", "bf16")}
+    cpu = {p: r[p]["cpu_seconds"] / r[p]["images"] for p in r}
+    print(f"round {rnd}: library f32 {r['f32']['images_per_s']:.3f} images/s, cpu {cpu['f32']:.2f} s/image (load {load['f32']}); "
+          f"bf16 {r['bf16']['images_per_s']:.3f} images/s, cpu {cpu['bf16']:.2f} s/image (load {load['bf16']}): "
+          f"{r['bf16']['images_per_s'] / r['f32']['images_per_s']:.2f}x by wall time, {cpu['f32'] / cpu['bf16']:.2f}x by cpu time (target >= 2x)")
+def cls(path):
+    with tarfile.open(path) as t:
+        return {m.name: np.load(io.BytesIO(t.extractfile(m).read())).astype(np.float64)
+                for m in t.getmembers() if m.name.endswith("cls.npy")}
+a, b = cls(f"{tmp}/cls.f32.cx"), cls(f"{tmp}/cls.bf16.cx")
+cos = [float(a[k] @ b[k] / np.linalg.norm(a[k]) / np.linalg.norm(b[k])) for k in a]
+t = {p: float(open(f"{tmp}/cli.{p}.time").read()) for p in ("f32", "bf16")}
+print(f"cx-embed on {len(cos)} phantoms: f32 {t['f32']:.1f} s, bf16 {t['bf16']:.1f} s (process start and"
+      f" preprocessing included); CLS cosine to f32: min {min(cos):.6f}, mean {np.mean(cos):.6f} (target >= 0.9999)")
+EOF
+  echo "load average $(cut -d' ' -f1-3 /proc/loadavg) at the end"
+  exit 0
+fi
+
 if [ "$mode" = allocators ]; then
   # Same program, same run: the allocator is the only difference. Training: TRAIN_IMAGES (4) images
   # in batches of TRAIN_BATCH (2), forward + backward through the reference attention.
@@ -90,6 +130,7 @@ for task in ("inference", "training"):
         load = open(f"{tmp}/load.{task}.{alloc}").read().strip()
         base = base or r["images_per_s"]
         print(f"  {alloc:<14} {r['images_per_s']:6.3f} images/s ({r['images_per_s'] / base:4.2f}x)"
+              f"  cpu {r['cpu_seconds'] / r['images']:5.2f} s/image"
               f"  {r['minor_faults'] / r['images']:9.0f} minor faults/image  max RSS {rss:5.0f} MiB"
               f"  [{r['allocator']}; load {load}]")
 EOF
