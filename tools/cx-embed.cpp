@@ -38,7 +38,7 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"cx", "npy"}))
       ->capture_default_str();
   app.add_option("--batch", batch, "Images per forward pass")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--precision", precision, "f32, or bf16/f16 autocast on CUDA")->check(CLI::IsMember({"f32", "bf16", "f16"}))->capture_default_str();
+  app.add_option("--precision", precision, "f32; bf16 autocast on CUDA or on a CPU with bf16 units (AVX512_BF16, AMX); f16 on CUDA")->check(CLI::IsMember({"f32", "bf16", "f16"}))->capture_default_str();
   app.add_flag("--skip-bad", skip_bad, "Skip records that cannot be embedded (named on stderr), exit 3 at the end");
   tool.add_output_option();
   tool.add_threads_option();
@@ -64,6 +64,8 @@ int main(int argc, char** argv) {
     options.batch = batch;
     options.device = device;
     options.precision = cx::model::parse_precision(precision, device);
+    cx::log::debug("compute: " + cx::model::precision_path(options.precision, device) + ", " +
+                  std::to_string(at::get_num_threads()) + " thread(s), allocator " + cx::model::allocator_name());
 
     std::string folder = cx::model::resolve_model_dir(model_name);
     if (preprocess == "cxformer") {
@@ -79,7 +81,8 @@ int main(int argc, char** argv) {
     cx::model::LoadedVit loaded = cx::model::load_hf_vit(folder, lo);
     cx::log::debug("model " + loaded.model_id + " sha256 " + loaded.weights_sha256 + " from " + folder);
 
-    auto source = cx::data::RecordSource::open(tool.inputs_or_stdin(inputs));
+    // HF's processors convert to RGB themselves: with --preprocess hf a colour file stays colour.
+    auto source = cx::data::RecordSource::open(tool.inputs_or_stdin(inputs), preprocess == "hf");
     std::int64_t bad = 0;
     cx::model::Embedder embedder(loaded.model, options,
                                  skip_bad ? cx::model::Embedder::BadRecord([&](const std::string& key, const std::string& why) {

@@ -5,9 +5,17 @@
 # sanity line (cx's last_hidden_state against the reference on one image), images/s of each side,
 # their ratio, the FLOPs per image, cx's fraction of the peak, and cx's max RSS for N and 2N images.
 #
-#   sh bench/embed/run.sh [BUILD] [all|attention]
+#   sh bench/embed/run.sh [BUILD] [all|attention|allocators]
 #     BUILD      a configured cx build folder (default: build); its cx_torch is brought up to date
 #     attention  only the attention micro-bench (reference vs fused kernel, tile sizes)
+#     allocators glibc malloc with its defaults, glibc tuned at start-up (cx::model's fallback) and
+#                tcmalloc (what the tools link), for inference and for training (forward + backward),
+#                side by side: images/s, minor page faults per image, max RSS
+#     precision  f32 and bf16 only, side by side (library forward twice each, alternating, and
+#                cx-embed on the same phantoms: images/s and every CLS's cosine to f32)
+# Every cx timing reports its minor page faults per image (getrusage; /usr/bin/time for the CLI),
+# and, where the CPU has bf16 units, cx-embed --precision bf16 is timed beside f32 with the cosine
+# of every CLS to f32's.
 #   environment: IMAGES (16), BATCH (4), THREADS (2), CX_SHARED (../shared), KEEP=1 keeps the temp folder
 #
 # cx is timed through `cx-phantom | cx-embed --preprocess cxformer` when both tools build (process
@@ -52,6 +60,83 @@ echo "bench/embed: ViT-S/14 + 4 registers at 518 x 518, $images images, batch $b
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'),"\
      "load average $(cut -d' ' -f1-3 /proc/loadavg) at start"
 $py "$here/reference.py" make-model "$model" --config "$config" --seed 0
+
+if [ "$mode" = precision ]; then
+  for round in 1 2; do
+    for p in f32 bf16; do
+      "$bench/embed_bench" --model "$model" --images "$images" --batch "$batch" --threads "$threads" \
+        --precision "$p" > "$tmp/prec.$p.$round.json"
+      echo "$(cut -d' ' -f1 /proc/loadavg)" > "$tmp/prec.$p.$round.load"
+    done
+  done
+  "$build/bin/cx-phantom" -n "$images" --size 518 > "$tmp/phantoms.tar"
+  for p in f32 bf16; do
+    /usr/bin/time -f "%e" -o "$tmp/cli.$p.time" "$build/bin/cx-embed" -v --model "$model" --batch "$batch" \
+      --threads "$threads" --preprocess cxformer --precision "$p" < "$tmp/phantoms.tar" > "$tmp/cls.$p.cx" 2>"$tmp/cli.$p.err"
+    grep "compute:" "$tmp/cli.$p.err" || true
+  done
+  $py - "$tmp" <<'EOF'
+import io, json, sys, tarfile, numpy as np
+tmp = sys.argv[1]
+for rnd in (1, 2):
+    r = {p: json.load(open(f"{tmp}/prec.{p}.{rnd}.json")) for p in ("f32", "bf16")}
+    load = {p: open(f"{tmp}/prec.{p}.{rnd}.load").read().strip() for p in ("f32", "bf16")}
+    cpu = {p: r[p]["cpu_seconds"] / r[p]["images"] for p in r}
+    print(f"round {rnd}: library f32 {r['f32']['images_per_s']:.3f} images/s, cpu {cpu['f32']:.2f} s/image (load {load['f32']}); "
+          f"bf16 {r['bf16']['images_per_s']:.3f} images/s, cpu {cpu['bf16']:.2f} s/image (load {load['bf16']}): "
+          f"{r['bf16']['images_per_s'] / r['f32']['images_per_s']:.2f}x by wall time, {cpu['f32'] / cpu['bf16']:.2f}x by cpu time (target >= 2x)")
+def cls(path):
+    with tarfile.open(path) as t:
+        return {m.name: np.load(io.BytesIO(t.extractfile(m).read())).astype(np.float64)
+                for m in t.getmembers() if m.name.endswith("cls.npy")}
+a, b = cls(f"{tmp}/cls.f32.cx"), cls(f"{tmp}/cls.bf16.cx")
+cos = [float(a[k] @ b[k] / np.linalg.norm(a[k]) / np.linalg.norm(b[k])) for k in a]
+t = {p: float(open(f"{tmp}/cli.{p}.time").read()) for p in ("f32", "bf16")}
+print(f"cx-embed on {len(cos)} phantoms: f32 {t['f32']:.1f} s, bf16 {t['bf16']:.1f} s (process start and"
+      f" preprocessing included); CLS cosine to f32: min {min(cos):.6f}, mean {np.mean(cos):.6f} (target >= 0.9999)")
+EOF
+  echo "load average $(cut -d' ' -f1-3 /proc/loadavg) at the end"
+  exit 0
+fi
+
+if [ "$mode" = allocators ]; then
+  # Same program, same run: the allocator is the only difference. Training: TRAIN_IMAGES (4) images
+  # in batches of TRAIN_BATCH (2), forward + backward through the reference attention.
+  timg=${TRAIN_IMAGES:-4}
+  tbatch=${TRAIN_BATCH:-2}
+  for task in inference training; do
+    if [ "$task" = inference ]; then args="--images $images --batch $batch"; else args="--images $timg --batch $tbatch --train 1"; fi
+    for alloc in glibc-default glibc-tuned tcmalloc; do
+      case $alloc in
+        glibc-default) prog=$bench/embed_bench_glibc; envs="CX_GLIBC_MALLOC=default" ;;
+        glibc-tuned) prog=$bench/embed_bench_glibc; envs="CX_GLIBC_MALLOC=tuned" ;;
+        tcmalloc) prog=$bench/embed_bench; envs="CX_GLIBC_MALLOC=tuned" ;;
+      esac
+      # shellcheck disable=SC2086
+      env $envs /usr/bin/time -f "%M" -o "$tmp/rss.$task.$alloc" "$prog" --model "$model" $args \
+        --threads "$threads" > "$tmp/alloc.$task.$alloc.json"
+      cut -d' ' -f1 /proc/loadavg > "$tmp/load.$task.$alloc"
+    done
+  done
+  $py - "$tmp" <<'EOF'
+import json, sys
+tmp = sys.argv[1]
+for task in ("inference", "training"):
+    print(f"{task}:")
+    base = None
+    for alloc in ("glibc-default", "glibc-tuned", "tcmalloc"):
+        r = json.load(open(f"{tmp}/alloc.{task}.{alloc}.json"))
+        rss = int(open(f"{tmp}/rss.{task}.{alloc}").read()) / 1024
+        load = open(f"{tmp}/load.{task}.{alloc}").read().strip()
+        base = base or r["images_per_s"]
+        print(f"  {alloc:<14} {r['images_per_s']:6.3f} images/s ({r['images_per_s'] / base:4.2f}x)"
+              f"  cpu {r['cpu_seconds'] / r['images']:5.2f} s/image"
+              f"  {r['minor_faults'] / r['images']:9.0f} minor faults/image  max RSS {rss:5.0f} MiB"
+              f"  [{r['allocator']}; load {load}]")
+EOF
+  echo "load average $(cut -d' ' -f1-3 /proc/loadavg) at the end"
+  exit 0
+fi
 
 # --- the machine's matmul peak, through torch, same threads ---
 $py "$here/reference.py" peak --threads "$threads" > "$tmp/peak.json"
@@ -116,21 +201,45 @@ $py "$here/reference.py" time --model "$model" --images "$images" --batch "$batc
 "$bench/embed_bench" --model "$model" --images "$images" --batch "$batch" --threads "$threads" \
   --attention reference > "$tmp/model.json"
 echo '{}' > "$tmp/cli.json"
+no_bf16=${NO_BF16:-}
 if [ -x "$build/bin/cx-embed" ] && [ -x "$build/bin/cx-phantom" ]; then
   # Two runs, one batch and N + one batch: the difference is N images at steady state.
   for n in "$batch" $((images + batch)) $((2 * images + batch)); do
     "$build/bin/cx-phantom" -n "$n" --size 518 > "$tmp/phantoms.$n.tar"
-    /usr/bin/time -f "%e %M" -o "$tmp/cli.$n" \
+    /usr/bin/time -f "%e %M %R" -o "$tmp/cli.$n" \
       "$build/bin/cx-embed" -q --model "$model" --batch "$batch" --threads "$threads" --preprocess cxformer \
-        < "$tmp/phantoms.$n.tar" > /dev/null
+        < "$tmp/phantoms.$n.tar" > "$tmp/cls.f32.$n.cx"
+    # bf16 beside f32, same inputs, where the CPU has the units (cx-embed refuses with exit 2 otherwise).
+    if [ -z "$no_bf16" ] && /usr/bin/time -f "%e %M %R" -o "$tmp/cli_bf16.$n" \
+         "$build/bin/cx-embed" -q --model "$model" --batch "$batch" --threads "$threads" --preprocess cxformer \
+           --precision bf16 < "$tmp/phantoms.$n.tar" > "$tmp/cls.bf16.$n.cx" 2>"$tmp/bf16.err"; then
+      :
+    else
+      no_bf16=1
+    fi
   done
-  $py - "$tmp" "$batch" "$images" <<'EOF'
-import json, sys
-tmp, batch, images = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-t = {n: open(f"{tmp}/cli.{n}").read().split() for n in (batch, images + batch, 2 * images + batch)}
-seconds = float(t[images + batch][0]) - float(t[batch][0])
-json.dump({"images": images, "seconds": seconds, "images_per_s": images / seconds,
-           "rss_kb": int(t[images + batch][1]), "rss2_kb": int(t[2 * images + batch][1])}, open(f"{tmp}/cli.json", "w"))
+  [ -z "$no_bf16" ] || echo "cx-embed --precision bf16: not timed: $(head -c 300 "$tmp/bf16.err" 2>/dev/null)"
+  $py - "$tmp" "$batch" "$images" "$no_bf16" <<'EOF'
+import io, json, sys, tarfile, numpy as np
+tmp, batch, images, no_bf16 = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+def timing(prefix):
+    t = {n: open(f"{tmp}/{prefix}.{n}").read().split() for n in (batch, images + batch, 2 * images + batch)}
+    seconds = float(t[images + batch][0]) - float(t[batch][0])
+    faults = int(t[images + batch][2]) - int(t[batch][2])
+    return {"images": images, "seconds": seconds, "images_per_s": images / seconds, "minor_faults": faults,
+            "rss_kb": int(t[images + batch][1]), "rss2_kb": int(t[2 * images + batch][1])}
+json.dump(timing("cli"), open(f"{tmp}/cli.json", "w"))
+if not no_bf16:
+    r = timing("cli_bf16")
+    def cls(path):
+        with tarfile.open(path) as t:
+            return {m.name: np.load(io.BytesIO(t.extractfile(m).read())).astype(np.float64)
+                    for m in t.getmembers() if m.name.endswith("cls.npy")}
+    a, b = cls(f"{tmp}/cls.f32.{2 * images + batch}.cx"), cls(f"{tmp}/cls.bf16.{2 * images + batch}.cx")
+    cos = [float(a[k] @ b[k] / np.linalg.norm(a[k]) / np.linalg.norm(b[k])) for k in a]
+    r["cls_cosine_min"] = min(cos)
+    r["cls_count"] = len(cos)
+    json.dump(r, open(f"{tmp}/cli_bf16.json", "w"))
 EOF
 fi
 
@@ -138,7 +247,9 @@ $py - "$tmp" "$images" <<'EOF'
 import json, sys
 tmp, images = sys.argv[1], int(sys.argv[2])
 load = lambda name: json.load(open(f"{tmp}/{name}.json"))
+import os
 peak, ref, fused, model, cli = load("peak"), load("reference"), load("fused"), load("model"), load("cli")
+cli_bf16 = load("cli_bf16") if os.path.exists(f"{tmp}/cli_bf16.json") else {}
 flops = ref["flops_per_image"]
 peak_gf = peak["gflops"]
 print(f"matmul peak: {peak_gf:.1f} GFLOP/s ({peak['size']}^3 sgemm through torch, best of 3, {peak['threads']} threads)")
@@ -148,6 +259,8 @@ def line(label, r):
     ips = r["images_per_s"]
     frac = ips * flops / 1e9 / peak_gf
     extra = f", cpu {r['cpu_seconds'] / r['images']:.2f} s/image" if "cpu_seconds" in r else ""
+    if "minor_faults" in r:
+        extra += f", {r['minor_faults'] / r['images']:.0f} minor faults/image"
     print(f"{label:<38} {ips:6.3f} images/s  {ips * flops / 1e9:6.1f} GFLOP/s  {100 * frac:5.1f}% of peak{extra}")
     return ips, frac
 r_ips, _ = line("reference (Python, HF architecture)", ref)
@@ -158,6 +271,10 @@ rows += [("cx library, fused attention", fused), ("cx library, reference attenti
 for label, r in rows:
     ips, frac = line(label, r)
     print(f"{'':<38} ratio to reference {ips / r_ips:.2f}x (target >= 1.5x), {100 * frac:.0f}% of peak (target >= 60%)")
+if cli_bf16:
+    ips, _ = line("cx-embed --precision bf16", cli_bf16)
+    print(f"{'':<38} {ips / cli['images_per_s']:.2f}x cx-embed's f32 (target >= 2x; % of the f32 peak);"
+          f" min CLS cosine to f32 over {cli_bf16['cls_count']} images {cli_bf16['cls_cosine_min']:.6f} (target >= 0.9999)")
 rss1, rss2 = int(open(f"{tmp}/rss1").read()), int(open(f"{tmp}/rss2").read())
 print(f"max RSS, cx library fused: {rss1 / 1024:.0f} MiB for {images} images, {rss2 / 1024:.0f} MiB for {2 * images}"
       f" ({'flat' if rss2 <= rss1 * 1.05 else 'GROWS'})")

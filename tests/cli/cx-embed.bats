@@ -244,3 +244,92 @@ PY
   echo "$output"
   [ "$output" = ok ]
 }
+
+# --preprocess hf is BitImageProcessor's pipeline, which converts to RGB itself: a colour file must
+# stay colour (it was turned gray first, off by up to 3.9 after normalisation). The golden is
+# Pillow + the processor's documented steps in /usr/bin/python3: convert("RGB"), shortest edge 64
+# bicubic (long side truncated), centre crop 56, x / 255, ImageNet normalisation. Our resize and
+# Pillow's agree on uint8 exactly, so 1e-4 covers float32 rounding of the last two steps only.
+@test "--preprocess hf keeps an RGB PNG/JPEG in colour: pixel_values match Pillow + BitImageProcessor within 1e-4" {
+  /usr/bin/python3 -c 'import PIL' 2>/dev/null || skip "needs Pillow in /usr/bin/python3"
+  m=$(tiny_model)
+  run /usr/bin/python3 - "$T" "$FIX/preproc" <<'PY'
+import sys, numpy as np
+from PIL import Image
+t, fix = sys.argv[1], sys.argv[2]
+rng = np.random.default_rng(5)
+rgb = rng.integers(0, 256, size=(71, 97, 3), dtype=np.uint8)
+rgb[:, :40, 0] = 250  # strong colour: gray would be far off
+Image.fromarray(rgb, "RGB").save(t + "/colour_png.png")
+Image.fromarray(rgb, "RGB").save(t + "/colour_jpg.jpg", quality=95)
+def golden(path):
+    im = Image.open(path).convert("RGB")
+    w, h = im.size
+    short, long = (w, h) if w <= h else (h, w)
+    new_long = int(64 * long / short)
+    size = (64, new_long) if w <= h else (new_long, 64)
+    im = im.resize(size, Image.BICUBIC)
+    a = np.asarray(im)
+    top, left = (a.shape[0] - 56) // 2, (a.shape[1] - 56) // 2
+    a = a[top:top + 56, left:left + 56]
+    x = (a.astype(np.float64) * (1 / 255)).astype(np.float32)
+    mean, std = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
+    return ((x - mean) / std).transpose(2, 0, 1)
+for name in ("colour_png.png", "colour_jpg.jpg"):
+    np.save(t + "/" + name.split(".")[0] + ".golden.npy", golden(t + "/" + name))
+np.save(t + "/gray8.golden.npy", golden(fix + "/gray8_300x240.png"))
+PY
+  echo "$output"
+  [ "$status" -eq 0 ]
+  cp "$FIX/preproc/gray8_300x240.png" "$T/gray8.png"
+  cx-embed --model "$m" --emit pixel_values --no-provenance "$T/colour_png.png" "$T/colour_jpg.jpg" "$T/gray8.png" > "$T/pv.cx"
+  run /usr/bin/python3 - "$T" <<'PY'
+import io, sys, tarfile, numpy as np
+t = sys.argv[1]
+with tarfile.open(t + "/pv.cx") as tar:
+    got = {m.name.split(".")[0]: np.load(io.BytesIO(tar.extractfile(m).read()))
+           for m in tar.getmembers() if m.name.endswith("pixel_values.npy")}
+bad = False
+for key in ("colour_png", "colour_jpg", "gray8"):
+    d = float(np.abs(got[key] - np.load(t + "/" + key + ".golden.npy")).max())
+    print(key, d)
+    bad |= not d <= 1e-4
+sys.exit(1 if bad else 0)
+PY
+  echo "$output"
+  [ "$status" -eq 0 ]
+}
+
+# CPU bf16: where the CPU has bf16 units (AVX512_BF16 / AMX) it runs through oneDNN, -v names the
+# path, and every CLS stays within cosine 0.9999 of f32 (bf16 keeps 8 significant bits per matmul
+# operand; LayerNorm and softmax statistics stay f32). Elsewhere: exit 2 naming what is missing.
+@test "--precision bf16 on the CPU: runs with -v naming the path and CLS within cosine 0.9999 of f32, or exit 2 saying why" {
+  /usr/bin/python3 "$HELP" write "$FIX/tiny/cases.safetensors" "$T/in.tar"
+  run cx-embed --model "$FIX/tiny" --precision bf16 -v -o "$T/bf16.cx" "$T/in.tar"
+  echo "$output"
+  if grep -qw -e avx512_bf16 -e amx_bf16 /proc/cpuinfo && grep -qw avx512bw /proc/cpuinfo; then
+    [ "$status" -eq 0 ]
+    [[ "$output" == *"compute: cpu bf16 ("*"bf16"*", oneDNN)"* ]]
+    cx-embed --model "$FIX/tiny" -o "$T/f32.cx" "$T/in.tar"
+    run /usr/bin/python3 - "$T/f32.cx" "$T/bf16.cx" <<'PY'
+import io, sys, tarfile, numpy as np
+def cls(p):
+    with tarfile.open(p) as t:
+        return {m.name: np.load(io.BytesIO(t.extractfile(m).read())).astype(np.float64)
+                for m in t.getmembers() if m.name.endswith("cls.npy")}
+a, b = cls(sys.argv[1]), cls(sys.argv[2])
+assert a.keys() == b.keys() and len(a) >= 5, (sorted(a), sorted(b))
+cos = min(float(a[k] @ b[k] / np.linalg.norm(a[k]) / np.linalg.norm(b[k])) for k in a)
+print(cos)
+sys.exit(0 if cos >= 0.9999 else 1)
+PY
+    echo "$output"
+    [ "$status" -eq 0 ]
+  else
+    [ "$status" -eq 2 ]
+    [[ "$output" == "cx-embed: --precision bf16: this "*"; the CPU path computes in f32 here"* ]]
+  fi
+  run cx-embed --model "$FIX/tiny" --precision f16 "$T/in.tar"
+  [ "$status" -eq 2 ]
+  [[ "$output" == *"f16 is offered on CUDA only"* ]]
+}

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <iostream>
 #include <limits>
 #include <sstream>
 #include <string>
@@ -240,6 +241,62 @@ TEST(FusedAttention, SameBytesWithOneAndTwoThreads) {
   torch::Tensor pair = cx::model::attention(q1, k1, v1, 0.125, AttentionKernel::fused);
   at::set_num_threads(saved);
   EXPECT_TRUE(torch::equal(single, pair));
+}
+
+// ---------------------------------------------------------------------------------------------
+// bf16 (CPU autocast, --precision bf16). Against the float64 attention of the same bf16-rounded
+// inputs: the fused kernel rounds the unnormalised probabilities (<= 1) to bf16 (relative 2^-9)
+// before P V and the output once more (2^-9 of |out| < 2, i.e. <= 3.9e-3); the probability
+// rounding averages over ~M terms. Measured <= 3.7e-3 on these shapes; bound 1e-2. A wrong row,
+// maximum or normalisation moves outputs by 1e-1 or more. The reference kernel in bf16 (autograd,
+// as PyTorch autocast's eager attention) also rounds the scores to bf16 before the softmax:
+// measured <= 1.2e-2, bound 3e-2.
+constexpr double kBf16Tolerance = 1e-2;
+constexpr double kBf16ReferenceTolerance = 3e-2;
+
+TEST(FusedAttentionBf16, MatchesFloat64OnBf16InputsAndThreadsDoNotChangeBytes) {
+  if (!detail::bf16_gemm_available()) GTEST_SKIP() << "no oneDNN bf16 GEMM or no AVX-512 on this machine";
+  torch::NoGradGuard no_grad;
+  torch::manual_seed(21);
+  for (auto shape : std::vector<std::vector<std::int64_t>>{{2, 3, 37, 16}, {1, 6, 517, 64}, {2, 2, 1, 32}}) {
+    torch::Tensor qkv = torch::randn({shape[0], shape[2], 3 * shape[1] * shape[3]})
+                            .to(torch::kBFloat16)
+                            .view({shape[0], shape[2], 3, shape[1], shape[3]})
+                            .permute({2, 0, 3, 1, 4});
+    const torch::Tensor q = qkv[0], k = qkv[1], v = qkv[2];
+    const double scale = 1.0 / std::sqrt(static_cast<double>(shape[3]));
+    ASSERT_TRUE(cx::model::fused_attention_applies(q, k, v));
+    const int saved = at::get_num_threads();
+    at::set_num_threads(1);
+    torch::Tensor one = cx::model::attention(q, k, v, scale, AttentionKernel::fused);
+    at::set_num_threads(2);
+    torch::Tensor two = cx::model::attention(q, k, v, scale, AttentionKernel::automatic);
+    at::set_num_threads(saved);
+    EXPECT_EQ(two.scalar_type(), torch::kBFloat16);
+    EXPECT_TRUE(torch::equal(one, two)) << shape[2];
+    const torch::Tensor want = reference64(q, k, v, scale);
+    const double fused_err = max_abs_diff(two, want);
+    const double reference_err = max_abs_diff(cx::model::attention(q, k, v, scale, AttentionKernel::reference), want);
+    std::cout << "[ bf16 ] N " << shape[2] << ": fused " << fused_err << ", reference " << reference_err << "\n";
+    EXPECT_LE(fused_err, kBf16Tolerance);
+    EXPECT_LE(reference_err, kBf16ReferenceTolerance);
+    // Merged heads: the same numbers as [B, N, H * dv].
+    torch::Tensor merged = cx::model::attention_merged_heads(q, k, v, scale);
+    EXPECT_TRUE(torch::equal(merged, two.transpose(1, 2).reshape({shape[0], shape[2], shape[1] * shape[3]})));
+  }
+}
+
+TEST(FusedAttentionBf16, HugeLogitsStayFiniteAndMixedTypesAreNotFused) {
+  if (!detail::bf16_gemm_available()) GTEST_SKIP() << "no oneDNN bf16 GEMM or no AVX-512 on this machine";
+  torch::NoGradGuard no_grad;
+  torch::manual_seed(3);
+  torch::Tensor q = (torch::randn({1, 1, 8, 16}) * 300).to(torch::kBFloat16);
+  torch::Tensor k = (torch::randn({1, 1, 40, 16}) * 300).to(torch::kBFloat16);
+  torch::Tensor v = torch::randn({1, 1, 40, 16}).to(torch::kBFloat16);
+  torch::Tensor out = cx::model::attention(q, k, v, 0.25, AttentionKernel::fused);
+  EXPECT_TRUE(torch::isfinite(out).all().item<bool>());
+  EXPECT_LE(max_abs_diff(out, reference64(q, k, v, 0.25)), kBf16Tolerance);
+  EXPECT_FALSE(cx::model::fused_attention_applies(q, k.to(torch::kFloat32), v));
 }
 
 TEST(Attention, AutomaticPicksFusedOnlyForCpuFloat32Inference) {

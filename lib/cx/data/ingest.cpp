@@ -122,6 +122,12 @@ Rendered render(const std::string& bytes, const std::string& where, const Ingest
   }
   Image decoded = io::decode_image(bytes, where);
   const int in_bits = decoded.bits;
+  if (o.keep_rgb && decoded.channels == 3) {  // Pillow's convert("RGB"), as HF's processors open it
+    r.image = image::to_rgb_u8(decoded);
+    r.intensity = {{"bits", 8}, {"voi", {{"source", "none"}}}, {"inverted", false}, {"rgb", true},
+                   {"source", format == io::ImageFormat::png ? "png" : "jpeg"}, {"input_bits", in_bits}};
+    return r;
+  }
   const bool rgb = decoded.channels == 3;
   Image gray = rgb_to_gray(std::move(decoded));
   if (gray.bits == 8 && !o.window) {

@@ -41,6 +41,7 @@ struct IngestOptions {
   image::Filter filter = image::Filter::bicubic;    // resize filter (masks: always nearest)
   std::optional<std::pair<double, double>> window;  // (center, width) override
   int png_compression = 1;                          // zlib level of the written PNGs
+  bool keep_rgb = false;                            // 8-bit RGB PNG/JPEG stay RGB (a model's own processor, e.g. HF's)
 };
 
 struct IngestResult {

@@ -56,7 +56,8 @@ class StreamSource : public RecordSource {
 
 class ImageSource : public RecordSource {
  public:
-  explicit ImageSource(const std::vector<std::string>& inputs) : items_(open_files(inputs)) {
+  ImageSource(const std::vector<std::string>& inputs, bool keep_rgb) : items_(open_files(inputs)) {
+    options_.keep_rgb = keep_rgb;
     header_ = io::new_stream_header();
     header_["fields"] = ingest_fields(8, *items_);
   }
@@ -64,24 +65,25 @@ class ImageSource : public RecordSource {
   bool next(io::Record& record) override {
     IngestItem item;
     if (!items_->next(item)) return false;
-    record = ingest_item(item, IngestOptions{}).record;
+    record = ingest_item(item, options_).record;
     return true;
   }
 
  private:
   std::unique_ptr<ItemSource> items_;
+  IngestOptions options_;
   nlohmann::json header_;
 };
 
 }  // namespace
 
-std::unique_ptr<RecordSource> RecordSource::open(const std::vector<std::string>& inputs) {
+std::unique_ptr<RecordSource> RecordSource::open(const std::vector<std::string>& inputs, bool keep_rgb) {
   if (inputs.empty()) throw UsageError("no input");
   std::size_t images = 0;
   for (const auto& in : inputs) images += is_image_input(in) ? 1 : 0;
   if (images != 0 && images != inputs.size())
     throw UsageError("give either cx streams or image files and folders, not both in one call");
-  if (images) return std::make_unique<ImageSource>(inputs);
+  if (images) return std::make_unique<ImageSource>(inputs, keep_rgb);
   return std::make_unique<StreamSource>(inputs);
 }
 

@@ -15,7 +15,8 @@ namespace cx::data {
 
 class RecordSource {
  public:
-  static std::unique_ptr<RecordSource> open(const std::vector<std::string>& inputs);
+  // keep_rgb: image files in colour stay RGB (IngestOptions::keep_rgb), for a model's own processor.
+  static std::unique_ptr<RecordSource> open(const std::vector<std::string>& inputs, bool keep_rgb = false);
   virtual ~RecordSource() = default;
   // The first stream's header (a fresh one for image inputs).
   virtual const nlohmann::json& header() const = 0;

@@ -4,6 +4,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <atomic>
 #include <climits>
 #include <cmath>
 #include <cstdint>
@@ -332,6 +333,118 @@ torch::Tensor reference_attention(const torch::Tensor& q, const torch::Tensor& k
   return torch::matmul(probs, v);
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// bf16: oneDNN's row-major GEMM with bf16 operands and f32 accumulation and output (dnnl.h's
+// dnnl_gemm_bf16bf16f32), from the libdnnl LibTorch itself loads; looked up like sgemm_. It runs
+// on the CPU's bf16 units (AVX512_BF16 / AMX) and single-threaded inside an OpenMP region.
+using GemmBf16Fn = int (*)(char transa, char transb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
+                           const std::uint16_t* a, std::int64_t lda, const std::uint16_t* b, std::int64_t ldb,
+                           float beta, float* c, std::int64_t ldc);
+
+GemmBf16Fn find_gemm_bf16() {
+  static const GemmBf16Fn fn = reinterpret_cast<GemmBf16Fn>(dlsym(RTLD_DEFAULT, "dnnl_gemm_bf16bf16f32"));
+  return fn;
+}
+
+// y[i] = bf16(x[i] * w), rounded to nearest even as c10::BFloat16 does (NaN -> 0x7fc0).
+void to_bf16_scalar(const float* x, std::uint16_t* y, std::int64_t n, float w) {
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float f = x[i] * w;
+    std::uint32_t u;
+    std::memcpy(&u, &f, sizeof u);
+    y[i] = std::isnan(f) ? static_cast<std::uint16_t>(0x7fc0) : static_cast<std::uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+  }
+}
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+__attribute__((target("avx512f"))) void to_bf16_avx512(const float* x, std::uint16_t* y, std::int64_t n, float w) {
+  const __m512 vw = _mm512_set1_ps(w);
+  const __m512i one = _mm512_set1_epi32(1), round = _mm512_set1_epi32(0x7fff), qnan = _mm512_set1_epi32(0x7fc0);
+  for (std::int64_t i = 0; i < n; i += 16) {
+    const std::int64_t left = n - i;
+    const __mmask16 m = left >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << left) - 1);
+    const __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), vw);
+    const __m512i b = _mm512_castps_si512(v);
+    __m512i r = _mm512_add_epi32(b, _mm512_add_epi32(round, _mm512_and_si512(_mm512_srli_epi32(b, 16), one)));
+    r = _mm512_srli_epi32(r, 16);
+    r = _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), qnan);
+    _mm512_mask_cvtepi32_storeu_epi16(y + i, m, r);
+  }
+}
+#pragma GCC diagnostic pop
+
+void to_bf16(const float* x, std::uint16_t* y, std::int64_t n, float w, Isa isa) {
+  if (isa == Isa::avx512) to_bf16_avx512(x, y, n, w);
+  else to_bf16_scalar(x, y, n, w);
+}
+
+bool bf16_kernel_available() { return find_gemm_bf16() != nullptr && detail::isa_supported(Isa::avx512); }
+
+// The fused kernel in bf16 (attention.hpp): scores Q K^T with bf16 operands into f32, the softmax's
+// maximum, exp and sum in f32, the unnormalised probabilities rounded to bf16 for P V (f32
+// accumulation), then 1 / sum applied in f32 and the output rounded to bf16 once.
+torch::Tensor fused_attention_bf16(const torch::Tensor& q_in, const torch::Tensor& k_in, const torch::Tensor& v_in,
+                                   double scale, bool merged_heads, const detail::FusedOptions& options) {
+  const GemmBf16Fn gemm_bf16 = find_gemm_bf16();
+  if (!gemm_bf16 || !detail::isa_supported(Isa::avx512))
+    throw Error("attention: the fused bf16 kernel needs oneDNN's bf16 GEMM and AVX-512");
+  const std::int64_t B = q_in.size(0), H = q_in.size(1), N = q_in.size(2), M = k_in.size(2);
+  const std::int64_t dk = q_in.size(3), dv = v_in.size(3);
+  const Isa isa = resolve_isa(options.isa);
+
+  torch::Tensor out = torch::empty({B, N, H, dv}, q_in.options());
+  auto result = [&] { return merged_heads ? out.view({B, N, H * dv}) : out.permute({0, 2, 1, 3}); };
+  if (out.numel() == 0) return result();
+  if (M == 0 || dk == 0) {
+    if (M == 0) return out.zero_(), result();
+    torch::Tensor mean = v_in.to(torch::kFloat32).mean(2, /*keepdim=*/true).expand({B, H, N, dv});
+    out.copy_(mean.permute({0, 2, 1, 3}));
+    return result();
+  }
+  const torch::Tensor q = blas_readable(q_in), k = blas_readable(k_in), v = blas_readable(v_in);
+  const std::int64_t ldq = row_stride(q), ldk = row_stride(k), ldv = row_stride(v), ldo = H * dv;
+  const auto* qp = reinterpret_cast<const std::uint16_t*>(q.data_ptr<at::BFloat16>());
+  const auto* kp = reinterpret_cast<const std::uint16_t*>(k.data_ptr<at::BFloat16>());
+  const auto* vp = reinterpret_cast<const std::uint16_t*>(v.data_ptr<at::BFloat16>());
+  auto* op = reinterpret_cast<std::uint16_t*>(out.data_ptr<at::BFloat16>());
+  std::int64_t Tq = options.tile_rows > 0 ? options.tile_rows : default_tile_rows(M);
+  if (B * H == 1 && N >= 2 && Tq >= N) Tq = (N + 1) / 2;  // as in the f32 kernel: stay inside the OpenMP region
+  const std::int64_t tiles = (N + Tq - 1) / Tq;
+  const std::int64_t ldS = (M + 15) / 16 * 16, ldP = (M + 31) / 32 * 32;
+  const float alpha = static_cast<float>(scale);
+  std::atomic<int> failed{0};
+
+  parallel_tasks(B * H * tiles, [&](std::int64_t begin, std::int64_t end) {
+    auto scores = aligned_floats(Tq * ldS);
+    auto probs = aligned_floats((Tq * ldP + 1) / 2);  // bf16 [Tq, ldP]
+    auto acc = aligned_floats(Tq * dv);
+    auto inv = aligned_floats(Tq);
+    auto* P = reinterpret_cast<std::uint16_t*>(probs.get());
+    for (std::int64_t task = begin; task < end; ++task) {
+      const std::int64_t bh = task / tiles, tile = task % tiles, b = bh / H, h = bh % H;
+      const std::int64_t r0 = tile * Tq, rows = std::min(Tq, N - r0);
+      const std::uint16_t* qt = qp + b * q.stride(0) + h * q.stride(1) + r0 * q.stride(2);
+      const std::uint16_t* kt = kp + b * k.stride(0) + h * k.stride(1);
+      const std::uint16_t* vt = vp + b * v.stride(0) + h * v.stride(1);
+      std::uint16_t* ot = op + ((b * N + r0) * H + h) * dv;
+      float* S = scores.get();
+      int status = gemm_bf16('N', 'T', rows, M, dk, alpha, qt, ldq, kt, ldk, 0.0f, S, ldS);
+      for (std::int64_t r = 0; r < rows; ++r) {
+        float* s = S + r * ldS;
+        inv[r] = 1.0f / exp_shift_sum(s, M, row_max(s, M, isa), isa);
+        to_bf16(s, P + r * ldP, M, 1.0f, isa);
+      }
+      status |= gemm_bf16('N', 'N', rows, dv, M, 1.0f, P, ldP, vt, ldv, 0.0f, acc.get(), dv);
+      if (status != 0) failed = status;
+      for (std::int64_t r = 0; r < rows; ++r) to_bf16(acc.get() + r * dv, ot + r * ldo, dv, inv[r], isa);
+    }
+  });
+  if (failed) throw Error("attention: oneDNN's bf16 GEMM failed (status " + std::to_string(failed.load()) + ")");
+  return result();
+}
 }  // namespace
 
 namespace detail {
@@ -352,6 +465,7 @@ Isa best_isa() {
 }
 
 bool blas_sgemm_available() { return find_sgemm() != nullptr; }
+bool bf16_gemm_available() { return bf16_kernel_available(); }
 
 float exp_nonpositive(const float* x, float* y, std::int64_t n, Isa isa) {
   if (x != y) std::memmove(y, x, static_cast<std::size_t>(n) * sizeof(float));
@@ -361,8 +475,10 @@ float exp_nonpositive(const float* x, float* y, std::int64_t n, Isa isa) {
 torch::Tensor fused_attention(const torch::Tensor& q_in, const torch::Tensor& k_in, const torch::Tensor& v_in,
                               double scale, bool merged_heads, const FusedOptions& options) {
   check_shapes(q_in, k_in, v_in);
+  if (q_in.device().is_cpu() && q_in.scalar_type() == torch::kBFloat16)
+    return fused_attention_bf16(q_in, k_in, v_in, scale, merged_heads, options);
   if (!q_in.device().is_cpu() || q_in.scalar_type() != torch::kFloat32)
-    throw Error("attention: the fused kernel takes CPU float32 tensors");
+    throw Error("attention: the fused kernel takes CPU float32 or bfloat16 tensors");
   const std::int64_t B = q_in.size(0), H = q_in.size(1), N = q_in.size(2), M = k_in.size(2);
   const std::int64_t dk = q_in.size(3), dv = v_in.size(3);
   const Isa isa = resolve_isa(options.isa);
@@ -428,8 +544,10 @@ torch::Tensor fused_attention(const torch::Tensor& q_in, const torch::Tensor& k_
 
 bool fused_attention_applies(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v) {
   const bool autograd = torch::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
-  return !autograd && q.device().is_cpu() && k.device().is_cpu() && v.device().is_cpu() &&
-         q.scalar_type() == torch::kFloat32 && k.scalar_type() == torch::kFloat32 && v.scalar_type() == torch::kFloat32;
+  if (autograd || !q.device().is_cpu() || !k.device().is_cpu() || !v.device().is_cpu()) return false;
+  const auto t = q.scalar_type();
+  if (k.scalar_type() != t || v.scalar_type() != t) return false;
+  return t == torch::kFloat32 || (t == torch::kBFloat16 && bf16_kernel_available());
 }
 
 namespace {

@@ -14,8 +14,14 @@
 //              each output row is computed by one task in a fixed order, so the result does not
 //              depend on the number of threads. It differs from `reference` by float32 rounding
 //              only (summation order; its exp is within 2.5e-7 relative of the exact exp).
-//   automatic  fused where it applies (all on CPU, float32, and no autograd: grad mode off or no
-//              input requiring grad), reference everywhere else (CUDA, other dtypes, training).
+//              bfloat16 (CPU autocast, --precision bf16): the same tiling with oneDNN's bf16 GEMM
+//              (dnnl_gemm_bf16bf16f32, the libdnnl LibTorch loads) for both products, bf16 operands
+//              with f32 accumulation; the scores, row maximum, exp and sum stay f32, the
+//              unnormalised probabilities are rounded to bf16 for P V and the output once, after
+//              1 / sum is applied in f32. Needs AVX-512 and that symbol (detail::bf16_gemm_available).
+//   automatic  fused where it applies (all on CPU, all float32 or all bfloat16 with the bf16 GEMM
+//              available, and no autograd: grad mode off or no input requiring grad), reference
+//              everywhere else (CUDA, other dtypes, training; its softmax runs in float32).
 // The fused result of attention() is a [B, H, N, dv] view of a [B, N, H, dv] buffer, so
 // `out.transpose(1, 2).reshape({B, N, H * dv})` is free; attention_merged_heads() returns that
 // [B, N, H * dv] tensor directly (for the reference kernel it does the transpose + copy).
@@ -50,8 +56,10 @@ struct FusedOptions {
   std::int64_t tile_rows = 0; // queries per tile; 0 = chosen from the key count
 };
 bool blas_sgemm_available();
+bool bf16_gemm_available();  // oneDNN's bf16 GEMM found and AVX-512 (the fused bf16 kernel runs)
 
-// The fused kernel (throws cx::Error unless all inputs are CPU float32 4-D tensors of matching shapes).
+// The fused kernel (throws cx::Error unless all inputs are CPU float32, or all bfloat16, 4-D tensors of
+// matching shapes); bfloat16 ignores use_blas.
 torch::Tensor fused_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, double scale,
                               bool merged_heads, const FusedOptions& options = {});
 
