@@ -416,7 +416,7 @@ TEST(Probe, LbfgsChoosesL2OnValidationOrHeldOutRecords) {
   EXPECT_THROW(parse_l2_grid("1e-3,-1"), cx::UsageError);
   EXPECT_THROW(parse_l2_grid("x"), cx::UsageError);
   EXPECT_THROW(parse_l2_grid(""), cx::UsageError);
-  EXPECT_EQ(default_l2_grid().size(), 13u);
+  EXPECT_EQ(default_l2_grid().size(), 7u);
   EXPECT_EQ(parse_solver("adamw"), Solver::adamw);
   EXPECT_THROW(parse_solver("sgd"), cx::UsageError);
 }

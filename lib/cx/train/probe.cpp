@@ -115,7 +115,10 @@ torch::Tensor linear_objective(const torch::Tensor& w, const torch::Tensor& b, c
   torch::Tensor z = at::linear(X, w, b);
   torch::Tensor data;
   if (task == Task::multiclass) {
-    data = masked_softmax_cross_entropy(z, cls, row_mask, d.class_weight);
+    // masked_softmax_cross_entropy's value, kept in the features' precision.
+    torch::Tensor weight = row_mask.to(z.scalar_type());
+    if (d.class_weight.defined()) weight = weight * d.class_weight.to(z.scalar_type()).index_select(0, cls);
+    data = -(torch::log_softmax(z, 1).gather(1, cls.unsqueeze(1)).squeeze(1) * weight).sum() / weight.sum().clamp_min(1e-12);
   } else {
     torch::Tensor pos = torch::softplus(-z);
     if (d.pos_weight.defined()) pos = pos * d.pos_weight;
@@ -135,7 +138,7 @@ LinearFit fit_linear(const ProbeData& d, const torch::Tensor& X, const torch::Te
                                       .max_eval(o.max_iter * 5 / 4)
                                       .tolerance_grad(o.tolerance)
                                       .tolerance_change(1e-12)
-                                      .history_size(10)
+                                      .history_size(20)
                                       .line_search_fn("strong_wolfe"));
   LinearFit fit;
   auto closure = [&]() -> torch::Tensor {
@@ -184,25 +187,30 @@ void train_lbfgs(Head& head, const ProbeData& d, const FeatureSet& train, const 
   grid.erase(std::unique(grid.begin(), grid.end()), grid.end());
   const int G = static_cast<int>(grid.size());
 
-  // Where l2 is chosen: the validation stream, or a held-out part of the training records.
-  torch::Tensor fit_rows, val_x, val_truth;
+  // Where l2 is chosen: the validation stream, or a held-out part of the training records (left out
+  // of the grid's fits through the masks, so that no copy of the features is made).
+  torch::Tensor val_x, val_truth, M = d.M, row_mask = d.row_mask;
+  bool held_out = false;
   if (val) {
-    val_x = head.standardizer.apply(val->x.to(o.device));
+    val_x = head.standardizer.apply(val->x.to(o.device)).to(torch::kFloat64);
     val_truth = val->truth;
   } else if (G > 1) {
     auto perm = permutation(N, o.seed, kSplitPurpose, 0);
     const std::int64_t n_val =
         std::clamp<std::int64_t>(std::llround(o.val_fraction * static_cast<double>(N)), 1, std::max<std::int64_t>(N - 1, 1));
     torch::Tensor p = torch::from_blob(perm.data(), {N}, torch::kInt64).clone();
-    torch::Tensor held = std::get<0>(p.narrow(0, 0, n_val).sort()), kept = std::get<0>(p.narrow(0, n_val, N - n_val).sort());
-    fit_rows = kept.to(o.device);
+    torch::Tensor held = std::get<0>(p.narrow(0, 0, n_val).sort());
+    torch::Tensor keep = torch::ones({N}, torch::kFloat32);
+    keep.index_fill_(0, held, 0.0);
+    keep = keep.to(o.device);
+    M = d.M * keep.unsqueeze(1);
+    if (row_mask.defined()) row_mask = row_mask * keep;
     val_x = d.X.index_select(0, held.to(o.device));
     val_truth = train.truth.index_select(0, held);
+    held_out = true;
   }
-  auto rows = [&](const torch::Tensor& t) { return fit_rows.defined() && t.defined() ? t.index_select(0, fit_rows) : t; };
-  torch::Tensor X = rows(d.X), Y = rows(d.Y), M = rows(d.M), cls = rows(d.cls), row_mask = rows(d.row_mask);
-  const std::int64_t n_fit = X.size(0);
-
+  const torch::Tensor& X = d.X, Y = d.Y, cls = d.cls;
+  const std::int64_t n_fit = held_out ? N - val_x.size(0) : N;
   LinearFit state;
   state.w = torch::zeros({L, F}, opts);
   state.b = torch::zeros({L}, opts);
@@ -229,7 +237,6 @@ void train_lbfgs(Head& head, const ProbeData& d, const FeatureSet& train, const 
     if (on_epoch) on_epoch(report);
   }
 
-  X = Y = M = cls = row_mask = val_x = torch::Tensor();  // the held-out split's copies are done with
 
   // The chosen l2 per label (one for multiclass).
   std::vector<int> chosen(static_cast<std::size_t>(L));
@@ -254,7 +261,7 @@ void train_lbfgs(Head& head, const ProbeData& d, const FeatureSet& train, const 
     best.b[l].copy_(f.b[l]);
     l2_chosen.push_back(grid[static_cast<std::size_t>(chosen[static_cast<std::size_t>(l)])]);
   }
-  const bool refit = fit_rows.defined();
+  const bool refit = held_out;
   LinearFit final_fit = best;
   if (refit) {
     torch::Tensor l2 = torch::tensor(l2_chosen, torch::kFloat64).to(opts);
@@ -401,11 +408,17 @@ Head train_head(FeatureSet train, const FeatureSet* val, const std::vector<std::
     train.x.sub_(head.standardizer.mean).div_(head.standardizer.std);  // same arithmetic as Standardizer::apply
   }
   ProbeData d;
-  d.X = train.x.to(o.device);
+  if (lbfgs) {
+    // L-BFGS in float64, as scikit-learn: float32 objectives stall its line search short of convergence.
+    d.X = train.x.to(o.device, torch::kFloat64);
+    train.x = torch::Tensor();
+  } else {
+    d.X = train.x.to(o.device);
+  }
 
   make_targets(train.truth, o.policy, d.Y, d.M);
-  d.Y = d.Y.to(o.device);
-  d.M = d.M.to(o.device);
+  d.Y = d.Y.to(o.device, d.X.scalar_type());
+  d.M = d.M.to(o.device, d.X.scalar_type());
   if (o.task == Task::multiclass) {
     std::tie(d.cls, d.row_mask) = multiclass_targets(d.Y, d.M);
     if (d.row_mask.sum().item<double>() == 0)

@@ -39,8 +39,8 @@ enum class Solver { lbfgs, adamw };
 Solver parse_solver(const std::string& name);  // "lbfgs" | "adamw"; else UsageError
 std::string solver_name(Solver s);
 
-// The default l2 grid: 1e-6 ... 1 in steps of about half a decade (13 values).
-inline constexpr const char* kDefaultL2Grid = "1e-6,3e-6,1e-5,3e-5,1e-4,3e-4,1e-3,3e-3,0.01,0.03,0.1,0.3,1";
+// The default l2 grid: 1e-6 ... 1 in decades (7 values).
+inline constexpr const char* kDefaultL2Grid = "1e-6,1e-5,1e-4,1e-3,0.01,0.1,1";
 std::vector<double> default_l2_grid();
 // "1e-4,1e-3" -> values (positive, finite, at least one); else UsageError naming --l2.
 std::vector<double> parse_l2_grid(const std::string& list);
@@ -51,7 +51,7 @@ struct ProbeOptions {
   // lbfgs:
   std::vector<double> l2_grid = default_l2_grid();
   double val_fraction = 0.2;   // held out of the training records to choose l2 when no validation stream is given
-  int max_iter = 1000;         // L-BFGS iterations per fit at most
+  int max_iter = 200;          // L-BFGS iterations per fit at most
   double tolerance = 1e-5;     // converged when every |gradient| entry is at most this
   // adamw:
   HeadType head = HeadType::linear;
