@@ -98,7 +98,7 @@ void log_labels(const std::vector<std::string>& labels, const torch::Tensor& tru
   }
 }
 
-int run_train(cx::cli::Tool& tool, Shared& s, double lr, bool no_standardize) {
+int run_train(cx::cli::Tool& tool, Shared& s, double lr, bool no_standardize, const std::string& solver, const std::string& l2) {
   cx::model::set_threads(tool.threads());
   const auto device = cx::model::parse_device(tool.common().device);
   const std::string out = require_folder_output(tool, "train");
@@ -122,6 +122,8 @@ int run_train(cx::cli::Tool& tool, Shared& s, double lr, bool no_standardize) {
   o.head = cx::train::parse_head_type(s.head);
   o.hidden = s.hidden;
   o.policy = policy_of(s);
+  o.solver = cx::train::parse_solver(solver);
+  o.l2_grid = cx::train::parse_l2_grid(l2);
   o.epochs = s.epochs > 0 ? s.epochs : 50;
   o.batch = s.batch > 0 ? s.batch : 256;
   o.lr = lr;
@@ -135,18 +137,25 @@ int run_train(cx::cli::Tool& tool, Shared& s, double lr, bool no_standardize) {
   o.device = device;
 
   Head head = cx::train::train_head(std::move(train), val.get(), labels, s.feature, o, [&](const cx::train::EpochReport& r) {
-    cx::log::debug("epoch " + std::to_string(r.epoch) + ": train loss " + number(r.train_loss, 5) +
-                   (val ? ", val macro AUROC " + number(r.val_macro_auroc) + (r.best ? " (best)" : "") : ""));
+    if (!std::isnan(r.l2))
+      cx::log::debug("l2 " + number(r.l2) + ": train objective " + number(r.train_loss, 5) + ", " +
+                     (val ? "validation" : "held-out") + " macro AUROC " + number(r.val_macro_auroc));
+    else
+      cx::log::debug("epoch " + std::to_string(r.epoch) + ": train loss " + number(r.train_loss, 5) +
+                     (val ? ", val macro AUROC " + number(r.val_macro_auroc) + (r.best ? " (best)" : "") : ""));
   });
   if (!tool.common().no_provenance) head.info.training["provenance"] = tool.provenance_entry();
   cx::train::write_folder_atomic(out, [&](const std::string& tmp) { cx::train::write_head_files(tmp, head); });
-  std::string summary = "trained a " + s.head + " head on " + std::to_string(head.info.training["records"].get<std::int64_t>()) +
-                        " records, " + std::to_string(labels.size()) + " label(s), " +
-                        std::to_string(head.info.training["epochs_run"].get<int>()) + " epoch(s)";
+  const auto& t = head.info.training;
+  std::string summary = "trained a " + s.head + " head on " + std::to_string(t["records"].get<std::int64_t>()) + " records, " +
+                        std::to_string(labels.size()) + " label(s), " +
+                        (t.contains("epochs_run") ? std::to_string(t["epochs_run"].get<int>()) + " epoch(s)"
+                                                  : "L-BFGS " + std::to_string(t["evaluations"].get<std::int64_t>()) + " evaluations" +
+                                                        (t["converged"].get<bool>() ? "" : " (not converged)"));
   if (head.info.metrics.contains("val")) {
     const auto& m = head.info.metrics["val"]["macro_auroc"];
-    summary += "; best epoch " + head.info.training["best_epoch"].dump() + ", validation macro AUROC " +
-               number(m.is_null() ? std::nan("") : m.get<double>());
+    summary += std::string(t.contains("best_epoch") ? "; best epoch " + t["best_epoch"].dump() + "," : ";") +
+               " validation macro AUROC " + number(m.is_null() ? std::nan("") : m.get<double>());
   }
   cx::log::info(summary + " -> " + out);
   return cx::kExitOk;
@@ -362,9 +371,16 @@ int main(int argc, char** argv) {
   Shared s;
   double lr = 1e-3;
   bool no_standardize = false;
+  std::string solver = "lbfgs", l2 = cx::train::kDefaultL2Grid;
   auto* train = app.add_subcommand("train", "Learn a head on an embedding stream (cls.npy or cx5.npy from cx-embed)");
   train->add_option("inputs", s.inputs, "Embedding streams; - for standard input")->type_name("STREAM");
   add_label_options(train, s);
+  train->add_option("--solver", solver, "Linear head: lbfgs (full batch to convergence, L2 chosen by validation AUROC) or adamw; the mlp head trains with adamw")
+      ->check(CLI::IsMember({"lbfgs", "adamw"}))
+      ->capture_default_str();
+  train->add_option("--l2", l2, "lbfgs: L2 strengths to choose from per label, on --val or else a held-out 20% of the records (then refitted on all)")
+      ->type_name("GRID")
+      ->capture_default_str();
   train->add_option("--epochs", s.epochs, "Epochs at most (default 50)")->check(CLI::PositiveNumber);
   train->add_option("--lr", lr, "AdamW learning rate")->capture_default_str();
   train->add_option("--wd", s.wd, "AdamW weight decay (default 1e-4)");
@@ -417,7 +433,7 @@ int main(int argc, char** argv) {
   tool.add_provenance_option(finetune);
 
   return tool.run(argc, argv, [&]() -> int {
-    if (train->parsed()) return run_train(tool, s, lr, no_standardize);
+    if (train->parsed()) return run_train(tool, s, lr, no_standardize, solver, l2);
     if (predict->parsed()) return run_predict(tool, head_dir, predict_inputs, ignore_encoder, predict_batch, predict_precision);
     return run_finetune(tool, s, f, no_augment, crop_scale);
   });

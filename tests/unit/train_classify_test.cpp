@@ -255,15 +255,6 @@ TEST(Optim, AdamWMatchesTorch) {
   EXPECT_THROW(copy.load_state({}, "empty.safetensors"), cx::Error);
 }
 
-TEST(Optim, Schedule) {
-  EXPECT_DOUBLE_EQ(lr_scale(Schedule::cosine, 0, 100, 10), 0.1);
-  EXPECT_DOUBLE_EQ(lr_scale(Schedule::cosine, 9, 100, 10), 1.0);
-  EXPECT_DOUBLE_EQ(lr_scale(Schedule::cosine, 10, 100, 10), 1.0);
-  EXPECT_NEAR(lr_scale(Schedule::cosine, 55, 100, 10), 0.5, 1e-12);
-  EXPECT_DOUBLE_EQ(lr_scale(Schedule::constant, 99, 100, 10), 1.0);
-  EXPECT_DOUBLE_EQ(lr_scale(Schedule::constant, 4, 100, 10), 0.5);
-}
-
 TEST(Standardizer, FitApplyAndSaveRoundTrip) {
   auto gen = at::detail::createCPUGenerator(11);
   torch::Tensor x = torch::randn({200, 6}, gen) * torch::tensor({1.f, 10.f, 0.1f, 3.f, 1.f, 2.f}) + torch::tensor({5.f, -3.f, 0.f, 100.f, 1.f, 7.f});
@@ -309,9 +300,10 @@ FeatureSet blobs(std::int64_t n, std::uint64_t seed, const json& model = {{"id",
   return s;
 }
 
-TEST(Probe, LearnsDeterministicallyAndStopsEarly) {
+TEST(Probe, AdamWLearnsDeterministicallyAndStopsEarly) {
   FeatureSet val = blobs(200, 2);
   ProbeOptions o;
+  o.solver = Solver::adamw;
   o.epochs = 30;
   o.batch = 32;
   o.lr = 0.01;
@@ -344,6 +336,86 @@ TEST(Probe, LearnsDeterministicallyAndStopsEarly) {
   ProbeOptions binary = o;
   binary.task = Task::binary;
   EXPECT_THROW(train_head(blobs(100, 1), nullptr, {"A", "B"}, "cx5", binary), cx::UsageError);
+}
+
+// Newton's method in float64 on one label's objective (probe.hpp): mean masked BCE + l2 / 2 |w|^2,
+// bias not penalised. Independent of the probe's code and of L-BFGS.
+torch::Tensor newton_reference(const torch::Tensor& x, const torch::Tensor& y, const torch::Tensor& used, double l2) {
+  torch::Tensor X = torch::cat({x.to(torch::kFloat64), torch::ones({x.size(0), 1}, torch::kFloat64)}, 1);
+  X = X.index({used});
+  torch::Tensor t = y.to(torch::kFloat64).index({used});
+  const double n = static_cast<double>(X.size(0));
+  torch::Tensor reg = torch::eye(X.size(1), torch::kFloat64) * l2;
+  reg[X.size(1) - 1][X.size(1) - 1] = 0;
+  torch::Tensor w = torch::zeros({X.size(1)}, torch::kFloat64);
+  for (int it = 0; it < 50; ++it) {
+    torch::Tensor p = torch::sigmoid(X.matmul(w));
+    torch::Tensor g = X.t().matmul(p - t) / n + reg.matmul(w);
+    torch::Tensor h = X.t().matmul(X * (p * (1 - p)).unsqueeze(1)) / n + reg;
+    w = w - torch::linalg_solve(h, g);
+  }
+  return w;  // [F + 1]: weights, then bias
+}
+
+TEST(Probe, LbfgsReachesTheRegularisedOptimumPerLabel) {
+  FeatureSet train = blobs(300, 1);
+  // Label B's blank cell is ignored under blank=ignore, A's uncertain cell under U-Ignore.
+  ProbeOptions o;
+  o.l2_grid = {0.01};
+  o.policy.blank = BlankPolicy::ignore;
+  Head a = train_head(train, nullptr, {"A", "B"}, "cx5", o);
+  Head b = train_head(train, nullptr, {"A", "B"}, "cx5", o);
+  for (std::size_t i = 0; i < a.module->parameters().size(); ++i)
+    EXPECT_TRUE(torch::equal(a.module->parameters()[i], b.module->parameters()[i]));  // deterministic
+  EXPECT_TRUE(a.info.training["converged"].get<bool>()) << a.info.training.dump();
+  EXPECT_EQ(a.info.training["optimizer"], "L-BFGS");
+  EXPECT_EQ(a.info.training["l2"]["A"], 0.01);
+  torch::Tensor z = a.standardizer.apply(train.x);
+  for (std::int64_t l = 0; l < 2; ++l) {
+    torch::Tensor codes = train.truth.select(1, l);
+    torch::Tensor used = (codes == 0) | (codes == 1);
+    torch::Tensor ref = newton_reference(z, codes == 1, used, 0.01);
+    torch::Tensor ours = torch::cat({a.module->parameters()[0][l], a.module->parameters()[1].narrow(0, l, 1)}).to(torch::kFloat64);
+    // L-BFGS stops at |gradient| <= 1e-5 in float32: the weights agree to ~1e-4 (curvature >= l2 = 0.01).
+    EXPECT_LT((ours - ref).abs().max().item<double>(), 2e-3) << "label " << l << "\n" << ours << "\n" << ref;
+  }
+}
+
+TEST(Probe, LbfgsChoosesL2OnValidationOrHeldOutRecords) {
+  FeatureSet train = blobs(200, 1), val = blobs(100, 2);
+  ProbeOptions o;
+  o.l2_grid = {1e-4, 1e-2, 1.0};
+  int reports = 0;
+  Head h = train_head(train, &val, {"A", "B"}, "cx5", o, [&](const EpochReport& r) {
+    ++reports;
+    EXPECT_FALSE(std::isnan(r.l2));
+    EXPECT_FALSE(std::isnan(r.val_macro_auroc));
+  });
+  EXPECT_EQ(reports, 3);
+  const json& t = h.info.training;
+  EXPECT_EQ(t["l2_grid"], json({1.0, 1e-2, 1e-4}));  // fitted from the strongest to the weakest
+  EXPECT_EQ(t["l2_chosen_on"], "validation stream");
+  EXPECT_FALSE(t["refit_on_all_training_records"].get<bool>());
+  for (const char* l : {"A", "B"}) {
+    const double v = t["l2"][l].get<double>();
+    EXPECT_TRUE(v == 1e-4 || v == 1e-2 || v == 1.0) << v;
+  }
+  EXPECT_GT(h.info.metrics["val"]["macro_auroc"].get<double>(), 0.8);
+
+  Head held = train_head(train, nullptr, {"A", "B"}, "cx5", o);
+  EXPECT_EQ(held.info.training["l2_chosen_on"], "held-out training records");
+  EXPECT_TRUE(held.info.training["refit_on_all_training_records"].get<bool>());
+  EXPECT_TRUE(held.info.training["converged"].get<bool>());
+  Head again = train_head(train, nullptr, {"A", "B"}, "cx5", o);
+  EXPECT_TRUE(torch::equal(held.module->parameters()[0], again.module->parameters()[0]));
+
+  EXPECT_EQ(parse_l2_grid("1e-3, 0.1"), (std::vector<double>{1e-3, 0.1}));
+  EXPECT_THROW(parse_l2_grid("1e-3,-1"), cx::UsageError);
+  EXPECT_THROW(parse_l2_grid("x"), cx::UsageError);
+  EXPECT_THROW(parse_l2_grid(""), cx::UsageError);
+  EXPECT_EQ(default_l2_grid().size(), 7u);
+  EXPECT_EQ(parse_solver("adamw"), Solver::adamw);
+  EXPECT_THROW(parse_solver("sgd"), cx::UsageError);
 }
 
 TEST(HeadFolder, SaveLoadGivesBitwiseSamePredictions) {

@@ -9,6 +9,7 @@
 #include "cx/image/equalize.hpp"
 #include "cx/io/image_file.hpp"
 #include "cx/io/sha256.hpp"
+#include "cx/train/checkpoint.hpp"
 #include "cx/train/loss.hpp"
 #include "cx/train/probe.hpp"
 #include "cx/train/rng.hpp"
@@ -36,38 +37,6 @@ std::int64_t feature_width(const model::VitConfig& c, const std::string& feature
   if (feature == "cls") return c.hidden_size;
   if (feature == "cx5") return static_cast<std::int64_t>(model::cx5_layers(c).size() + 1) * c.hidden_size;
   throw UsageError("--feature " + feature + ": expected cx5 or cls");
-}
-
-struct Params {
-  std::vector<std::string> names;
-  std::vector<torch::Tensor> tensors;
-};
-
-Params named(torch::nn::Module& m, const std::string& prefix) {
-  Params p;
-  for (const auto& item : m.named_parameters(true)) {
-    p.names.push_back(prefix + item.key());
-    p.tensors.push_back(item.value());
-  }
-  return p;
-}
-
-void load_named(Params& p, const model::NamedTensors& tensors, const std::string& where) {
-  torch::NoGradGuard no_grad;
-  for (std::size_t i = 0; i < p.names.size(); ++i) {
-    const torch::Tensor* found = nullptr;
-    for (const auto& [k, t] : tensors)
-      if (k == p.names[i]) found = &t;
-    if (!found || !found->sizes().equals(p.tensors[i].sizes()))
-      throw Error(at(where, "no tensor " + p.names[i] + " of the model's shape"));
-    p.tensors[i].copy_(*found);
-  }
-}
-
-model::NamedTensors as_named(const Params& p, const std::vector<torch::Tensor>& values) {
-  model::NamedTensors out;
-  for (std::size_t i = 0; i < p.names.size(); ++i) out.emplace_back(p.names[i], values[i]);
-  return out;
 }
 
 }  // namespace
@@ -163,14 +132,14 @@ FinetuneLoopResult finetune_loop(model::VitModel& encoder, const nlohmann::json&
   if (o.stop_after > 0 && o.checkpoint_dir.empty()) throw UsageError("--stop-after needs a checkpoint folder (--checkpoint DIR)");
   if (N < 1) throw Error("no training records");
 
-  Params enc_params = named(encoder, "encoder.");
-  Params head_params = named(task.head(), "head.");
+  const NamedParams enc_params = NamedParams::of(encoder, "encoder.");
+  const NamedParams head_params = NamedParams::of(task.head(), "head.");
   AdamW opt({ParamGroup{enc_params.names, enc_params.tensors, o.lr_backbone, o.weight_decay},
              ParamGroup{head_params.names, head_params.tensors, o.lr_head, o.weight_decay}});
 
   const std::int64_t per_epoch = (N + o.batch - 1) / o.batch;
   const std::int64_t total = o.steps > 0 ? o.steps : (per_epoch * o.epochs + o.accum - 1) / o.accum;
-  const auto warmup = static_cast<std::int64_t>(std::llround(o.warmup * static_cast<double>(total)));
+  const LrSchedule lr_schedule = LrSchedule::with_warmup_fraction(o.schedule, total, o.warmup);
   const AugmentOptions aug = augment_options_for(o);
 
   nlohmann::json signature = task.signature();
@@ -200,72 +169,54 @@ FinetuneLoopResult finetune_loop(model::VitModel& encoder, const nlohmann::json&
   std::int64_t start = 0;
 
   if (!o.resume.empty()) {
-    const std::string state_path = o.resume + "/state.json";
-    nlohmann::json state = nlohmann::json::parse(read_text(state_path), nullptr, false);
-    if (state.is_discarded() || state.value("format", "") != kCheckpointFormat)
-      throw Error(at(state_path, "not a cx fine-tuning checkpoint"));
-    const nlohmann::json& saved = state["signature"];
-    std::vector<std::string> differ;
-    for (auto it = signature.begin(); it != signature.end(); ++it)
-      if (!saved.contains(it.key()) || saved[it.key()] != it.value()) differ.push_back(it.key());
-    if (!differ.empty()) {
-      std::string list;
-      for (const auto& k : differ)
-        list += (list.empty() ? "" : ", ") + k + " (checkpoint " + (saved.contains(k) ? saved[k].dump() : "absent") +
-                ", now " + signature[k].dump() + ")";
-      throw Error(at(o.resume, "the checkpoint was made with other settings: " + list));
-    }
-    if (state.value("base_encoder", nlohmann::json()) != base_info)
+    const Checkpoint c = read_checkpoint(o.resume, kCheckpointFormat);
+    check_signature(c.signature, signature, o.resume);
+    if (c.state.value("base_encoder", nlohmann::json()) != base_info)
       throw Error(at(o.resume, "the checkpoint fine-tunes another encoder than " + o.encoder_folder));
     model::load_weights(encoder, model::read_hf_weights(o.resume + "/encoder"), o.resume + "/encoder");
-    load_named(head_params, read_tensors(o.resume + "/head.safetensors"), o.resume + "/head.safetensors");
-    opt.load_state(read_tensors(o.resume + "/optimizer.safetensors"), o.resume + "/optimizer.safetensors");
-    start = state.at("step").get<std::int64_t>();
-    const auto& es = state.at("early_stopping");
+    head_params.load(c.group("head"), o.resume + "/head.safetensors");
+    opt.load_state(c.group("optimizer"), o.resume + "/optimizer.safetensors");
+    start = c.step;
+    const auto& es = c.state.at("early_stopping");
     best_metric = es.value("best_metric", -1.0);
     best_epoch = es.value("best_epoch", 0);
     bad = es.value("bad", 0);
     epochs_validated = es.value("epochs_validated", 0);
     best_eval = es.value("best_eval", nlohmann::json());
-    if (fs::exists(o.resume + "/best.safetensors")) {
-      auto best = read_tensors(o.resume + "/best.safetensors");
+    if (c.has_group("best")) {
       best_enc = snapshot(enc_params.tensors);
       best_head = snapshot(head_params.tensors);
-      Params be{enc_params.names, best_enc}, bh{head_params.names, best_head};
-      load_named(be, best, o.resume + "/best.safetensors");
-      load_named(bh, best, o.resume + "/best.safetensors");
+      enc_params.load_into(best_enc, c.group("best"), o.resume + "/best.safetensors");
+      head_params.load_into(best_head, c.group("best"), o.resume + "/best.safetensors");
       have_best = true;
     }
     if (opt.steps() != start) throw Error(at(o.resume, "optimizer step count disagrees with state.json"));
   }
 
-  auto write_checkpoint = [&](std::int64_t step) {
-    write_folder_atomic(o.checkpoint_dir, [&](const std::string& tmp) {
-      model::save_hf_folder(tmp + "/encoder", encoder);
-      write_tensors(tmp + "/head.safetensors", as_named(head_params, head_params.tensors));
-      write_tensors(tmp + "/optimizer.safetensors", opt.state());
-      if (have_best) {
-        model::NamedTensors best = as_named(enc_params, best_enc);
-        for (auto& t : as_named(head_params, best_head)) best.push_back(t);
-        write_tensors(tmp + "/best.safetensors", best);
-      }
-      nlohmann::json state = {{"format", kCheckpointFormat},
-                              {"version", "1.0"},
-                              {"step", step},
-                              {"total_steps", total},
-                              {"micro_batches_done", step * o.accum},
-                              {"epoch", (step * o.accum) / per_epoch},
-                              {"rng", {{"kind", "counter (splitmix64 of seed, purpose, epoch, record)"}, {"seed", o.seed}}},
-                              {"signature", signature},
-                              {"base_encoder", base_info},
-                              {"early_stopping",
-                               {{"best_metric", best_metric},
-                                {"best_epoch", best_epoch},
-                                {"bad", bad},
-                                {"epochs_validated", epochs_validated},
-                                {"best_eval", best_eval}}}};
-      cli::write_file_atomic(tmp + "/state.json", state.dump(2) + "\n");
-    });
+  auto write_checkpoint_at = [&](std::int64_t step) {
+    Checkpoint c;
+    c.format = kCheckpointFormat;
+    c.step = step;
+    c.signature = signature;
+    c.state = {{"total_steps", total},
+               {"micro_batches_done", step * o.accum},
+               {"epoch", (step * o.accum) / per_epoch},
+               {"base_encoder", base_info},
+               {"early_stopping",
+                {{"best_metric", best_metric},
+                 {"best_epoch", best_epoch},
+                 {"bad", bad},
+                 {"epochs_validated", epochs_validated},
+                 {"best_eval", best_eval}}}};
+    c.rng = {{"kind", "counter (splitmix64 of seed, purpose, epoch, record)"}, {"seed", o.seed}};
+    c.groups["head"] = head_params.current();
+    c.groups["optimizer"] = opt.state();
+    if (have_best) {
+      model::NamedTensors best = enc_params.with(best_enc);
+      for (auto& t : head_params.with(best_head)) best.push_back(t);
+      c.groups["best"] = std::move(best);
+    }
+    write_checkpoint(o.checkpoint_dir, c, [&](const std::string& tmp) { model::save_hf_folder(tmp + "/encoder", encoder); });
   };
 
   encoder.train();
@@ -302,7 +253,7 @@ FinetuneLoopResult finetune_loop(model::VitModel& encoder, const nlohmann::json&
       loss.backward();
       step_loss += loss.item<double>();
     }
-    opt.step(lr_scale(o.schedule, step, total, warmup));
+    opt.step(lr_schedule(step));
 
     FinetuneProgress progress;
     progress.step = step + 1;
@@ -336,7 +287,7 @@ FinetuneLoopResult finetune_loop(model::VitModel& encoder, const nlohmann::json&
     const bool stop_here = o.stop_after > 0 && done >= o.stop_after && done < total;
     const bool early = have_best && o.patience > 0 && bad >= o.patience;
     if (!o.checkpoint_dir.empty() && ((o.checkpoint_every > 0 && done % o.checkpoint_every == 0) || stop_here))
-      write_checkpoint(done);
+      write_checkpoint_at(done);
     if (early) {
       result.stopped_early = true;
       ++step;

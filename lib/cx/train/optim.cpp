@@ -6,10 +6,6 @@
 
 namespace cx::train {
 
-namespace {
-constexpr double kPi = 3.14159265358979323846;
-}  // namespace
-
 AdamW::AdamW(std::vector<ParamGroup> groups, double beta1, double beta2, double eps)
     : groups_(std::move(groups)), beta1_(beta1), beta2_(beta2), eps_(eps) {
   torch::NoGradGuard no_grad;
@@ -128,23 +124,6 @@ bool EarlyStopping::update(double metric, int epoch, const std::vector<torch::Te
 
 void EarlyStopping::restore_best(const std::vector<torch::Tensor>& params) const {
   if (have_best_) restore(params, saved_);
-}
-
-Schedule parse_schedule(const std::string& name) {
-  if (name == "cosine") return Schedule::cosine;
-  if (name == "constant") return Schedule::constant;
-  throw UsageError("--schedule " + name + ": expected cosine or constant");
-}
-
-std::string schedule_name(Schedule s) { return s == Schedule::constant ? "constant" : "cosine"; }
-
-double lr_scale(Schedule schedule, std::int64_t step, std::int64_t total, std::int64_t warmup) {
-  if (step < warmup) return static_cast<double>(step + 1) / static_cast<double>(warmup);
-  if (schedule == Schedule::constant) return 1.0;
-  const std::int64_t span = total - warmup;
-  if (span <= 0) return 1.0;
-  const double t = std::min(1.0, static_cast<double>(step - warmup) / static_cast<double>(span));
-  return 0.5 * (1.0 + std::cos(kPi * t));
 }
 
 }  // namespace cx::train

@@ -4,7 +4,7 @@
 // update is torch.optim.AdamW's (amsgrad off):
 //   p *= 1 - lr * wd;  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
 //   p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
-// and the learning-rate schedule: linear warm-up from 0, then cosine decay towards 0 or constant.
+// Schedules (lr multipliers and DINOv2's CosineScheduler) are in schedule.hpp.
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -12,6 +12,7 @@
 #include <torch/torch.h>
 
 #include "cx/model/hf_loader.hpp"
+#include "cx/train/schedule.hpp"
 
 namespace cx::train {
 
@@ -71,13 +72,5 @@ class EarlyStopping {
   bool have_best_ = false;
   std::vector<torch::Tensor> saved_;
 };
-
-enum class Schedule { cosine, constant };
-Schedule parse_schedule(const std::string& name);  // "cosine" | "constant"; else UsageError
-std::string schedule_name(Schedule s);
-
-// The lr multiplier before update number `step` (0-based) of `total`: warm-up over `warmup` updates
-// ((step + 1) / warmup), then 1 (constant) or 0.5 (1 + cos(pi * (step - warmup) / (total - warmup))).
-double lr_scale(Schedule schedule, std::int64_t step, std::int64_t total, std::int64_t warmup);
 
 }  // namespace cx::train
