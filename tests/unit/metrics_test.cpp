@@ -18,8 +18,8 @@
 #include "cx/metrics/classification.hpp"
 #include "cx/metrics/labeller.hpp"
 #include "cx/metrics/report.hpp"
-#include "cx/metrics/rng.hpp"
 #include "cx/metrics/segmentation.hpp"
+#include "cx/random/rng.hpp"
 
 using namespace cx::metrics;
 using nlohmann::json;
@@ -254,7 +254,7 @@ TEST(Bootstrap, PairedDifferenceAndPValue) {
   ls.truth = as_truth(c["truth"]);
   auto s = c["scores"].get<std::vector<double>>();
   std::vector<double> noise(s.size());
-  Rng rng(9, 0);
+  auto rng = cx::random::bootstrap_rng(9, 0);
   for (auto& x : noise) x = rng.uniform();
   for (std::uint32_t i = 0; i < ls.truth.size(); ++i) ls.records.push_back(i);
   BootstrapOptions bo;

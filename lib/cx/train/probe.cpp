@@ -5,7 +5,7 @@
 #include "cx/cli/error.hpp"
 #include "cx/metrics/classification.hpp"
 #include "cx/train/loss.hpp"
-#include "cx/train/rng.hpp"
+#include "cx/random/rng.hpp"
 
 namespace cx::train {
 
@@ -125,7 +125,7 @@ Head train_head(FeatureSet train, const FeatureSet* val, const std::vector<std::
   EarlyStopping stopping(o.patience);
   int epochs_run = 0;
   for (int epoch = 0; epoch < o.epochs; ++epoch) {
-    auto perm_v = permutation(N, o.seed, kShufflePurpose, static_cast<std::uint64_t>(epoch));
+    auto perm_v = random::permutation(N, random::training_rng(o.seed, kShufflePurpose, static_cast<std::uint64_t>(epoch)));
     torch::Tensor perm = torch::from_blob(perm_v.data(), {N}, torch::kInt64).to(o.device);
     torch::Tensor loss_sum = torch::zeros({}, torch::kFloat64);
     for (std::int64_t b = 0; b < per_epoch; ++b) {
