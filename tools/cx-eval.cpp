@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <limits>
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <unordered_map>
@@ -25,6 +26,7 @@
 #include "cx/cli/output.hpp"
 #include "cx/cli/paths.hpp"
 #include "cx/cli/tool.hpp"
+#include "cx/data/labels.hpp"
 #include "cx/data/table.hpp"
 #include "cx/io/file_bytes.hpp"
 #include "cx/io/png.hpp"
@@ -251,7 +253,7 @@ ClassificationData load_classification(const Options& o, Problems& problems) {
                                            std::string(truth_is_pred0 ? "" : " (or NAME in the prediction table)")));
   }
 
-  const auto policy = o.uncertain;
+  const cx::data::LabelPolicy policy{cx::data::parse_uncertain_policy(o.uncertain), cx::data::BlankPolicy::ignore};
   ClassificationData d;
   d.n_records = records.size();
   for (int m = 0; m < M; ++m) d.model_names.push_back(display(pred_paths[m]));
@@ -265,20 +267,11 @@ ClassificationData load_classification(const Options& o, Problems& problems) {
     for (std::size_t r = 0; r < records.size(); ++r) {
       const std::size_t tr = records[r];
       // Error locations are built only when a cell fails: the happy path stays allocation-free.
-      cx::data::Truth code;
-      try {
-        code = cx::data::parse_truth(truth.rows[tr][tc], std::string());
-      } catch (const Error&) {
-        code = cx::data::parse_truth(truth.rows[tr][tc], cx::at(truth.where_row(tr), "column " + name));
-      }
-      std::uint8_t y;
-      if (code == cx::data::Truth::missing) continue;
-      if (code == cx::data::Truth::uncertain) {
-        if (policy == "ignore") continue;
-        y = policy == "ones" ? 1 : 0;
-      } else {
-        y = code == cx::data::Truth::positive;
-      }
+      auto value = cx::data::try_parse_label_cell(truth.rows[tr][tc]);
+      if (!value) value = cx::data::parse_label_cell(truth.rows[tr][tc], cx::at(truth.where_row(tr), "column " + name));
+      const std::optional<bool> target = cx::data::binary_target(*value, policy);
+      if (!target) continue;
+      const std::uint8_t y = *target ? 1 : 0;
       std::vector<double> s(M);
       bool ok = true;
       for (int m = 0; m < M && ok; ++m) {
@@ -667,22 +660,22 @@ metrics::Replicates run_text(const ReportData& d, const MetricSpec& spec, const 
 
 metrics::Replicates run_labeller(const ReportData& d, const Options& o, const metrics::BootstrapOptions& bo) {
   const auto labeller = metrics::ReportLabeller::load(cx::share_dir() + "/labeller");
-  std::vector<std::vector<metrics::LabelCode>> truth;
+  std::vector<std::vector<cx::data::LabelValue>> truth;
   for (const auto& rs : d.references) {
     std::string joined;
     for (const auto& r : rs) joined += r + ".\n";  // several references: their mentions pooled
     truth.push_back(labeller.label(joined));
   }
-  std::vector<std::vector<std::vector<metrics::LabelCode>>> pred(d.generated.size());
+  std::vector<std::vector<std::vector<cx::data::LabelValue>>> pred(d.generated.size());
   for (std::size_t m = 0; m < d.generated.size(); ++m)
     for (const auto& g : d.generated[m]) pred[m].push_back(labeller.label(g));
   if (!o.labels_out.empty()) {
     std::string out = "key\tsource";
     for (const auto& n : metrics::chexpert_labels()) out += "\t" + n;
     out += "\n";
-    auto put = [&](const std::string& key, const std::string& source, const std::vector<metrics::LabelCode>& codes) {
+    auto put = [&](const std::string& key, const std::string& source, const std::vector<cx::data::LabelValue>& codes) {
       out += key + "\t" + source;
-      for (auto c : codes) out += std::string("\t") + metrics::label_code_text(c);
+      for (auto c : codes) out += std::string("\t") + cx::data::label_cell_text(c);
       out += "\n";
     };
     for (std::size_t i = 0; i < d.keys.size(); ++i) {
@@ -691,10 +684,7 @@ metrics::Replicates run_labeller(const ReportData& d, const Options& o, const me
     }
     cx::cli::write_file_atomic(o.labels_out, out);
   }
-  metrics::UncertainPolicy policy = o.uncertain == "ones"    ? metrics::UncertainPolicy::ones
-                                    : o.uncertain == "zeros" ? metrics::UncertainPolicy::zeros
-                                                             : metrics::UncertainPolicy::ignore;
-  return metrics::bootstrap_label_f1(truth, pred, metrics::chexpert_labels(), policy, bo);
+  return metrics::bootstrap_label_f1(truth, pred, metrics::chexpert_labels(), cx::data::parse_uncertain_policy(o.uncertain), bo);
 }
 
 // ---------------------------------------------------------------- output

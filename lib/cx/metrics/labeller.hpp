@@ -26,9 +26,6 @@ namespace cx::metrics {
 // them in CheXpert's CSV coding), named here for the labeller's callers.
 using data::LabelValue;
 using data::UncertainPolicy;
-// SHIM: the tools' old names, until their call sites use the vocabulary's (removed with them).
-using LabelCode = data::LabelValue;
-inline const char* label_code_text(LabelValue v) { return data::label_cell_text(v); }
 
 // CheXpert's 14 observations in the column order of its train.csv.
 const std::vector<std::string>& chexpert_labels();

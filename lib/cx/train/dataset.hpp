@@ -62,7 +62,4 @@ FeatureSet load_features(data::RecordSource& source, const std::string& field, c
 // Targets and mask of a truth matrix under a policy: y and mask float32 [N, L], mask 1 where used.
 void make_targets(const torch::Tensor& truth, const LabelPolicy& policy, torch::Tensor& y, torch::Tensor& mask);
 
-// SHIM: cx-classify's old name, until its call site uses data::label_cell_text (removed with it).
-inline const char* truth_cell(std::int8_t code) { return data::label_cell_text(data::label_from_code(code)); }
-
 }  // namespace cx::train
