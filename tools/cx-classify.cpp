@@ -74,11 +74,8 @@ void add_label_options(CLI::App* sub, Shared& s) {
   sub->add_option("--warmup", s.warmup, "Fraction of the updates spent in linear warm-up")->check(CLI::Range(0.0, 1.0))->capture_default_str();
 }
 
-cx::train::LabelPolicy policy_of(const Shared& s) {
-  cx::train::LabelPolicy p;
-  p.uncertain = cx::train::parse_uncertain_policy(s.uncertain);
-  p.blank = cx::train::parse_blank_policy(s.blank);
-  return p;
+cx::data::LabelPolicy policy_of(const Shared& s) {
+  return {cx::data::parse_uncertain_policy(s.uncertain), cx::data::parse_blank_policy(s.blank)};
 }
 
 std::string require_folder_output(const cx::cli::Tool& tool, const char* sub) {
@@ -94,7 +91,7 @@ void log_labels(const std::vector<std::string>& labels, const torch::Tensor& tru
     cx::log::debug(labels[l] + ": " + std::to_string((col == 1).sum().item<std::int64_t>()) + " positive, " +
                    std::to_string((col == 0).sum().item<std::int64_t>()) + " negative, " +
                    std::to_string((col == -1).sum().item<std::int64_t>()) + " uncertain, " +
-                   std::to_string((col == cx::train::kBlankCode).sum().item<std::int64_t>()) + " blank");
+                   std::to_string((col == cx::data::kBlankCode).sum().item<std::int64_t>()) + " blank");
   }
 }
 
@@ -278,7 +275,7 @@ int run_predict(cx::cli::Tool& tool, const std::string& head_dir, std::vector<st
         if (!truth_column[static_cast<std::size_t>(l)]) continue;
         auto v = values[static_cast<std::size_t>(l)];
         line += "\t";
-        line += cx::train::truth_cell(v == cx::data::LabelValue::blank ? cx::train::kBlankCode : static_cast<std::int8_t>(v));
+        line += cx::data::label_cell_text(v);
       }
       char buf[32];
       for (std::int64_t l = 0; l < L; ++l) {

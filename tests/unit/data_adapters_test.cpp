@@ -1,7 +1,7 @@
 // Dataset adapters on the real label files in ../shared/samples/labels (CheXpert, NIH, RSNA,
 // VinDr), checked record by record against an independent parse with Python's csv module
 // (tests/data/adapter_reference.py); the other layouts on small files written here. Also the
-// label coding, the streaming CSV reader and the key rules.
+// streaming CSV reader and the key rules (the label coding is data_labels_test.cpp's).
 #include <gtest/gtest.h>
 
 #include <sys/wait.h>
@@ -105,42 +105,6 @@ std::string error_of(const std::function<void()>& f) {
   if (!fs::exists(path)) GTEST_SKIP() << "sample not found: " << (path) << " (set CX_SHARED)"
 
 }  // namespace
-
-// --- label coding ---
-
-TEST(Labels, CodingIsDistinctAndStrict) {
-  EXPECT_EQ(parse_label_cell("1.0", "t"), LabelValue::positive);
-  EXPECT_EQ(parse_label_cell("1", "t"), LabelValue::positive);
-  EXPECT_EQ(parse_label_cell("0.0", "t"), LabelValue::negative);
-  EXPECT_EQ(parse_label_cell("-1.0", "t"), LabelValue::uncertain);
-  EXPECT_EQ(parse_label_cell("", "t"), LabelValue::blank);
-  EXPECT_EQ(parse_label_cell(" \r", "t"), LabelValue::blank);
-  EXPECT_NE(error_of([] { parse_label_cell("2.0", "train.csv:5: Edema"); }).find("train.csv:5: Edema: label cell '2.0'"),
-            std::string::npos);
-  EXPECT_EQ(label_to_json(LabelValue::positive), json(1));
-  EXPECT_EQ(label_to_json(LabelValue::negative), json(0));
-  EXPECT_EQ(label_to_json(LabelValue::uncertain), json(-1));
-  EXPECT_TRUE(label_to_json(LabelValue::blank).is_null());
-  for (auto v : {LabelValue::positive, LabelValue::negative, LabelValue::uncertain, LabelValue::blank})
-    EXPECT_EQ(label_from_json(label_to_json(v), "t"), v);
-  EXPECT_THROW(label_from_json(json(0.5), "t"), cx::Error);
-}
-
-TEST(Labels, SetsLoadByName) {
-  EXPECT_EQ(load_label_set("chexpert14").classes.size(), 14u);
-  auto c5 = load_label_set("chexpert5");
-  EXPECT_EQ(c5.classes, (std::vector<std::string>{"Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"}));
-  EXPECT_EQ(load_label_set("nih14").classes.size(), 14u);
-  EXPECT_EQ(load_label_set("nih8").classes.size(), 8u);
-  auto v = load_label_set("vindr");
-  EXPECT_EQ(v.classes.size(), 15u);
-  EXPECT_EQ(v.classes.front(), "Aortic enlargement");
-  EXPECT_EQ(v.classes.back(), "No finding");
-  EXPECT_EQ(load_label_set("rsna").classes, std::vector<std::string>{"Pneumonia"});
-  EXPECT_THROW(load_label_set("nonexistent"), cx::Error);
-  EXPECT_THROW(load_label_set("../etc/passwd"), cx::Error);
-  EXPECT_THROW(parse_label_set("A\nB\nA\n", "x"), cx::Error);
-}
 
 // --- the streaming CSV reader ---
 

@@ -139,17 +139,6 @@ TEST(Table, StrictNumbersRefuseNaNByName) {
   EXPECT_TRUE(std::isnan(parse_number("nan", "w")));  // plain numbers may be NaN; scores may not
 }
 
-TEST(Table, TruthCodes) {
-  EXPECT_EQ(parse_truth("1", "w"), Truth::positive);
-  EXPECT_EQ(parse_truth("1.0", "w"), Truth::positive);
-  EXPECT_EQ(parse_truth("0", "w"), Truth::negative);
-  EXPECT_EQ(parse_truth("-1.0", "w"), Truth::uncertain);
-  EXPECT_EQ(parse_truth("", "w"), Truth::missing);
-  EXPECT_EQ(parse_truth("NaN", "w"), Truth::missing);
-  EXPECT_EQ(error_of([] { parse_truth("2", "t.tsv: line 2: column Edema"); }),
-            "t.tsv: line 2: column Edema: truth must be 1, 0, -1 (uncertain) or blank, not '2'");
-}
-
 TEST(Table, JoinNamesUnmatchedAndRepeatedKeys) {
   Table truth = parse_table("key\tEdema\na\t1\nb\t0\nc\t1\n", "t.tsv");
   Table pred = parse_table("key\tEdema\nc\t0.9\na\t0.2\nz\t0.5\n", "p.tsv");

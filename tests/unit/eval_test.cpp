@@ -112,9 +112,9 @@ TEST(Roles, FormsThatDoNotFitAreUsageErrors) {
 }
 
 TEST(Roles, UncertainPolicyNames) {
-  EXPECT_EQ(eval::parse_uncertain_policy("ignore"), cx::metrics::UncertainPolicy::ignore);
-  EXPECT_EQ(eval::parse_uncertain_policy("ones"), cx::metrics::UncertainPolicy::ones);
-  EXPECT_EQ(eval::parse_uncertain_policy("zeros"), cx::metrics::UncertainPolicy::zeros);
+  EXPECT_EQ(eval::parse_uncertain_policy("ignore"), cx::data::UncertainPolicy::ignore);
+  EXPECT_EQ(eval::parse_uncertain_policy("ones"), cx::data::UncertainPolicy::ones);
+  EXPECT_EQ(eval::parse_uncertain_policy("zeros"), cx::data::UncertainPolicy::zeros);
   EXPECT_THROW(eval::parse_uncertain_policy("maybe"), cx::UsageError);
 }
 
@@ -157,14 +157,14 @@ TEST(JoinScores, UncertainPolicyCodesMinusOne) {
   const std::vector<Table> preds = {tsv("pred.tsv", "key\tE\nk1\t0.9\nk2\t0.5\nk3\t0.1\nk4\t0.3\n")};
   BadInputs bad(false);
   eval::ScoreOptions o;
-  o.uncertain = cx::metrics::UncertainPolicy::ones;
+  o.uncertain = cx::data::UncertainPolicy::ones;
   auto d = eval::join_scores(&truth, preds, o, bad);
   EXPECT_EQ(d.labels[0].truth, (std::vector<std::uint8_t>{1, 1, 0}));
   EXPECT_EQ(d.labels[0].records, (std::vector<std::uint32_t>{0, 1, 2}));
-  o.uncertain = cx::metrics::UncertainPolicy::zeros;
+  o.uncertain = cx::data::UncertainPolicy::zeros;
   d = eval::join_scores(&truth, preds, o, bad);
   EXPECT_EQ(d.labels[0].truth, (std::vector<std::uint8_t>{1, 0, 0}));
-  o.uncertain = cx::metrics::UncertainPolicy::ignore;
+  o.uncertain = cx::data::UncertainPolicy::ignore;
   d = eval::join_scores(&truth, preds, o, bad);
   EXPECT_EQ(d.labels[0].truth, (std::vector<std::uint8_t>{1, 0}));
   EXPECT_EQ(d.labels[0].records, (std::vector<std::uint32_t>{0, 2}));

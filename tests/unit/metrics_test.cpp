@@ -18,8 +18,8 @@
 #include "cx/metrics/classification.hpp"
 #include "cx/metrics/labeller.hpp"
 #include "cx/metrics/text.hpp"
-#include "cx/metrics/rng.hpp"
 #include "cx/metrics/segmentation.hpp"
+#include "cx/random/rng.hpp"
 
 using namespace cx::metrics;
 using nlohmann::json;
@@ -254,7 +254,7 @@ TEST(Bootstrap, PairedDifferenceAndPValue) {
   ls.truth = as_truth(c["truth"]);
   auto s = c["scores"].get<std::vector<double>>();
   std::vector<double> noise(s.size());
-  Rng rng(9, 0);
+  auto rng = cx::random::bootstrap_rng(9, 0);
   for (auto& x : noise) x = rng.uniform();
   for (std::uint32_t i = 0; i < ls.truth.size(); ++i) ls.records.push_back(i);
   BootstrapOptions bo;
@@ -427,7 +427,7 @@ TEST(Report, TextBootstrapPointEstimatesAreTheCorpusScores) {
 }
 
 namespace {
-std::vector<LabelCode> label_of(const std::string& text) {
+std::vector<LabelValue> label_of(const std::string& text) {
   static const ReportLabeller labeller = ReportLabeller::load(cx::share_dir() + "/labeller");
   return labeller.label(text);
 }
@@ -435,35 +435,35 @@ int index_of(const std::string& name) {
   const auto& n = chexpert_labels();
   return static_cast<int>(std::find(n.begin(), n.end(), name) - n.begin());
 }
-LabelCode code(const std::string& text, const std::string& label) { return label_of(text)[index_of(label)]; }
+LabelValue code(const std::string& text, const std::string& label) { return label_of(text)[index_of(label)]; }
 }  // namespace
 
 TEST(Labeller, MentionNegationUncertainty) {
-  EXPECT_EQ(code("Small left pleural effusion.", "Pleural Effusion"), LabelCode::positive);
-  EXPECT_EQ(code("No pleural effusion.", "Pleural Effusion"), LabelCode::negative);
-  EXPECT_EQ(code("There is no pneumothorax.", "Pneumothorax"), LabelCode::negative);
-  EXPECT_EQ(code("Pneumothorax is not seen.", "Pneumothorax"), LabelCode::negative);
-  EXPECT_EQ(code("Pneumothorax cannot be excluded.", "Pneumothorax"), LabelCode::uncertain);
-  EXPECT_EQ(code("Possible right lower lobe pneumonia.", "Pneumonia"), LabelCode::uncertain);
+  EXPECT_EQ(code("Small left pleural effusion.", "Pleural Effusion"), LabelValue::positive);
+  EXPECT_EQ(code("No pleural effusion.", "Pleural Effusion"), LabelValue::negative);
+  EXPECT_EQ(code("There is no pneumothorax.", "Pneumothorax"), LabelValue::negative);
+  EXPECT_EQ(code("Pneumothorax is not seen.", "Pneumothorax"), LabelValue::negative);
+  EXPECT_EQ(code("Pneumothorax cannot be excluded.", "Pneumothorax"), LabelValue::uncertain);
+  EXPECT_EQ(code("Possible right lower lobe pneumonia.", "Pneumonia"), LabelValue::uncertain);
   // A list stays in the negation's scope, across commas.
   for (const char* l : {"Pleural Effusion", "Pneumothorax", "Consolidation"})
-    EXPECT_EQ(code("No focal consolidation, pleural effusion, or pneumothorax.", l), LabelCode::negative) << l;
+    EXPECT_EQ(code("No focal consolidation, pleural effusion, or pneumothorax.", l), LabelValue::negative) << l;
   // A gap with a negation inside the mention; a pseudo-negation; a blocked phrase.
-  EXPECT_EQ(code("The heart is mildly enlarged.", "Cardiomegaly"), LabelCode::positive);
-  EXPECT_EQ(code("The heart is not enlarged.", "Cardiomegaly"), LabelCode::negative);
-  EXPECT_EQ(code("No change in cardiomegaly.", "Cardiomegaly"), LabelCode::positive);
-  EXPECT_EQ(code("Small pericardial effusion.", "Pleural Effusion"), LabelCode::blank);
+  EXPECT_EQ(code("The heart is mildly enlarged.", "Cardiomegaly"), LabelValue::positive);
+  EXPECT_EQ(code("The heart is not enlarged.", "Cardiomegaly"), LabelValue::negative);
+  EXPECT_EQ(code("No change in cardiomegaly.", "Cardiomegaly"), LabelValue::positive);
+  EXPECT_EQ(code("Small pericardial effusion.", "Pleural Effusion"), LabelValue::blank);
   // A termination word ends the negation's scope.
-  EXPECT_EQ(code("No pneumothorax but there is a right pleural effusion.", "Pleural Effusion"), LabelCode::positive);
+  EXPECT_EQ(code("No pneumothorax but there is a right pleural effusion.", "Pleural Effusion"), LabelValue::positive);
   // Sentences are separate scopes, and a positive mention outranks a negative one.
-  EXPECT_EQ(code("No effusion on the left. Small effusion on the right.", "Pleural Effusion"), LabelCode::positive);
+  EXPECT_EQ(code("No effusion on the left. Small effusion on the right.", "Pleural Effusion"), LabelValue::positive);
 }
 
 TEST(Labeller, NoFindingRule) {
-  EXPECT_EQ(code("Normal chest. No pneumothorax or effusion.", "No Finding"), LabelCode::positive);
-  EXPECT_EQ(code("Right PICC line in place. Lungs are clear.", "No Finding"), LabelCode::positive);  // devices allowed
-  EXPECT_EQ(code("Right PICC line in place. Lungs are clear.", "Support Devices"), LabelCode::positive);
-  EXPECT_EQ(code("Possible pneumonia.", "No Finding"), LabelCode::blank);
+  EXPECT_EQ(code("Normal chest. No pneumothorax or effusion.", "No Finding"), LabelValue::positive);
+  EXPECT_EQ(code("Right PICC line in place. Lungs are clear.", "No Finding"), LabelValue::positive);  // devices allowed
+  EXPECT_EQ(code("Right PICC line in place. Lungs are clear.", "Support Devices"), LabelValue::positive);
+  EXPECT_EQ(code("Possible pneumonia.", "No Finding"), LabelValue::blank);
 }
 
 TEST(Labeller, BadPhraseFilesAreNamed) {
@@ -478,7 +478,7 @@ TEST(Labeller, BadPhraseFilesAreNamed) {
 }
 
 TEST(Labeller, F1PerLabelMicroAndMacro) {
-  using C = LabelCode;
+  using C = LabelValue;
   // Two labels over 4 records. Label a: truth 1 1 0 0, pred 1 0 1 0 -> tp 1 fp 1 fn 1: F1 0.5.
   // Label b: truth uncertain in record 0 (ignored), then 1 0 0; pred 1 1 0 -> tp 1 fp 1 fn 0: 2/3.
   std::vector<std::vector<C>> truth = {{C::positive, C::uncertain}, {C::positive, C::positive}, {C::negative, C::blank}, {C::blank, C::negative}};

@@ -14,6 +14,7 @@
 
 #include "cx/cli/error.hpp"
 #include "cx/data/adapter_common.hpp"
+#include "cx/util/strings.hpp"
 
 namespace cx::data::detail {
 
@@ -35,7 +36,7 @@ class ChexmaskSource : public ItemSource {
     for (std::size_t i = 0; i < csv_.columns().size(); ++i) {
       const std::string& c = csv_.columns()[i];
       // pandas' unnamed index column ("" or "Unnamed: 0") is not an id either
-      if (own.count(c) || trim(c).empty() || c.rfind("Unnamed", 0) == 0) continue;
+      if (own.count(c) || util::trim(c).empty() || util::starts_with(c, "Unnamed")) continue;
       id_ = static_cast<int>(i);
       break;
     }
@@ -46,7 +47,7 @@ class ChexmaskSource : public ItemSource {
     if (!csv_.next(row_)) return false;
     const std::string where = csv_.where();
     item = IngestItem{};
-    const std::string id = trim(row_[id_]);
+    const std::string id = util::trim(row_[id_]);
     if (id.empty()) throw Error(at(where, "empty " + csv_.columns()[id_]));
     item.origin = where;
     auto& m = item.meta;

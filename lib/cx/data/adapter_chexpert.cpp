@@ -7,6 +7,7 @@
 
 #include "cx/cli/error.hpp"
 #include "cx/data/adapter_common.hpp"
+#include "cx/util/strings.hpp"
 
 namespace cx::data::detail {
 
@@ -29,7 +30,7 @@ class ChexpertSource : public ItemSource {
     if (!csv_.next(row_)) return false;
     const std::string where = csv_.where();
     item = IngestItem{};
-    const std::string rel = trim(row_[path_]);
+    const std::string rel = util::trim(row_[path_]);
     if (rel.empty()) throw Error(at(where, "empty Path"));
     item.image_path = join_path(root_, rel);
     item.origin = where;
@@ -63,15 +64,15 @@ class ChexpertSource : public ItemSource {
     if (age_ >= 0) {
       if (auto a = parse_age(row_[age_])) m["age"] = *a;
     }
-    std::string fl = frontal_ >= 0 ? upper(trim(row_[frontal_])) : "";
+    std::string fl = frontal_ >= 0 ? util::upper(util::trim(row_[frontal_])) : "";
     if (frontal_ < 0) {  // the file name says it: view1_frontal.jpg, view2_lateral.jpg
-      const std::string name = lower(parts.back());
+      const std::string name = util::lower(parts.back());
       fl = name.find("lateral") != std::string::npos ? "LATERAL" : name.find("frontal") != std::string::npos ? "FRONTAL" : "";
     }
     if (fl == "LATERAL") {
       m["view"] = "LATERAL";
     } else if (fl == "FRONTAL") {
-      std::string v = appa_ >= 0 ? upper(trim(row_[appa_])) : "";
+      std::string v = appa_ >= 0 ? util::upper(util::trim(row_[appa_])) : "";
       m["view"] = v.empty() ? "FRONTAL" : v;
     } else if (!fl.empty()) {
       throw Error(at(where, "Frontal/Lateral is '" + row_[frontal_] + "', expected Frontal or Lateral"));

@@ -1,5 +1,6 @@
 #pragma once
-// Internal to the dataset adapters (adapter_*.cpp): the per-dataset openers and small helpers.
+// Internal to the dataset adapters (adapter_*.cpp): the per-dataset openers and small helpers
+// (string helpers are cx/util/strings.hpp's).
 #include <memory>
 #include <optional>
 #include <string>
@@ -21,12 +22,6 @@ std::unique_ptr<ItemSource> open_chexmask(const AdapterOptions& options);
 std::unique_ptr<ItemSource> open_folder(const AdapterOptions& options);
 std::unique_ptr<ItemSource> open_reports(const AdapterOptions& options);
 
-std::string trim(std::string_view s);
-// Runs of white space as one space, none at either end.
-std::string collapse_space(std::string_view s);
-std::string upper(std::string s);
-std::string lower(std::string s);
-bool ends_with_ci(std::string_view s, std::string_view suffix);
 // The folder holding `path` ("." for a bare name; the working folder for "-").
 std::string parent_folder(const std::string& path);
 std::string join_path(const std::string& a, const std::string& b);

@@ -10,6 +10,7 @@
 #include "cx/cli/log.hpp"
 #include "cx/data/adapter_common.hpp"
 #include "cx/data/table.hpp"
+#include "cx/util/strings.hpp"
 
 namespace cx::data::detail {
 
@@ -42,7 +43,7 @@ class FolderSource : public ItemSource {
         std::vector<LabelValue> v;
         for (std::size_t c = 1; c < t.columns.size(); ++c)
           v.push_back(parse_label_cell(t.rows[r][c], t.where_row(r) + ": " + t.columns[c]));
-        const std::string key = trim(t.rows[r][0]);
+        const std::string key = util::trim(t.rows[r][0]);
         if (!seen.count(key)) ++unmatched;
         if (!labels_.emplace(key, std::move(v)).second) throw Error(at(t.where_row(r), "key '" + key + "' listed twice"));
       }

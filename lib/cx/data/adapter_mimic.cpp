@@ -13,6 +13,7 @@
 #include "cx/cli/error.hpp"
 #include "cx/cli/log.hpp"
 #include "cx/data/adapter_common.hpp"
+#include "cx/util/strings.hpp"
 
 namespace cx::data::detail {
 
@@ -21,7 +22,7 @@ namespace {
 std::string sibling_with_suffix(const std::string& dir, const std::string& label_file, const std::string& suffix) {
   // mimic-cxr-2.0.0-metadata.csv -> mimic-cxr-2.0.0-<suffix>.csv; else the plain release name.
   std::string name = label_file.substr(label_file.find_last_of('/') + 1);
-  if (ends_with_ci(name, ".gz")) name.resize(name.size() - 3);
+  if (util::ends_with_ci(name, ".gz")) name.resize(name.size() - 3);
   std::string guess;
   if (auto p = name.rfind("metadata.csv"); p != std::string::npos) guess = name.substr(0, p) + suffix + ".csv";
   if (!guess.empty()) {
@@ -31,7 +32,7 @@ std::string sibling_with_suffix(const std::string& dir, const std::string& label
 }
 
 std::int64_t parse_id(const std::string& s, const std::string& where, const char* what) {
-  std::string t = trim(s);
+  std::string t = util::trim(s);
   char* end = nullptr;
   long long v = std::strtoll(t.c_str(), &end, 10);
   if (t.empty() || end != t.c_str() + t.size() || v < 0) throw Error(at(where, std::string(what) + " '" + t + "' is not an id"));
@@ -67,7 +68,7 @@ class MimicSource : public ItemSource {
     if (!csv_.next(row_)) return false;
     const std::string where = csv_.where();
     item = IngestItem{};
-    const std::string dicom_id = trim(row_[dicom_]);
+    const std::string dicom_id = util::trim(row_[dicom_]);
     std::int64_t subject = parse_id(row_[subject_], where, "subject_id");
     std::int64_t study = parse_id(row_[study_], where, "study_id");
     const std::string subj = std::to_string(subject), stud = std::to_string(study);
@@ -82,10 +83,10 @@ class MimicSource : public ItemSource {
     m["patient"] = subj;
     m["study"] = stud;
     if (view_ >= 0) {
-      std::string v = upper(trim(row_[view_]));
+      std::string v = util::upper(util::trim(row_[view_]));
       if (!v.empty()) m["view"] = v;
     }
-    if (date_ >= 0 && !trim(row_[date_]).empty()) m["study_date"] = trim(row_[date_]);
+    if (date_ >= 0 && !util::trim(row_[date_]).empty()) m["study_date"] = util::trim(row_[date_]);
     if (rows_ >= 0 && cols_ >= 0) {
       auto r = parse_optional_number(row_[rows_], where + ": Rows");
       auto c = parse_optional_number(row_[cols_], where + ": Columns");
@@ -143,7 +144,7 @@ class MimicSource : public ItemSource {
     CsvReader t(path);
     int d = t.require_column("dicom_id"), s = t.require_column("split");
     std::vector<std::string> r;
-    while (t.next(r)) split_[trim(r[d])] = trim(r[s]);
+    while (t.next(r)) split_[util::trim(r[d])] = util::trim(r[s]);
   }
 
   CsvReader csv_;

@@ -13,6 +13,7 @@
 
 #include "cx/cli/error.hpp"
 #include "cx/data/adapter_common.hpp"
+#include "cx/util/strings.hpp"
 
 namespace cx::data::detail {
 
@@ -25,7 +26,7 @@ std::unordered_set<std::string> read_name_list(const std::string& path) {
   std::ifstream f(path);
   std::string line;
   while (std::getline(f, line)) {
-    std::string t = trim(line);
+    std::string t = util::trim(line);
     if (!t.empty()) names.insert(t);
   }
   return names;
@@ -55,7 +56,7 @@ class NihSource : public ItemSource {
     if (is_dir(root_)) {
       for (fs::directory_iterator it(root_, ec), end; !ec && it != end; it.increment(ec)) {
         std::string name = it->path().filename().string();
-        if (name.rfind("images", 0) == 0 && it->is_directory(ec)) {
+        if (util::starts_with(name, "images") && it->is_directory(ec)) {
           extra.push_back(it->path().string());
           if (is_dir(join_path(it->path().string(), "images"))) extra.push_back(join_path(it->path().string(), "images"));
         }
@@ -77,7 +78,7 @@ class NihSource : public ItemSource {
     if (!csv_.next(row_)) return false;
     const std::string where = csv_.where();
     item = IngestItem{};
-    const std::string name = trim(row_[image_]);
+    const std::string name = util::trim(row_[image_]);
     if (name.empty()) throw Error(at(where, "empty Image Index"));
     item.key = sanitize_key(file_stem(name), where);
     item.origin = where;
@@ -86,7 +87,7 @@ class NihSource : public ItemSource {
     m["dataset"] = "nih";
     m["source"] = name;
     m["origin"] = where;
-    if (patient_ >= 0) m["patient"] = trim(row_[patient_]);
+    if (patient_ >= 0) m["patient"] = util::trim(row_[patient_]);
     if (follow_ >= 0) {
       if (auto f = parse_age(row_[follow_])) m["follow_up"] = *f;
     }
@@ -97,7 +98,7 @@ class NihSource : public ItemSource {
       if (auto a = parse_age(row_[age_])) m["age"] = *a;
     }
     if (view_ >= 0) {
-      std::string v = upper(trim(row_[view_]));
+      std::string v = util::upper(util::trim(row_[view_]));
       if (!v.empty()) m["view"] = v;
     }
     if (have_split_) {
@@ -120,7 +121,7 @@ class NihSource : public ItemSource {
     for (std::size_t b = 0; b <= f.size();) {
       std::size_t e = f.find('|', b);
       if (e == std::string::npos) e = f.size();
-      std::string cls = trim(std::string_view(f).substr(b, e - b));
+      std::string cls = util::trim(std::string_view(f).substr(b, e - b));
       b = e + 1;
       if (cls.empty()) continue;
       if (cls == "No Finding") {
@@ -158,7 +159,7 @@ class NihSource : public ItemSource {
     std::vector<std::string> r;
     while (bb.next(r)) {
       if (static_cast<std::size_t>(x + 3) >= r.size()) throw Error(at(bb.where(), "box row too short"));
-      std::string label = trim(r[lab]);
+      std::string label = util::trim(r[lab]);
       if (label == "Infiltrate") label = "Infiltration";  // the box file's spelling of the class
       nlohmann::json box = {{"label", label}};
       const char* names[] = {"x", "y", "width", "height"};
@@ -167,7 +168,7 @@ class NihSource : public ItemSource {
         if (!v) throw Error(at(bb.where(), "box value missing"));
         box[names[k]] = *v;
       }
-      boxes_[trim(r[img])].push_back(box);
+      boxes_[util::trim(r[img])].push_back(box);
     }
   }
 

@@ -9,6 +9,7 @@
 
 #include "cx/cli/error.hpp"
 #include "cx/data/adapter_common.hpp"
+#include "cx/util/strings.hpp"
 
 namespace cx::data::detail {
 
@@ -16,7 +17,7 @@ namespace {
 
 // "['a', 'b']" or '["a", "b"]' -> {a, b}; "nan", "" and "[]" -> {}.
 std::vector<std::string> parse_python_list(const std::string& cell, const std::string& where) {
-  std::string t = trim(cell);
+  std::string t = util::trim(cell);
   std::vector<std::string> out;
   if (t.empty() || t == "nan" || t == "NaN" || t == "[]") return out;
   if (t.front() != '[' || t.back() != ']') throw Error(at(where, "Labels '" + t + "' is not a list like ['a', 'b']"));
@@ -30,7 +31,7 @@ std::vector<std::string> parse_python_list(const std::string& cell, const std::s
     if (c != '\'' && c != '"') throw Error(at(where, "Labels '" + t + "': expected a quoted string at offset " + std::to_string(i)));
     std::size_t e = t.find(c, i + 1);
     if (e == std::string::npos || e >= t.size() - 1) throw Error(at(where, "Labels '" + t + "': unterminated string"));
-    std::string item = trim(std::string_view(t).substr(i + 1, e - i - 1));
+    std::string item = util::trim(std::string_view(t).substr(i + 1, e - i - 1));
     if (!item.empty()) out.push_back(item);
     i = e + 1;
   }
@@ -56,13 +57,13 @@ class PadchestSource : public ItemSource {
     if (!csv_.next(row_)) return false;
     const std::string where = csv_.where();
     item = IngestItem{};
-    const std::string name = trim(row_[image_]);
+    const std::string name = util::trim(row_[image_]);
     if (name.empty()) throw Error(at(where, "empty ImageID"));
     item.key = sanitize_key(file_stem(name), where);
     item.origin = where;
     std::string rel = name;
     if (dir_ >= 0) {
-      std::string d = trim(row_[dir_]);
+      std::string d = util::trim(row_[dir_]);
       if (!d.empty() && d.find('.') != std::string::npos) {  // pandas wrote 12.0
         if (auto v = parse_optional_number(d, where + ": ImageDir")) d = std::to_string(static_cast<long long>(*v));
       }
@@ -73,10 +74,10 @@ class PadchestSource : public ItemSource {
     m["dataset"] = "padchest";
     m["source"] = rel;
     m["origin"] = where;
-    if (patient_ >= 0 && !trim(row_[patient_]).empty()) m["patient"] = trim(row_[patient_]);
-    if (study_ >= 0 && !trim(row_[study_]).empty()) m["study"] = trim(row_[study_]);
+    if (patient_ >= 0 && !util::trim(row_[patient_]).empty()) m["patient"] = util::trim(row_[patient_]);
+    if (study_ >= 0 && !util::trim(row_[study_]).empty()) m["study"] = util::trim(row_[study_]);
     if (projection_ >= 0) {
-      std::string v = upper(trim(row_[projection_]));
+      std::string v = util::upper(util::trim(row_[projection_]));
       if (v == "L") v = "LATERAL";
       if (!v.empty()) m["view"] = v;
     }
@@ -86,7 +87,7 @@ class PadchestSource : public ItemSource {
     if (birth_ >= 0 && date_ >= 0) {
       // Birth year (e.g. "1936.0") and study date YYYYMMDD: the age in years, to within one.
       auto b = parse_age_year(row_[birth_]);
-      std::string d = trim(row_[date_]);
+      std::string d = util::trim(row_[date_]);
       if (b && d.size() >= 4) {
         int y = std::atoi(d.substr(0, 4).c_str());
         if (y > *b && y - *b < 130) m["age"] = y - *b;
@@ -104,7 +105,7 @@ class PadchestSource : public ItemSource {
 
  private:
   static std::optional<int> parse_age_year(const std::string& s) {
-    std::string t = trim(s);
+    std::string t = util::trim(s);
     if (t.empty()) return std::nullopt;
     char* end = nullptr;
     double v = std::strtod(t.c_str(), &end);

@@ -18,6 +18,7 @@
 #include "cx/cli/error.hpp"
 #include "cx/cli/log.hpp"
 #include "cx/data/adapter_common.hpp"
+#include "cx/util/strings.hpp"
 
 namespace cx::data::detail {
 
@@ -118,13 +119,13 @@ IuReport parse_iu_xml(const std::string& xml, const std::string& where) {
              (tag[name.size() + 1] == ' ' || tag[name.size() + 1] == '>' || tag[name.size() + 1] == '/');
     };
     if (starts("AbstractText")) {
-      std::string label = upper(attribute(tag, "Label"));
+      std::string label = util::upper(attribute(tag, "Label"));
       std::string text;
       std::size_t next = e + 1;
       if (tag[tag.size() - 2] != '/') {
         std::size_t close = xml.find("</AbstractText>", e);
         if (close == std::string::npos) throw Error(at(where, "<AbstractText> not closed"));
-        text = collapse_space(xml_unescape(std::string_view(xml).substr(e + 1, close - e - 1)));
+        text = util::collapse_space(xml_unescape(std::string_view(xml).substr(e + 1, close - e - 1)));
         next = close + 15;
       }
       std::string key = label == "FINDINGS" ? "findings" : label == "IMPRESSION" ? "impression" : "";
@@ -140,7 +141,7 @@ IuReport parse_iu_xml(const std::string& xml, const std::string& where) {
     } else if (starts("major")) {
       std::size_t close = xml.find("</major>", e);
       if (close != std::string::npos) {
-        std::string t = collapse_space(xml_unescape(std::string_view(xml).substr(e + 1, close - e - 1)));
+        std::string t = util::collapse_space(xml_unescape(std::string_view(xml).substr(e + 1, close - e - 1)));
         if (!t.empty()) r.mesh.push_back(t);
       }
     }
@@ -158,13 +159,13 @@ class ReportsSource : public ItemSource {
       for (fs::recursive_directory_iterator it(in, ec), end; !ec && it != end; it.increment(ec)) {
         if (!it->is_regular_file()) continue;
         std::string p = it->path().string(), name = it->path().filename().string();
-        if (ends_with_ci(name, ".xml")) xml_.push_back(p);
-        else if (ends_with_ci(name, ".txt") && name.size() > 5 && name[0] == 's') txt_.push_back(p);
+        if (util::ends_with_ci(name, ".xml")) xml_.push_back(p);
+        else if (util::ends_with_ci(name, ".txt") && name.size() > 5 && name[0] == 's') txt_.push_back(p);
       }
       if (ec) throw Error(at(in, "cannot read folder: " + ec.message()));
-    } else if (ends_with_ci(in, ".xml")) {
+    } else if (util::ends_with_ci(in, ".xml")) {
       xml_.push_back(in);
-    } else if (ends_with_ci(in, ".txt")) {
+    } else if (util::ends_with_ci(in, ".txt")) {
       txt_.push_back(in);
     } else {
       throw Error(at(in, "expected a folder of Open-i XML or MIMIC-CXR sNNN.txt reports, or one such file"));

@@ -8,6 +8,7 @@
 
 #include "cx/cli/error.hpp"
 #include "cx/data/adapter_common.hpp"
+#include "cx/util/strings.hpp"
 
 namespace cx::data::detail {
 
@@ -32,7 +33,7 @@ class RsnaSource : public ItemSource {
     std::vector<std::string> r;
     while (csv.next(r)) {
       const std::string where = csv.where();
-      std::string pid = trim(r[id]);
+      std::string pid = util::trim(r[id]);
       if (pid.empty()) throw Error(at(where, "empty patientId"));
       auto [it, fresh] = index_.emplace(pid, order_.size());
       if (fresh) {
@@ -40,7 +41,7 @@ class RsnaSource : public ItemSource {
         patients_.push_back(Patient{where});
       }
       Patient& p = patients_[it->second];
-      std::string ts = trim(r[t]);
+      std::string ts = util::trim(r[t]);
       int target = ts == "1" ? 1 : ts == "0" ? 0 : -1;
       if (target < 0) throw Error(at(where, "Target '" + ts + "' is not 0 or 1"));
       if (p.target >= 0 && p.target != target) throw Error(at(where, "patientId " + pid + " has Target 0 and 1"));
@@ -59,7 +60,7 @@ class RsnaSource : public ItemSource {
     if (std::string f = find_sibling(dir, "stage_2_detailed_class_info.csv"); !f.empty()) {
       CsvReader c(f);
       int pid = c.require_column("patientId"), cls = c.require_column("class");
-      while (c.next(r)) classes_[trim(r[pid])] = trim(r[cls]);
+      while (c.next(r)) classes_[util::trim(r[pid])] = util::trim(r[cls]);
     }
   }
 

@@ -17,6 +17,7 @@
 #include "cx/cli/error.hpp"
 #include "cx/cli/log.hpp"
 #include "cx/data/adapter_common.hpp"
+#include "cx/util/strings.hpp"
 
 namespace cx::data::detail {
 
@@ -45,7 +46,7 @@ class VindrSource : public ItemSource {
     std::set<std::string> unknown;
     while (csv.next(r)) {
       const std::string where = csv.where();
-      std::string image = trim(r[id]);
+      std::string image = util::trim(r[id]);
       if (image.empty()) throw Error(at(where, "empty image_id"));
       auto [it, fresh] = index_.emplace(image, order_.size());
       if (fresh) {
@@ -53,7 +54,7 @@ class VindrSource : public ItemSource {
         images_.push_back(VindrImage{where, {}, nlohmann::json::array()});
       }
       VindrImage& im = images_[it->second];
-      std::string c = trim(r[cls]), rid = trim(r[rad]);
+      std::string c = util::trim(r[cls]), rid = util::trim(r[rad]);
       if (rid.empty()) throw Error(at(where, "empty rad_id"));
       if (set_.index(c) < 0) unknown.insert(c);
       im.votes[rid].insert(c);

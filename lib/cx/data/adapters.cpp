@@ -12,53 +12,13 @@
 #include "cx/cli/error.hpp"
 #include "cx/data/adapter_common.hpp"
 #include "cx/data/rle.hpp"
+#include "cx/util/strings.hpp"
 
 namespace cx::data {
 
 namespace fs = std::filesystem;
 
 namespace detail {
-
-std::string trim(std::string_view s) {
-  std::size_t b = 0, e = s.size();
-  while (b < e && std::isspace(static_cast<unsigned char>(s[b]))) ++b;
-  while (e > b && std::isspace(static_cast<unsigned char>(s[e - 1]))) --e;
-  return std::string(s.substr(b, e - b));
-}
-
-std::string collapse_space(std::string_view s) {
-  std::string t;
-  bool space = false;
-  for (char c : s) {
-    if (std::isspace(static_cast<unsigned char>(c))) {
-      space = true;
-    } else {
-      if (space && !t.empty()) t += ' ';
-      space = false;
-      t += c;
-    }
-  }
-  return t;
-}
-
-std::string upper(std::string s) {
-  for (char& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  return s;
-}
-
-std::string lower(std::string s) {
-  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
-
-bool ends_with_ci(std::string_view s, std::string_view suffix) {
-  if (s.size() < suffix.size()) return false;
-  for (std::size_t i = 0; i < suffix.size(); ++i)
-    if (std::tolower(static_cast<unsigned char>(s[s.size() - suffix.size() + i])) !=
-        std::tolower(static_cast<unsigned char>(suffix[i])))
-      return false;
-  return true;
-}
 
 std::string parent_folder(const std::string& path) {
   if (path == "-") return ".";
@@ -90,14 +50,14 @@ std::string find_sibling(const std::string& dir, const std::string& name) {
 }
 
 std::optional<std::string> parse_sex(std::string_view s) {
-  std::string t = upper(trim(s));
+  std::string t = util::upper(util::trim(s));
   if (t == "M" || t == "MALE") return std::string("M");
   if (t == "F" || t == "FEMALE") return std::string("F");
   return std::nullopt;
 }
 
 std::optional<int> parse_age(std::string_view s) {
-  std::string t = upper(trim(s));
+  std::string t = util::upper(util::trim(s));
   if (!t.empty() && t.back() == 'Y') t.pop_back();  // DICOM age string "068Y"
   if (t.empty()) return std::nullopt;
   char* end = nullptr;
@@ -107,7 +67,7 @@ std::optional<int> parse_age(std::string_view s) {
 }
 
 std::optional<double> parse_optional_number(std::string_view s, const std::string& where) {
-  std::string t = trim(s);
+  std::string t = util::trim(s);
   if (t.empty()) return std::nullopt;
   char* end = nullptr;
   errno = 0;
@@ -145,7 +105,7 @@ const std::vector<std::string>& dataset_names() {
 }
 
 std::unique_ptr<ItemSource> open_dataset(const std::string& name, const AdapterOptions& options) {
-  std::string n = lower(name);
+  std::string n = util::lower(name);
   if (n == "chexpert") return open_chexpert(options);
   if (n == "nih" || n == "chestx-ray14" || n == "cxr14") return open_nih(options);
   if (n == "mimic" || n == "mimic-cxr") return open_mimic(options);
@@ -162,16 +122,16 @@ std::unique_ptr<ItemSource> open_dataset(const std::string& name, const AdapterO
 
 std::string sanitize_key(std::string key, const std::string& where) {
   for (char& c : key)
-    if (c == '.' || c == '/' || c == '\\' || std::isspace(static_cast<unsigned char>(c))) c = '_';
+    if (c == '.' || c == '/' || c == '\\' || util::is_space(c)) c = '_';
   if (key.empty()) throw Error(at(where, "empty record key"));
   // "__name__" is reserved for the stream's own members.
-  if (key.size() >= 4 && key.compare(0, 2, "__") == 0 && key.compare(key.size() - 2, 2, "__") == 0) key = "x" + key;
+  if (key.size() >= 4 && util::starts_with(key, "__") && util::ends_with(key, "__")) key = "x" + key;
   return key;
 }
 
 bool looks_like_image_file(const std::string& path) {
   for (const char* ext : {".dcm", ".dicom", ".dic", ".png", ".jpg", ".jpeg"})
-    if (ends_with_ci(path, ext)) return true;
+    if (util::ends_with_ci(path, ext)) return true;
   std::string name = fs::path(path).filename().string();
   if (name.find('.') != std::string::npos) return false;  // another extension: not ours
   // Extension-less files, as PACS exports (DICOMDIR trees) name them: sniff the preamble.
@@ -250,7 +210,7 @@ class FileSource : public ItemSource {
 };
 
 std::string section_key(const std::string& header) {
-  std::string h = upper(trim(header));
+  std::string h = util::upper(util::trim(header));
   if (h == "FINDINGS" || h == "FINDING") return "findings";
   if (h == "IMPRESSION" || h == "IMPRESSIONS" || h == "CONCLUSION") return "impression";
   return "";
@@ -273,7 +233,7 @@ nlohmann::json mimic_report_sections(const std::string& text) {
   std::string body;
   auto flush = [&] {
     if (!current.empty()) {
-      const std::string t = detail::collapse_space(body);
+      const std::string t = util::collapse_space(body);
       if (!t.empty()) {
         if (out.contains(current))
           out[current] = out[current].get<std::string>() + " " + t;
@@ -287,7 +247,7 @@ nlohmann::json mimic_report_sections(const std::string& text) {
   while (pos <= text.size()) {
     std::size_t nl = text.find('\n', pos);
     std::string line = text.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
-    std::string t = trim(line);
+    std::string t = util::trim(line);
     std::size_t colon = t.find(':');
     bool header = false;
     if (colon != std::string::npos && colon > 0) {
@@ -317,7 +277,7 @@ std::string report_text(const nlohmann::json& sections, const std::string& whole
     out += "IMPRESSION: " + sections["impression"].get<std::string>() + "\n";
   }
   if (out.empty()) {
-    out = trim(whole);
+    out = util::trim(whole);
     if (!out.empty()) out += "\n";
   }
   return out;

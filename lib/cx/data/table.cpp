@@ -111,26 +111,6 @@ double parse_score(const std::string& cell, const std::string& where) {
   return v;
 }
 
-Truth parse_truth(const std::string& cell, const std::string& where) {
-  // The spellings of almost every cell, without allocating.
-  if (cell.empty()) return Truth::missing;
-  if (cell == "1" || cell == "1.0") return Truth::positive;
-  if (cell == "0" || cell == "0.0") return Truth::negative;
-  if (cell == "-1" || cell == "-1.0") return Truth::uncertain;
-  std::string t = util::lower(util::trim(cell));
-  if (t.empty() || t == "nan" || t == "na" || t == "n/a") return Truth::missing;
-  double v = 0;
-  try {
-    v = parse_number(t, where);
-  } catch (const Error&) {
-    throw Error(at(where, "truth must be 1, 0, -1 (uncertain) or blank, not '" + cell + "'"));
-  }
-  if (v == 1) return Truth::positive;
-  if (v == 0) return Truth::negative;
-  if (v == -1) return Truth::uncertain;
-  throw Error(at(where, "truth must be 1, 0, -1 (uncertain) or blank, not '" + cell + "'"));
-}
-
 JoinResult join_rows(const Table& left, const std::string& left_key, const Table& right,
                      const std::string& right_key, bool allow_repeats_left) {
   const int lk = left.require_column(left_key);

@@ -44,10 +44,7 @@ double parse_number(const std::string& cell, const std::string& where);
 // As parse_number but refuses NaN and infinities by name ("NaN score refused").
 double parse_score(const std::string& cell, const std::string& where);
 
-// A truth cell: blank or NaN-like -> missing; -1 -> uncertain; 0 -> negative; 1 -> positive.
-// Numeric spellings 0.0, 1.0, -1.0 are accepted; anything else throws naming the cell.
-enum class Truth { missing, uncertain, negative, positive };
-Truth parse_truth(const std::string& cell, const std::string& where);
+// Truth cells (1, 0, -1, blank) are read by the label vocabulary: data/labels.hpp.
 
 // The row pairing of two tables on a key column (an inner join). Keys present in only one table are
 // listed in table order; a key repeated within one table is an error unless allow_repeats_left is set,

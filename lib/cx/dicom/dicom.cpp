@@ -30,6 +30,7 @@
 #include "cx/cli/error.hpp"
 #include "cx/cli/log.hpp"
 #include "cx/dicom/j2k.hpp"
+#include "cx/util/strings.hpp"
 
 namespace cx::dicom {
 namespace {
@@ -52,18 +53,10 @@ void init_dcmtk_once() {
   });
 }
 
-// DICOM pads strings with a space (UI with NUL); some writers leave more.
-std::string trim(const std::string& s) {
-  static const std::string blank(" \t\r\n\0", 5);
-  const auto b = s.find_first_not_of(blank);
-  if (b == std::string::npos) return "";
-  const auto e = s.find_last_not_of(blank);
-  return s.substr(b, e - b + 1);
-}
-
+// DICOM pads strings with a space (UI with NUL: c_str() ends there); some writers leave more.
 std::string get_string(DcmItem& item, const DcmTagKey& tag) {
   OFString s;
-  if (item.findAndGetOFString(tag, s).good()) return trim(s.c_str());
+  if (item.findAndGetOFString(tag, s).good()) return util::trim(s.c_str());
   return "";
 }
 
@@ -96,7 +89,7 @@ std::vector<std::string> get_strings(DcmItem& item, const DcmTagKey& tag) {
   for (unsigned long i = 0; i < vm; ++i) {
     OFString s;
     if (e->getOFString(s, i).bad()) break;
-    out.push_back(trim(s.c_str()));
+    out.push_back(util::trim(s.c_str()));
   }
   return out;
 }
@@ -236,7 +229,7 @@ DicomImage decode(DcmFileFormat& file, const std::string& name) {
   std::string meta_ts;
   if (meta) {
     OFString s;
-    if (meta->findAndGetOFString(DCM_TransferSyntaxUID, s).good()) meta_ts = trim(s.c_str());
+    if (meta->findAndGetOFString(DCM_TransferSyntaxUID, s).good()) meta_ts = util::trim(s.c_str());
   }
   im.has_meta_header = !meta_ts.empty();
   if (meta_ts.empty() && xfer == EXS_Unknown) {

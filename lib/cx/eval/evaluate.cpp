@@ -4,6 +4,7 @@
 #include "cx/cli/log.hpp"
 #include "cx/cli/output.hpp"
 #include "cx/cli/paths.hpp"
+#include "cx/data/labels.hpp"
 #include "cx/data/table.hpp"
 #include "cx/eval/masks.hpp"
 #include "cx/eval/roc_plot.hpp"
@@ -67,14 +68,14 @@ metrics::Replicates score_text(const ReportPairs& d, const MetricSpec& spec, con
 }
 
 // The labeller's codes as TSV: key, source (truth, pred or A/B), one column per label.
-std::string labels_tsv(const ReportPairs& d, const std::vector<std::vector<metrics::LabelCode>>& truth,
-                       const std::vector<std::vector<std::vector<metrics::LabelCode>>>& pred) {
+std::string labels_tsv(const ReportPairs& d, const std::vector<std::vector<data::LabelValue>>& truth,
+                       const std::vector<std::vector<std::vector<data::LabelValue>>>& pred) {
   std::string out = "key\tsource";
   for (const auto& n : metrics::chexpert_labels()) out += "\t" + n;
   out += "\n";
-  auto put = [&](const std::string& key, const std::string& source, const std::vector<metrics::LabelCode>& codes) {
+  auto put = [&](const std::string& key, const std::string& source, const std::vector<data::LabelValue>& codes) {
     out += key + "\t" + source;
-    for (auto c : codes) out += std::string("\t") + metrics::label_code_text(c);
+    for (auto c : codes) out += std::string("\t") + data::label_cell_text(c);
     out += "\n";
   };
   for (std::size_t i = 0; i < d.keys.size(); ++i) {
@@ -84,15 +85,15 @@ std::string labels_tsv(const ReportPairs& d, const std::vector<std::vector<metri
   return out;
 }
 
-metrics::Replicates score_labeller(const ReportPairs& d, const Request& req, metrics::UncertainPolicy uncertain) {
+metrics::Replicates score_labeller(const ReportPairs& d, const Request& req, data::UncertainPolicy uncertain) {
   const auto labeller = metrics::ReportLabeller::load(share_dir() + "/labeller");
-  std::vector<std::vector<metrics::LabelCode>> truth;
+  std::vector<std::vector<data::LabelValue>> truth;
   for (const auto& rs : d.references) {
     std::string joined;
     for (const auto& r : rs) joined += r + ".\n";  // several references: their mentions pooled
     truth.push_back(labeller.label(joined));
   }
-  std::vector<std::vector<std::vector<metrics::LabelCode>>> pred(d.generated.size());
+  std::vector<std::vector<std::vector<data::LabelValue>>> pred(d.generated.size());
   for (std::size_t m = 0; m < d.generated.size(); ++m)
     for (const auto& g : d.generated[m]) pred[m].push_back(labeller.label(g));
   if (!req.labels_out.empty()) cli::write_file_atomic(req.labels_out, labels_tsv(d, truth, pred));
@@ -113,7 +114,7 @@ Evaluation evaluate(const Request& req, cli::BadInputs& bad) {
       throw UsageError(std::string(e.what()) + " (a number or 'youden')");
     }
   }
-  const metrics::UncertainPolicy uncertain = parse_uncertain_policy(req.uncertain);
+  const data::UncertainPolicy uncertain = parse_uncertain_policy(req.uncertain);
   if (!req.plots.empty() && (spec.family != Family::classification || !spec.cls.auroc))
     throw UsageError("--plot draws ROC curves: use it with auroc or cls");
   check_plot_paths(req.plots);

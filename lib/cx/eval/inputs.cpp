@@ -1,5 +1,9 @@
 #include "cx/eval/inputs.hpp"
 
+#include <optional>
+
+#include "cx/data/labels.hpp"
+
 #include <algorithm>
 #include <unordered_map>
 
@@ -75,12 +79,7 @@ void report_unmatched_keys(const std::vector<std::string>& keys, const std::stri
   for (const auto& k : keys) bad.report(missing_in, "no row for key '" + k + "' of " + present_in);
 }
 
-metrics::UncertainPolicy parse_uncertain_policy(const std::string& text) {
-  if (text == "ones") return metrics::UncertainPolicy::ones;
-  if (text == "zeros") return metrics::UncertainPolicy::zeros;
-  if (text == "ignore") return metrics::UncertainPolicy::ignore;
-  throw UsageError("--uncertain " + text + ": expected ignore, ones or zeros");
-}
+data::UncertainPolicy parse_uncertain_policy(const std::string& text) { return data::parse_uncertain_policy(text); }
 
 // ---------------------------------------------------------------- scores
 
@@ -152,20 +151,11 @@ ScoreInputs join_scores(const data::Table* truth_table, const std::vector<data::
     for (std::size_t r = 0; r < records.size(); ++r) {
       const std::size_t tr = records[r];
       // Error locations are built only when a cell fails: the happy path stays allocation-free.
-      data::Truth code;
-      try {
-        code = data::parse_truth(truth.rows[tr][tc], std::string());
-      } catch (const Error&) {
-        code = data::parse_truth(truth.rows[tr][tc], at(truth.where_row(tr), "column " + name));
-      }
-      std::uint8_t y;
-      if (code == data::Truth::missing) continue;
-      if (code == data::Truth::uncertain) {
-        if (options.uncertain == metrics::UncertainPolicy::ignore) continue;
-        y = options.uncertain == metrics::UncertainPolicy::ones ? 1 : 0;
-      } else {
-        y = code == data::Truth::positive;
-      }
+      auto value = data::try_parse_label_cell(truth.rows[tr][tc]);
+      if (!value) value = data::parse_label_cell(truth.rows[tr][tc], at(truth.where_row(tr), "column " + name));
+      const std::optional<bool> target = data::binary_target(*value, {options.uncertain, data::BlankPolicy::ignore});
+      if (!target) continue;
+      const std::uint8_t y = *target ? 1 : 0;
       std::vector<double> s(M);
       bool ok = true;
       for (int m = 0; m < M && ok; ++m) {

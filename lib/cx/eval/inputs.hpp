@@ -9,13 +9,14 @@
 //    every prediction table. A key on one side only is a bad input: without --skip-bad the run fails
 //    naming the keys, with it each key is named and skipped (cx::cli::BadInputs). A key twice in a
 //    table is an error, except a repeated reference key of reports: several references.
-//  - Truth cells (data::parse_truth): 1, 0, -1 uncertain (left out, or coded by the policy), blank
+//  - Truth cells (data::parse_label_cell): 1, 0, -1 uncertain (left out, or coded by the policy), blank
 //    missing (left out). A score that is not a finite number is a bad input.
 #include <cstddef>
 #include <string>
 #include <vector>
 
 #include "cx/cli/bad_inputs.hpp"
+#include "cx/data/labels.hpp"
 #include "cx/data/table.hpp"
 #include "cx/metrics/classification.hpp"
 #include "cx/metrics/labeller.hpp"
@@ -46,14 +47,14 @@ void report_unmatched_keys(const std::vector<std::string>& keys, const std::stri
                            const std::string& present_in, cli::BadInputs& bad);
 
 // --uncertain as given on the command line (ignore, ones, zeros).
-metrics::UncertainPolicy parse_uncertain_policy(const std::string& text);
+data::UncertainPolicy parse_uncertain_policy(const std::string& text);
 
 // ---- scores (classification)
 
 struct ScoreOptions {
   std::string key = "key";
   std::vector<std::string> labels;  // empty: every truth column that has a score column everywhere
-  metrics::UncertainPolicy uncertain = metrics::UncertainPolicy::ignore;
+  data::UncertainPolicy uncertain = data::UncertainPolicy::ignore;
 };
 
 struct ScoreInputs {

@@ -7,7 +7,7 @@
 #include <mutex>
 #include <thread>
 
-#include "cx/metrics/rng.hpp"
+#include "cx/random/rng.hpp"
 
 namespace cx::metrics {
 
@@ -59,7 +59,7 @@ void parallel_resamples(int resamples, int threads, const std::function<void(int
 void draw_counts(std::uint64_t seed, std::uint64_t b, std::size_t n, std::vector<std::uint32_t>& counts) {
   counts.assign(n, 0);
   if (n == 0) return;
-  Rng rng(seed, b);
+  auto rng = random::bootstrap_rng(seed, b);
   std::uint32_t* c = counts.data();
   for (std::size_t i = 0; i < n; ++i) ++c[rng.below(n)];
 }

@@ -2,8 +2,8 @@
 // The bootstrap engine shared by every cx-eval metric.
 //  - A resample draws n records with replacement from the n records; it is held as a vector of
 //    counts (how often each record was drawn), so a metric is a weighted sum over records and
-//    nothing is copied. Resample b draws from its own generator Rng(seed, b): the same seed gives
-//    the same numbers whatever the thread count.
+//    nothing is copied. Resample b draws from its own generator, random::bootstrap_rng(seed, b):
+//    the same seed gives the same numbers whatever the thread count.
 //  - Every metric is recomputed on every resample. A value that is undefined on a resample (e.g. AUROC
 //    when the resample holds one class of a label) is NaN there: it is left out of that metric's
 //    median and interval and counted as skipped.

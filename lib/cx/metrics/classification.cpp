@@ -6,7 +6,7 @@
 #include <numeric>
 
 #include "cx/cli/error.hpp"
-#include "cx/metrics/rng.hpp"
+#include "cx/random/rng.hpp"
 
 namespace cx::metrics {
 
@@ -401,7 +401,7 @@ Replicates bootstrap_classification(const std::vector<LabelScores>& labels, std:
       c8.assign(n_records * kBatch, 0);
       bool overflow = false;
       for (int k = 0; k < active; ++k) {
-        Rng rng(options.seed, static_cast<std::uint64_t>(b0 + k));  // the draws of draw_counts(seed, b0 + k)
+        auto rng = random::bootstrap_rng(options.seed, static_cast<std::uint64_t>(b0 + k));  // the draws of draw_counts(seed, b0 + k)
         for (std::size_t i = 0; i < n_records; ++i) overflow |= ++c8[rng.below(n_records) * kBatch + k] == 0;
       }
       if (overflow) {
@@ -441,7 +441,7 @@ Replicates bootstrap_classification(const std::vector<LabelScores>& labels, std:
       if (stratified) {
         // Positives and negatives of this label resampled apart: the class counts stay fixed.
         c.assign(labels[l].truth.size() + 1, 0);
-        Rng rng(options.seed ^ 0x5EED5A3F1ULL, static_cast<std::uint64_t>(b) * static_cast<std::uint64_t>(L) + l);
+        auto rng = random::bootstrap_rng(options.seed ^ 0x5EED5A3F1ULL, static_cast<std::uint64_t>(b) * static_cast<std::uint64_t>(L) + l);
         for (const auto* ids : {&pos_ids[l], &neg_ids[l]}) {
           const std::uint64_t k = ids->size();
           for (std::uint64_t i = 0; i < k; ++i) ++c[(*ids)[rng.below(k)]];

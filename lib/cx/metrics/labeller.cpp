@@ -4,9 +4,11 @@
 #include <cctype>
 #include <cmath>
 #include <limits>
+#include <optional>
 
 #include "cx/cli/error.hpp"
 #include "cx/data/table.hpp"
+#include "cx/util/strings.hpp"
 
 namespace cx::metrics {
 
@@ -33,13 +35,6 @@ std::vector<std::string> split_lines(const std::string& text) {
   return lines;
 }
 
-std::string trim(const std::string& s) {
-  std::size_t b = 0, e = s.size();
-  while (b < e && std::isspace(static_cast<unsigned char>(s[b]))) ++b;
-  while (e > b && std::isspace(static_cast<unsigned char>(s[e - 1]))) --e;
-  return s.substr(b, e - b);
-}
-
 ReportLabeller::Phrase parse_phrase(const std::string& text, const std::string& where) {
   ReportLabeller::Phrase p;
   std::string word;
@@ -60,7 +55,7 @@ ReportLabeller::Phrase parse_phrase(const std::string& text, const std::string& 
 bool word_matches(const std::string& pat, const std::string& tok) {
   if (tok == ",") return false;
   if (pat.size() > 1 && pat.back() == '*')
-    return tok.size() >= pat.size() - 1 && tok.compare(0, pat.size() - 1, pat, 0, pat.size() - 1) == 0;
+    return util::starts_with(tok, std::string_view(pat).substr(0, pat.size() - 1));
   return pat == tok;
 }
 
@@ -112,15 +107,6 @@ std::size_t words_between(const std::vector<std::string>& toks, std::size_t a, s
 }
 
 }  // namespace
-
-const char* label_code_text(LabelCode c) {
-  switch (c) {
-    case LabelCode::positive: return "1";
-    case LabelCode::negative: return "0";
-    case LabelCode::uncertain: return "-1";
-    default: return "";
-  }
-}
 
 const std::vector<std::string>& chexpert_labels() {
   static const std::vector<std::string> names = {
@@ -176,13 +162,13 @@ ReportLabeller ReportLabeller::from_text(const std::string& mentions, const std:
   {
     auto lines = split_lines(mentions);
     for (std::size_t i = 0; i < lines.size(); ++i) {
-      std::string line = trim(lines[i]);
+      std::string line = util::trim(lines[i]);
       if (line.empty() || line[0] == '#') continue;
       const std::string where = "mentions.txt: line " + std::to_string(i + 1);
       auto tab = lines[i].find('\t');
       if (tab == std::string::npos) throw Error(at(where, "expected LABEL<TAB>PHRASE"));
-      std::string label = trim(lines[i].substr(0, tab));
-      std::string phrase = trim(lines[i].substr(tab + 1));
+      std::string label = util::trim(lines[i].substr(0, tab));
+      std::string phrase = util::trim(lines[i].substr(tab + 1));
       auto it = std::find(names.begin(), names.end(), label);
       if (it == names.end() || label == "No Finding") throw Error(at(where, "unknown label '" + label + "'"));
       bool block = !phrase.empty() && phrase[0] == '!';
@@ -197,7 +183,7 @@ ReportLabeller ReportLabeller::from_text(const std::string& mentions, const std:
     int default_window = 0;
     auto lines = split_lines(text);
     for (std::size_t i = 0; i < lines.size(); ++i) {
-      std::string line = trim(lines[i]);
+      std::string line = util::trim(lines[i]);
       if (line.empty() || line[0] == '#') continue;
       const std::string where = file + ": line " + std::to_string(i + 1);
       if (line.front() == '[') {
@@ -212,10 +198,10 @@ ReportLabeller ReportLabeller::from_text(const std::string& mentions, const std:
       }
       if (!cur) throw Error(at(where, "a cue before any [section]"));
       auto tab = line.find('\t');
-      Phrase p = parse_phrase(tab == std::string::npos ? line : trim(line.substr(0, tab)), where);
+      Phrase p = parse_phrase(tab == std::string::npos ? line : util::trim(line.substr(0, tab)), where);
       p.window = default_window;
       if (tab != std::string::npos) {
-        double w = data::parse_number(trim(line.substr(tab + 1)), where);
+        double w = data::parse_number(util::trim(line.substr(tab + 1)), where);
         if (w < 0 || w != std::floor(w)) throw Error(at(where, "window must be a whole number of words"));
         p.window = static_cast<int>(w);
       }
@@ -240,19 +226,19 @@ ReportLabeller ReportLabeller::load(const std::string& dir) {
     return from_text(read("mentions.txt"), read("negation.txt"), read("uncertainty.txt"));
   } catch (const Error& e) {
     std::string msg = e.what();
-    if (msg.rfind(dir, 0) == 0) throw;
+    if (util::starts_with(msg, dir)) throw;
     throw Error(dir + "/" + msg);
   }
 }
 
-std::vector<LabelCode> ReportLabeller::label(const std::string& report) const {
+std::vector<LabelValue> ReportLabeller::label(const std::string& report) const {
   const auto& names = chexpert_labels();
-  std::vector<LabelCode> out(names.size(), LabelCode::blank);
-  auto rank = [](LabelCode c) {
+  std::vector<LabelValue> out(names.size(), LabelValue::blank);
+  auto rank = [](LabelValue c) {
     switch (c) {
-      case LabelCode::positive: return 3;
-      case LabelCode::uncertain: return 2;
-      case LabelCode::negative: return 1;
+      case LabelValue::positive: return 3;
+      case LabelValue::uncertain: return 2;
+      case LabelValue::negative: return 1;
       default: return 0;
     }
   };
@@ -314,11 +300,11 @@ std::vector<LabelCode> ReportLabeller::label(const std::string& report) const {
           }
           return false;
         };
-        LabelCode code;
-        if (any_before(ob) || any_after(oa)) code = LabelCode::uncertain;
-        else if (any_before(neg_before) || any_after(neg_after)) code = LabelCode::negative;
-        else if (any_before(ub) || any_after(ua)) code = LabelCode::uncertain;
-        else code = LabelCode::positive;
+        LabelValue code;
+        if (any_before(ob) || any_after(oa)) code = LabelValue::uncertain;
+        else if (any_before(neg_before) || any_after(neg_after)) code = LabelValue::negative;
+        else if (any_before(ub) || any_after(ua)) code = LabelValue::uncertain;
+        else code = LabelValue::positive;
         if (rank(code) > rank(out[l])) out[l] = code;
       }
     }
@@ -327,24 +313,22 @@ std::vector<LabelCode> ReportLabeller::label(const std::string& report) const {
   bool finding = false;
   for (std::size_t l = 0; l < names.size(); ++l) {
     if (names[l] == "No Finding" || names[l] == "Support Devices") continue;
-    if (out[l] == LabelCode::positive || out[l] == LabelCode::uncertain) finding = true;
+    if (out[l] == LabelValue::positive || out[l] == LabelValue::uncertain) finding = true;
   }
-  out[0] = finding ? LabelCode::blank : LabelCode::positive;
+  out[0] = finding ? LabelValue::blank : LabelValue::positive;
   return out;
 }
 
-Replicates bootstrap_label_f1(const std::vector<std::vector<LabelCode>>& truth,
-                              const std::vector<std::vector<std::vector<LabelCode>>>& predicted,
+Replicates bootstrap_label_f1(const std::vector<std::vector<LabelValue>>& truth,
+                              const std::vector<std::vector<std::vector<LabelValue>>>& predicted,
                               const std::vector<std::string>& label_names, UncertainPolicy policy,
                               const BootstrapOptions& options) {
   const std::size_t n = truth.size(), L = label_names.size();
   const int M = static_cast<int>(predicted.size());
-  auto value = [&](LabelCode c) -> int {  // 1, 0, or -1 excluded
-    switch (c) {
-      case LabelCode::positive: return 1;
-      case LabelCode::uncertain: return policy == UncertainPolicy::ones ? 1 : policy == UncertainPolicy::zeros ? 0 : -1;
-      default: return 0;
-    }
+  const data::LabelPolicy label_policy{policy, data::BlankPolicy::zeros};  // blank counts as negative
+  auto value = [&](LabelValue c) -> int {  // 1, 0, or -1 excluded
+    const std::optional<bool> t = data::binary_target(c, label_policy);
+    return t ? static_cast<int>(*t) : -1;
   };
   // state[model][record * L + label]: -1 excluded, else 2 * truth + predicted.
   std::vector<std::vector<std::int8_t>> state(M, std::vector<std::int8_t>(n * L));

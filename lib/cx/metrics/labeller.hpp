@@ -17,13 +17,15 @@
 #include <string>
 #include <vector>
 
+#include "cx/data/labels.hpp"
 #include "cx/metrics/bootstrap.hpp"
 
 namespace cx::metrics {
 
-enum class LabelCode : std::int8_t { blank = 0, positive = 1, negative = 2, uncertain = 3 };
-// "1", "0", "-1" or "" (CheXpert's CSV coding).
-const char* label_code_text(LabelCode c);
+// Labels are values of the one label vocabulary (cx/data/labels.hpp; data::label_cell_text writes
+// them in CheXpert's CSV coding), named here for the labeller's callers.
+using data::LabelValue;
+using data::UncertainPolicy;
 
 // CheXpert's 14 observations in the column order of its train.csv.
 const std::vector<std::string>& chexpert_labels();
@@ -36,8 +38,8 @@ class ReportLabeller {
                                   const std::string& uncertainty);
   static constexpr const char* kName = "rule-based CheXpert-style labeller";
 
-  // One code per chexpert_labels() entry.
-  std::vector<LabelCode> label(const std::string& report) const;
+  // One value per chexpert_labels() entry.
+  std::vector<LabelValue> label(const std::string& report) const;
 
   struct Phrase {
     std::vector<std::string> words;  // "..." for a gap; a trailing '*' on a word: prefix match
@@ -56,14 +58,12 @@ class ReportLabeller {
 // The labeller's tokens for each sentence of a text (exposed for tests).
 std::vector<std::vector<std::string>> labeller_sentences(const std::string& text);
 
-// How an uncertain label enters F1: ignore (the record is left out for that label when truth or
-// prediction is uncertain), ones (positive) or zeros (negative). Blank counts as negative.
-enum class UncertainPolicy { ignore, ones, zeros };
-
-// Per-label F1 (positive class) of predicted against truth codes ([record][label]); label "micro"
+// Per-label F1 (positive class) of predicted against truth values ([record][label]); label "micro"
 // appended (F1 of the pooled counts, not in the macro), macro = mean over labels with a defined F1.
-Replicates bootstrap_label_f1(const std::vector<std::vector<LabelCode>>& truth,
-                              const std::vector<std::vector<std::vector<LabelCode>>>& predicted,  // [model][record][label]
+// Uncertain under `policy`: ignore (the record is left out for that label when truth or any model's
+// prediction is uncertain), ones (positive) or zeros (negative). Blank counts as negative.
+Replicates bootstrap_label_f1(const std::vector<std::vector<LabelValue>>& truth,
+                              const std::vector<std::vector<std::vector<LabelValue>>>& predicted,  // [model][record][label]
                               const std::vector<std::string>& label_names, UncertainPolicy policy,
                               const BootstrapOptions& options);
 

@@ -8,7 +8,7 @@
 
 #include "cx/phantom/raster.hpp"
 #include "cx/phantom/report.hpp"
-#include "cx/phantom/rng.hpp"
+#include "cx/random/rng.hpp"
 
 // How the picture is made: a density map ("how much tissue the beam crosses") is composed in a
 // canonical, upright frame from the body outline, lungs (negative: air), heart, bones, vessels and
@@ -18,6 +18,9 @@
 
 namespace cx::phantom {
 namespace {
+
+using random::phantom_rng;
+using random::Rng;
 
 constexpr double kPi = 3.14159265358979323846;
 constexpr double kFieldOfViewMm = 400.0;  // nominal detector width, for mm figures in the report
@@ -35,6 +38,19 @@ enum Stream : std::uint64_t {
   kTextureStream = 9,
   kBodyTextureStream = 10,
 };
+
+// Gaussian-like noise for pixels, two samples per generator call: each the sum of four 8-bit
+// uniforms (Irwin-Hall, 1021 levels), scaled to unit variance. Far cheaper than normal(), and
+// plenty for image grain.
+inline void grain2(Rng& rng, float& a, float& b) {
+  const std::uint64_t r = rng.next();
+  auto sum4 = [](std::uint32_t v) {
+    return static_cast<float>((v & 0xFF) + ((v >> 8) & 0xFF) + ((v >> 16) & 0xFF) + (v >> 24));
+  };
+  // mean 4 * 127.5, variance 4 * (256^2 - 1) / 12
+  a = (sum4(static_cast<std::uint32_t>(r)) - 510.0f) * (1.0f / 147.7949f);
+  b = (sum4(static_cast<std::uint32_t>(r >> 32)) - 510.0f) * (1.0f / 147.7949f);
+}
 
 // The cardiac silhouette: an ellipse tilted so that its apex points down and to the patient's left.
 struct Heart {
@@ -226,7 +242,7 @@ Anatomy draw_anatomy(int size, Rng& g) {
   a.S = S;
   a.cx = S * (0.5 + g.normal(0.0, 0.008));
   a.female = g.chance(0.5);
-  a.age = 18 + g.below(70);
+  a.age = 18 + static_cast<int>(g.below(70));
 
   const double y_apex = S * g.uniform(0.10, 0.14);
   const double y_cp = S * g.uniform(0.70, 0.78);
@@ -593,15 +609,15 @@ Phantom render_phantom(const PhantomOptions& options, std::uint64_t seed, std::i
 
   const int N = options.size;
   const double S = N;
-  Rng anatomy_rng(seed, index, kAnatomyStream);
+  Rng anatomy_rng = phantom_rng(seed, index, kAnatomyStream);
   Anatomy a = draw_anatomy(N, anatomy_rng);
 
   // --- findings: each from its own stream, presence first, then a fixed number of draws ---
-  Rng cm_rng(seed, index, kCardiomegalyStream);
+  Rng cm_rng = phantom_rng(seed, index, kCardiomegalyStream);
   const bool cardiomegaly = cm_rng.chance(options.p_cardiomegaly);
   const double ctr_enlarged = cm_rng.uniform(0.55, 0.66);
 
-  Rng eff_rng(seed, index, kEffusionStream);
+  Rng eff_rng = phantom_rng(seed, index, kEffusionStream);
   EffusionFinding eff;
   const bool effusion = eff_rng.chance(options.p_effusion);
   const double eff_side = eff_rng.uniform();
@@ -614,7 +630,7 @@ Phantom render_phantom(const PhantomOptions& options, std::uint64_t seed, std::i
     if (eff.on[k]) eff.height[k] = h;
   }
 
-  Rng ptx_rng(seed, index, kPneumothoraxStream);
+  Rng ptx_rng = phantom_rng(seed, index, kPneumothoraxStream);
   PneumothoraxFinding ptx;
   ptx.present = ptx_rng.chance(options.p_pneumothorax);
   ptx.k = ptx_rng.chance(0.5) ? 1 : 0;
@@ -652,7 +668,7 @@ Phantom render_phantom(const PhantomOptions& options, std::uint64_t seed, std::i
   };
 
   // --- nodule: a round opacity well inside aerated lung ---
-  Rng nod_rng(seed, index, kNoduleStream);
+  Rng nod_rng = phantom_rng(seed, index, kNoduleStream);
   NoduleFinding nod;
   nod.present = nod_rng.chance(options.p_nodule);
   nod.k = nod_rng.chance(0.5) ? 1 : 0;
@@ -773,7 +789,7 @@ Phantom render_phantom(const PhantomOptions& options, std::uint64_t seed, std::i
   draw_spine_and_girdle(a, bone, soft);
 
   // Hila and vessels (own stream: how far a tree grows depends on the anatomy).
-  Rng vessel_rng(seed, index, kVesselStream);
+  Rng vessel_rng = phantom_rng(seed, index, kVesselStream);
   for (int k = 0; k < 2; ++k) {
     const Hemithorax& h = a.side[k];
     add_sphere(soft, a.hilum[k], 0.03 * S, 0.12f);
@@ -786,7 +802,7 @@ Phantom render_phantom(const PhantomOptions& options, std::uint64_t seed, std::i
     }
   }
   {  // lung texture, mixed into the vessel plane (both show only where there is parenchyma)
-    Rng tex_rng(seed, index, kTextureStream);
+    Rng tex_rng = phantom_rng(seed, index, kTextureStream);
     const int coarse = 14, fine = std::max(8, N / 12);
     std::vector<float> v((coarse + 3) * (coarse + 3)), w((fine + 3) * (fine + 3));
     for (auto& x : v) x = static_cast<float>(tex_rng.uniform(-1.0, 1.0));
@@ -835,7 +851,7 @@ Phantom render_phantom(const PhantomOptions& options, std::uint64_t seed, std::i
   if (nod.present) add_sphere(soft, nod.c, nod.r, 0.5f);
 
   {  // soft tissue is not uniform: muscle and fat vary by a few percent over a few centimetres
-    Rng body_rng(seed, index, kBodyTextureStream);
+    Rng body_rng = phantom_rng(seed, index, kBodyTextureStream);
     const int cells = 10;
     std::vector<float> v((cells + 3) * (cells + 3));
     for (auto& x : v) x = static_cast<float>(body_rng.uniform(-1.0, 1.0));
@@ -904,7 +920,7 @@ Phantom render_phantom(const PhantomOptions& options, std::uint64_t seed, std::i
     const double dx = p.x - half, dy = p.y - half;
     return {half + a.shift_x + a.scale * (c * dx - s * dy), half + a.shift_y + a.scale * (s * dx + c * dy)};
   };
-  Rng noise_rng(seed, index, kNoiseStream);
+  Rng noise_rng = phantom_rng(seed, index, kNoiseStream);
   const float noise = static_cast<float>(a.noise);
   // Canonical coordinates walk in 16.16 fixed point along each image row: the resampling is the
   // hottest loop after composition, and integer steps spare a float-to-int conversion per pixel.
@@ -937,7 +953,7 @@ Phantom render_phantom(const PhantomOptions& options, std::uint64_t seed, std::i
       // the mask takes the nearest canonical pixel: the one whose area holds the sample point
       const std::int64_t mx = std::clamp<std::int64_t>(((fx + 32768) >> 16) - 4096, 0, N - 1);
       const std::int64_t my = std::clamp<std::int64_t>(((fy + 32768) >> 16) - 4096, 0, N - 1);
-      if ((x & 1) == 0) noise_rng.grain2(grain[0], grain[1]);
+      if ((x & 1) == 0) grain2(noise_rng, grain[0], grain[1]);
       v = std::clamp(v + noise * grain[x & 1], 0.0f, 1.0f);
       out[x] = static_cast<std::uint8_t>(v * 255.0f + 0.5f);
       mout[x] = canon_mask[static_cast<std::size_t>(my) * N + static_cast<std::size_t>(mx)];
@@ -1010,7 +1026,7 @@ Phantom render_phantom(const PhantomOptions& options, std::uint64_t seed, std::i
 
   const bool any = cardiomegaly || effusion || nod.present || ptx.present;
 
-  Rng report_rng(seed, index, kReportStream);
+  Rng report_rng = phantom_rng(seed, index, kReportStream);
   result.report = write_report(facts, report_rng);
 
   const std::string key = phantom_key(index);

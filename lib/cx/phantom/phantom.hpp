@@ -2,9 +2,9 @@
 // Synthetic PA chest radiograph phantoms: the embedded default data of cx (demo, tests, benchmarks).
 //
 // render_phantom(options, seed, index) is a pure function of its arguments: record i is the same
-// whatever the record count or thread count. It uses its own RNG (splitmix64 + xoshiro256**) and
-// its own uniform/normal transforms, never std:: distributions (they differ between standard
-// libraries). Anatomy, each finding and the pixel noise draw from separate sub-streams, so turning
+// whatever the record count or thread count. It draws from random::phantom_rng(seed, index, stream)
+// (cx/random/rng.hpp: xoshiro256** and cx's own transforms, never std:: distributions, which differ
+// between standard libraries). Anatomy, each finding and the pixel noise draw from separate sub-streams, so turning
 // one finding's probability to 0 or 1 changes that finding only and leaves the rest of the picture
 // bit-identical (the unit tests rely on this to tie each label to the pixels).
 //

@@ -6,8 +6,8 @@ namespace cx::phantom {
 namespace {
 
 template <std::size_t N>
-std::string pick(Rng& rng, const char* const (&choices)[N]) {
-  return choices[rng.below(static_cast<int>(N))];
+std::string pick(random::Rng& rng, const char* const (&choices)[N]) {
+  return choices[rng.below(N)];
 }
 
 std::string fmt(const char* pattern, const std::string& a, const std::string& b = "", const std::string& c = "") {
@@ -37,7 +37,7 @@ std::string capitalise(std::string s) {
 
 }  // namespace
 
-std::string write_report(const ReportFacts& f, Rng& rng) {
+std::string write_report(const ReportFacts& f, random::Rng& rng) {
   std::string findings, impression;
   auto sentence = [](std::string& to, const std::string& s) {
     if (!to.empty()) to += ' ';

@@ -4,7 +4,7 @@
 #include <string>
 #include <vector>
 
-#include "cx/phantom/rng.hpp"
+#include "cx/random/rng.hpp"
 
 namespace cx::phantom {
 
@@ -20,6 +20,6 @@ struct ReportFacts {
   std::string pneumothorax_side, pneumothorax_size;
 };
 
-std::string write_report(const ReportFacts& facts, Rng& rng);
+std::string write_report(const ReportFacts& facts, random::Rng& rng);
 
 }  // namespace cx::phantom

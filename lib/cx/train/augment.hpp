@@ -1,7 +1,7 @@
 #pragma once
 // The training augmentations of CXformer's fine-tuning protocol (its make_classification_train_transform,
-// on a gray radiograph), on CPU tensors, every draw from a CounterRng so that a sample's augmentation
-// is a function of (seed, epoch, record) only:
+// on a gray radiograph), on CPU tensors, every draw from a counter-based generator
+// (random::training_rng) so that a sample's augmentation is a function of (seed, epoch, record) only:
 //   1. random resized crop to the model's input size: area fraction in [scale_min, 1], aspect ratio
 //      log-uniform in [3/4, 4/3], 10 tries then a centre crop (torchvision's RandomResizedCrop), resized
 //      with antialiased bicubic and clamped to [0, 1]
@@ -18,9 +18,12 @@
 #include <torch/torch.h>
 
 #include "cx/image/image.hpp"
-#include "cx/train/rng.hpp"
+#include "cx/random/rng.hpp"
 
 namespace cx::train {
+
+// Training's generator (cx/random/rng.hpp), named here for train's callers.
+using random::CounterRng;
 
 struct AugmentOptions {
   int height = 518;

@@ -2,50 +2,18 @@
 
 #include <cstring>
 #include <memory>
-#include <sstream>
+#include <optional>
+#include <utility>
 
 #include "cx/cli/error.hpp"
 #include "cx/io/npy.hpp"
+#include "cx/util/strings.hpp"
 
 namespace cx::train {
 
-UncertainPolicy parse_uncertain_policy(const std::string& name) {
-  if (name == "ignore") return UncertainPolicy::ignore;
-  if (name == "ones") return UncertainPolicy::ones;
-  if (name == "zeros") return UncertainPolicy::zeros;
-  throw UsageError("--uncertain " + name + ": expected ignore, ones or zeros");
-}
-
-BlankPolicy parse_blank_policy(const std::string& name) {
-  if (name == "ignore") return BlankPolicy::ignore;
-  if (name == "zeros") return BlankPolicy::zeros;
-  throw UsageError("--blank " + name + ": expected ignore or zeros");
-}
-
-std::string policy_name(UncertainPolicy p) {
-  switch (p) {
-    case UncertainPolicy::ones: return "ones";
-    case UncertainPolicy::zeros: return "zeros";
-    case UncertainPolicy::ignore: break;
-  }
-  return "ignore";
-}
-
-std::string policy_name(BlankPolicy p) { return p == BlankPolicy::zeros ? "zeros" : "ignore"; }
-
 Target apply_policy(data::LabelValue value, const LabelPolicy& policy) {
-  switch (value) {
-    case data::LabelValue::positive: return {1.0f, true};
-    case data::LabelValue::negative: return {0.0f, true};
-    case data::LabelValue::uncertain:
-      if (policy.uncertain == UncertainPolicy::ones) return {1.0f, true};
-      if (policy.uncertain == UncertainPolicy::zeros) return {0.0f, true};
-      return {0.0f, false};
-    case data::LabelValue::blank:
-      if (policy.blank == BlankPolicy::zeros) return {0.0f, true};
-      return {0.0f, false};
-  }
-  return {0.0f, false};
+  const std::optional<bool> t = data::binary_target(value, policy);
+  return {t.value_or(false) ? 1.0f : 0.0f, t.has_value()};
 }
 
 std::vector<std::string> choose_labels(const nlohmann::json& header, const std::string& list, const std::string& preset,
@@ -53,14 +21,10 @@ std::vector<std::string> choose_labels(const nlohmann::json& header, const std::
   if (!list.empty() && !preset.empty()) throw UsageError("--labels and --preset exclude each other");
   std::vector<std::string> labels;
   if (!list.empty()) {
-    std::stringstream ss(list);
-    for (std::string name; std::getline(ss, name, ',');) {
-      while (!name.empty() && name.front() == ' ') name.erase(0, 1);
-      while (!name.empty() && name.back() == ' ') name.pop_back();
-      if (name.empty()) continue;
+    for (std::string& name : util::split_list(list)) {
       for (const auto& seen : labels)
         if (seen == name) throw UsageError("--labels: '" + name + "' given twice");
-      labels.push_back(name);
+      labels.push_back(std::move(name));
     }
     if (labels.empty()) throw UsageError("--labels: no label names given");
     return labels;
@@ -123,7 +87,7 @@ FeatureSet load_features(data::RecordSource& source, const std::string& field, c
       std::vector<float> v = a.to_floats();
       chunk.insert(chunk.end(), v.begin(), v.end());
     }
-    for (auto v : record_labels(record, labels)) truth.push_back(v == data::LabelValue::blank ? kBlankCode : static_cast<std::int8_t>(v));
+    for (auto v : record_labels(record, labels)) truth.push_back(data::label_code(v));
     set.keys.push_back(record.key);
     ++n;
   }
@@ -147,19 +111,9 @@ void make_targets(const torch::Tensor& truth, const LabelPolicy& policy, torch::
   float* py = y.data_ptr<float>();
   float* pm = mask.data_ptr<float>();
   for (std::int64_t i = 0; i < t.numel(); ++i) {
-    data::LabelValue v = s[i] == kBlankCode ? data::LabelValue::blank : static_cast<data::LabelValue>(s[i]);
-    Target target = apply_policy(v, policy);
+    Target target = apply_policy(data::label_from_code(s[i]), policy);
     py[i] = target.value;
     pm[i] = target.used ? 1.0f : 0.0f;
-  }
-}
-
-const char* truth_cell(std::int8_t code) {
-  switch (code) {
-    case 1: return "1";
-    case 0: return "0";
-    case -1: return "-1";
-    default: return "";
   }
 }
 

@@ -19,21 +19,17 @@
 
 namespace cx::train {
 
-enum class UncertainPolicy { ignore, ones, zeros };
-enum class BlankPolicy { ignore, zeros };
+// The label vocabulary (values, codes, policies and their option text) is data's
+// (cx/data/labels.hpp); these names are its, declared here for train's callers.
+using data::BlankPolicy;
+using data::kBlankCode;
+using data::LabelPolicy;
+using data::parse_blank_policy;
+using data::parse_uncertain_policy;
+using data::policy_name;
+using data::UncertainPolicy;
 
-struct LabelPolicy {
-  UncertainPolicy uncertain = UncertainPolicy::ignore;
-  BlankPolicy blank = BlankPolicy::zeros;
-};
-
-// "ignore" | "ones" | "zeros", and "ignore" | "zeros"; anything else throws cx::UsageError.
-UncertainPolicy parse_uncertain_policy(const std::string& name);
-BlankPolicy parse_blank_policy(const std::string& name);
-std::string policy_name(UncertainPolicy p);
-std::string policy_name(BlankPolicy p);
-
-// One cell under a policy: the target (0 or 1) and whether it enters the loss.
+// One cell under a policy (data::binary_target): the target (0 or 1) and whether it enters the loss.
 struct Target {
   float value = 0.0f;
   bool used = false;
@@ -50,13 +46,10 @@ std::vector<std::string> choose_labels(const nlohmann::json& header, const std::
 // blank). Values outside the coding throw cx::Error naming the record.
 std::vector<data::LabelValue> record_labels(const io::Record& record, const std::vector<std::string>& labels);
 
-// Truth codes as stored in FeatureSet::truth (int8): 1, 0, -1, and this for blank.
-inline constexpr std::int8_t kBlankCode = 2;
-
 struct FeatureSet {
   std::vector<std::string> keys;
   torch::Tensor x;      // [N, F] float32, contiguous
-  torch::Tensor truth;  // [N, L] int8: 1 positive, 0 negative, -1 uncertain, kBlankCode blank
+  torch::Tensor truth;  // [N, L] int8 label codes (data::label_code): 1, 0, -1, kBlankCode blank
   nlohmann::json header;  // the stream's header (its "model" names the encoder)
   std::int64_t rows() const { return x.defined() ? x.size(0) : 0; }
 };
@@ -68,8 +61,5 @@ FeatureSet load_features(data::RecordSource& source, const std::string& field, c
 
 // Targets and mask of a truth matrix under a policy: y and mask float32 [N, L], mask 1 where used.
 void make_targets(const torch::Tensor& truth, const LabelPolicy& policy, torch::Tensor& y, torch::Tensor& mask);
-
-// The cx-eval truth cell of a code: "1", "0", "-1" or "" (blank).
-const char* truth_cell(std::int8_t code);
 
 }  // namespace cx::train

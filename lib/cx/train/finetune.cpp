@@ -12,7 +12,7 @@
 #include "cx/train/checkpoint.hpp"
 #include "cx/train/loss.hpp"
 #include "cx/train/probe.hpp"
-#include "cx/train/rng.hpp"
+#include "cx/random/rng.hpp"
 #include "cx/train/tensor_io.hpp"
 
 namespace cx::train {
@@ -233,7 +233,7 @@ FinetuneLoopResult finetune_loop(model::VitModel& encoder, const nlohmann::json&
       const std::int64_t mb = step * o.accum + a;
       const std::int64_t epoch = mb / per_epoch, pos = mb % per_epoch;
       if (epoch != cached_epoch) {
-        perm = permutation(N, o.seed, kShufflePurpose, static_cast<std::uint64_t>(epoch));
+        perm = random::permutation(N, random::training_rng(o.seed, kShufflePurpose, static_cast<std::uint64_t>(epoch)));
         cached_epoch = epoch;
       }
       if (pos == per_epoch - 1) epoch_ended = true;

@@ -10,10 +10,11 @@
 // `steps` updates, or ceil(epochs * micro-batches per epoch / accum) when steps is 0.
 //
 // Checkpoints (every `checkpoint_every` updates, and when `stop_after` ends a session) are
-// checkpoint.hpp folders of format "cx-finetune-checkpoint": state.json (step, settings signature,
-// early-stopping state, seed), encoder/ (Hugging Face folder), head.safetensors,
-// optimizer.safetensors, best.safetensors (the best weights so far, when validating). All randomness is counter-based (rng.hpp), so a run resumed from a checkpoint
-// produces the same weights, bit for bit, as one that was never interrupted (same thread count).
+// checkpoint.hpp folders of format "cx-finetune-checkpoint", written atomically: state.json (step,
+// settings signature, early-stopping state, seed), encoder/ (Hugging Face folder), head.safetensors,
+// optimizer.safetensors, best.safetensors (the best weights so far, when validating). All randomness
+// is counter-based (random::training_rng), so a run resumed from a checkpoint produces the same
+// weights, bit for bit, as one that was never interrupted (same thread count).
 // The training images are held in memory in their encoded form (PNG/JPEG bytes) and decoded per step.
 #include <cmath>
 #include <cstdint>

@@ -7,7 +7,7 @@
 #include "cx/cli/error.hpp"
 #include "cx/metrics/classification.hpp"
 #include "cx/train/loss.hpp"
-#include "cx/train/rng.hpp"
+#include "cx/random/rng.hpp"
 #include "cx/util/strings.hpp"
 
 namespace cx::train {
@@ -195,7 +195,7 @@ void train_lbfgs(Head& head, const ProbeData& d, const FeatureSet& train, const 
     val_x = head.standardizer.apply(val->x.to(o.device)).to(torch::kFloat64);
     val_truth = val->truth;
   } else if (G > 1) {
-    auto perm = permutation(N, o.seed, kSplitPurpose, 0);
+    auto perm = random::permutation(N, random::training_rng(o.seed, kSplitPurpose, 0));
     const std::int64_t n_val =
         std::clamp<std::int64_t>(std::llround(o.val_fraction * static_cast<double>(N)), 1, std::max<std::int64_t>(N - 1, 1));
     torch::Tensor p = torch::from_blob(perm.data(), {N}, torch::kInt64).clone();
@@ -316,7 +316,7 @@ void train_adamw(Head& head, const ProbeData& d, const FeatureSet* val, const Pr
   EarlyStopping stopping(o.patience);
   int epochs_run = 0;
   for (int epoch = 0; epoch < o.epochs; ++epoch) {
-    auto perm_v = permutation(N, o.seed, kShufflePurpose, static_cast<std::uint64_t>(epoch));
+    auto perm_v = random::permutation(N, random::training_rng(o.seed, kShufflePurpose, static_cast<std::uint64_t>(epoch)));
     torch::Tensor perm = torch::from_blob(perm_v.data(), {N}, torch::kInt64).to(o.device);
     torch::Tensor loss_sum = torch::zeros({}, torch::kFloat64);
     for (std::int64_t b = 0; b < per_epoch; ++b) {

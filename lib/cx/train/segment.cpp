@@ -7,7 +7,7 @@
 #include "cx/cli/output.hpp"
 #include "cx/io/image_file.hpp"
 #include "cx/io/npy.hpp"
-#include "cx/train/rng.hpp"
+#include "cx/random/rng.hpp"
 #include "cx/train/tensor_io.hpp"
 
 namespace cx::train {
@@ -551,7 +551,7 @@ SegHead train_seg_head(const SegSet& train, const SegSet* val, const std::string
   EarlyStopping stopping(o.patience);
   int epochs_run = 0;
   for (int epoch = 0; epoch < o.epochs; ++epoch) {
-    auto perm = permutation(N, o.seed, kShufflePurpose, static_cast<std::uint64_t>(epoch));
+    auto perm = random::permutation(N, random::training_rng(o.seed, kShufflePurpose, static_cast<std::uint64_t>(epoch)));
     double loss_sum = 0;
     for (std::int64_t b = 0; b < per_epoch; ++b) {
       const std::int64_t begin = b * o.batch, count = std::min(o.batch, N - begin);
