@@ -120,7 +120,7 @@ TEST(Checkpoint, OtherSettingsRefusedByName) {
   TempDir tmp;
   TrainingRun a(1);
   write_checkpoint(tmp / "ckpt", a.checkpoint(1));
-  EXPECT_NE(message([&] { read_checkpoint(tmp / "ckpt", "cx-finetune-checkpoint"); }).find("not a cx-finetune-checkpoint"),
+  EXPECT_NE(message([&] { read_checkpoint(tmp / "ckpt", "cx-finetune-checkpoint"); }).find("format is \"cx-test-checkpoint\", not \"cx-finetune-checkpoint\""),
             std::string::npos);
   EXPECT_NE(message([&] { read_checkpoint(tmp / "none", "cx-test-checkpoint"); }).find("no such checkpoint folder"), std::string::npos);
 }

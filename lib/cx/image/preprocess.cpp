@@ -1,3 +1,4 @@
+#include "cx/io/json_file.hpp"
 #include "cx/image/preprocess.hpp"
 
 #include <algorithm>
@@ -166,19 +167,7 @@ PreprocessConfig PreprocessConfig::from_json(const json& j, const std::string& w
   return c;
 }
 
-PreprocessConfig PreprocessConfig::from_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw Error(at(path, "cannot open preprocessor config"));
-  std::stringstream ss;
-  ss << f.rdbuf();
-  json j;
-  try {
-    j = json::parse(ss.str());
-  } catch (const json::parse_error& e) {
-    throw Error(at(path, std::string("not valid JSON: ") + e.what()));
-  }
-  return from_json(j, path);
-}
+PreprocessConfig PreprocessConfig::from_file(const std::string& path) { return from_json(io::read_json_file(path), path); }
 
 PreprocessConfig PreprocessConfig::cxformer(bool equalize) {
   PreprocessConfig c;

@@ -1,3 +1,4 @@
+#include "cx/io/json_file.hpp"
 #include "cx/model/config.hpp"
 
 #include <fstream>
@@ -128,19 +129,7 @@ VitConfig parse_vit_config(const json& j, const std::string& where) {
   return c;
 }
 
-VitConfig read_vit_config(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(at(path, "cannot open config"));
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  json j;
-  try {
-    j = json::parse(buffer.str());
-  } catch (const json::parse_error& e) {
-    throw Error(at(path, std::string("not valid JSON: ") + e.what()));
-  }
-  return parse_vit_config(j, path);
-}
+VitConfig read_vit_config(const std::string& path) { return parse_vit_config(io::read_json_file(path), path); }
 
 json vit_config_to_json(const VitConfig& c) {
   json j = c.raw.is_object() ? c.raw : json::object();

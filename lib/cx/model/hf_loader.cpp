@@ -1,3 +1,4 @@
+#include "cx/io/json_file.hpp"
 #include "cx/model/hf_loader.hpp"
 
 #include <algorithm>
@@ -89,17 +90,8 @@ WeightSource open_weights(const std::string& folder) {
     source.add_file(single);
   } else if (fs::exists(index, ec)) {
     source.sharded = true;
-    std::ifstream in(index, std::ios::binary);
-    if (!in) throw Error(at(index, "cannot open"));
-    std::stringstream text;
-    text << in.rdbuf();
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(text.str());
-    } catch (const nlohmann::json::parse_error& e) {
-      throw Error(at(index, std::string("not valid JSON: ") + e.what()));
-    }
-    if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object() || j["weight_map"].empty())
+    const nlohmann::json j = io::read_json_file(index);
+    if (!j.contains("weight_map") || !j["weight_map"].is_object() || j["weight_map"].empty())
       throw Error(at(index, "no \"weight_map\" object"));
     std::map<std::string, std::string> weight_map;  // key -> shard file name
     std::set<std::string> shards;

@@ -1,3 +1,4 @@
+#include "cx/io/json_file.hpp"
 #include "cx/train/checkpoint.hpp"
 
 #include <filesystem>
@@ -21,20 +22,11 @@ constexpr const char* kState = "state.json";
 // The state.json of `folder`, checked as the header says; throws cx::Error naming the problem.
 nlohmann::json read_state(const std::string& folder, const std::string& format) {
   const std::string path = folder + "/" + kState;
-  std::ifstream f(path, std::ios::binary);
-  if (!f) {
-    std::error_code ec;
-    if (!fs::is_directory(folder, ec)) throw Error(at(folder, "no such checkpoint folder"));
-    throw Error(at(folder, "not a complete checkpoint (no state.json)"));
-  }
-  std::stringstream ss;
-  ss << f.rdbuf();
-  nlohmann::json j = nlohmann::json::parse(ss.str(), nullptr, false);
-  if (j.is_discarded() || !j.is_object()) throw Error(at(path, "not valid JSON"));
-  if (j.value("format", "") != format) throw Error(at(path, "not a " + format + " (format " + j.value("format", "none") + ")"));
-  const std::string version = j.value("version", "");
-  if (version.empty() || std::atoi(version.c_str()) != kVersionMajor)
-    throw Error(at(path, "version " + version + " is not one this build reads (" + std::to_string(kVersionMajor) + ".x)"));
+  std::error_code ec;
+  if (!fs::is_directory(folder, ec)) throw Error(at(folder, "no such checkpoint folder"));
+  if (!fs::exists(path, ec)) throw Error(at(folder, "not a complete checkpoint (no state.json)"));
+  nlohmann::json j = io::read_json_file(path);
+  io::check_format(j, path, format, kVersionMajor);
   if (!j.contains("step") || !j["step"].is_number_integer()) throw Error(at(path, "no step"));
   if (!j.contains("files") || !j["files"].is_object()) throw Error(at(path, "no file list"));
   for (auto it = j["files"].begin(); it != j["files"].end(); ++it) {
