@@ -10,33 +10,19 @@
 #include <malloc.h>
 #endif
 
+#include "cx/cli/bad_inputs.hpp"
 #include "cx/cli/error.hpp"
 #include "cx/cli/log.hpp"
-#include "cx/cli/output.hpp"
+#include "cx/cli/options.hpp"
 #include "cx/cli/progress.hpp"
+#include "cx/cli/stream_output.hpp"
 #include "cx/cli/tool.hpp"
 #include "cx/data/adapters.hpp"
 #include "cx/data/ingest.hpp"
 #include "cx/io/stream.hpp"
+#include "cx/util/strings.hpp"
 
 namespace {
-
-std::vector<std::string> split_list(const std::string& s, bool to_upper) {
-  std::vector<std::string> out;
-  std::size_t b = 0;
-  while (b <= s.size()) {
-    std::size_t e = s.find(',', b);
-    if (e == std::string::npos) e = s.size();
-    std::string t = s.substr(b, e - b);
-    t.erase(0, t.find_first_not_of(" \t"));
-    t.erase(t.find_last_not_of(" \t") + 1);
-    if (to_upper)
-      for (char& c : t) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-    if (!t.empty()) out.push_back(t);
-    b = e + 1;
-  }
-  return out;
-}
 
 double parse_double(const std::string& s, const std::string& what) {
   char* end = nullptr;
@@ -67,7 +53,7 @@ int main(int argc, char** argv) {
   int mask_threshold = -1;
   long long limit = -1;
   int depth = 8, size = 0, compression = 1;
-  bool equalize = false, skip_bad = false;
+  bool equalize = false;
 
   app.add_option("inputs", inputs, "Image files and folders (one record each), or the dataset's label file")
       ->type_name("FILE");
@@ -115,11 +101,8 @@ int main(int argc, char** argv) {
       ->type_name("N")
       ->check(CLI::Range(0, 9))
       ->capture_default_str();
-  app.add_flag("--skip-bad", skip_bad,
-               "Skip inputs that cannot be read (each named on stderr); exit 3 when any was skipped");
-  tool.add_output_option();
-  tool.add_threads_option();
-  tool.add_provenance_option();
+  tool.add_shared_options(cx::cli::Tool::kSkipBad | cx::cli::Tool::kOutput | cx::cli::Tool::kThreads |
+                          cx::cli::Tool::kProvenance);
 
   return tool.run(argc, argv, [&]() -> int {
     namespace data = cx::data;
@@ -130,27 +113,16 @@ int main(int argc, char** argv) {
     options.png_compression = compression;
     options.filter = cx::image::filter_from_name(filter, "--filter");
     if (!window.empty()) {
-      auto parts = split_list(window, false);
+      auto parts = cx::util::split_list(window);
       if (parts.size() != 2) throw cx::UsageError("--window: expected CENTER,WIDTH, not '" + window + "'");
       double c = parse_double(parts[0], "--window center"), w = parse_double(parts[1], "--window width");
       if (w < 1) throw cx::UsageError("--window: width must be >= 1, not " + parts[1]);
       options.window = std::make_pair(c, w);
     }
-    long long shard_i = 0, shard_n = 1;
-    if (!shard.empty()) {
-      auto slash = shard.find('/');
-      char* e1 = nullptr;
-      char* e2 = nullptr;
-      std::string a = shard.substr(0, slash), b = slash == std::string::npos ? "" : shard.substr(slash + 1);
-      shard_i = std::strtoll(a.c_str(), &e1, 10);
-      shard_n = std::strtoll(b.c_str(), &e2, 10);
-      if (slash == std::string::npos || a.empty() || b.empty() || *e1 || *e2 || shard_n < 1 || shard_i < 0 || shard_i >= shard_n)
-        throw cx::UsageError("--shard: expected i/n with 0 <= i < n, not '" + shard + "'");
-    }
-    const std::vector<std::string> view_list = split_list(views, true);
-    const std::vector<std::string> split_list_ = split_list(splits, false);
+    const cx::cli::Shard shard_of = cx::cli::parse_shard(shard);
+    const std::vector<std::string> view_list = cx::util::split_list(cx::util::upper(views));
+    const std::vector<std::string> split_names = cx::cli::parse_list(splits, "--split");
     if (!views.empty() && view_list.empty()) throw cx::UsageError("--view: empty list");
-    if (!splits.empty() && split_list_.empty()) throw cx::UsageError("--split: empty list");
 
     std::unique_ptr<data::ItemSource> source;
     if (!dataset.empty()) {
@@ -162,8 +134,7 @@ int main(int argc, char** argv) {
       ao.root = root;
       ao.labels_tsv = labels_tsv;
       ao.reports = reports;
-      std::string d = dataset;
-      for (char& c : d) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      const std::string d = cx::util::lower(dataset);
       if (!labels_tsv.empty() && d != "folder") throw cx::UsageError("--labels is for --dataset folder");
       if (!reports.empty() && d != "mimic" && d != "mimic-cxr") throw cx::UsageError("--reports is for --dataset mimic");
       if (!masks.empty() && d == "chexmask") throw cx::UsageError("--masks: the chexmask dataset brings its own masks");
@@ -177,8 +148,7 @@ int main(int argc, char** argv) {
       data::MaskFileOptions mo;
       mo.dir = masks;
       if (mask_threshold > 0) mo.threshold = mask_threshold;
-      mo.classes = split_list(mask_classes, false);
-      if (!mask_classes.empty() && mo.classes.empty()) throw cx::UsageError("--mask-classes: empty list");
+      mo.classes = cx::cli::parse_list(mask_classes, "--mask-classes");
       source = data::with_mask_files(std::move(source), mo);
     }
 
@@ -196,18 +166,13 @@ int main(int argc, char** argv) {
                         {"resize_filter", cx::image::filter_name(options.filter)},
                         {"window", options.window ? nlohmann::json{options.window->first, options.window->second}
                                                   : nlohmann::json(nullptr)}};
-    if (!tool.common().no_provenance) header["provenance"].push_back(tool.provenance_entry());
-
-    cx::cli::OutputFile out(tool.common().output);
-    cx::io::StreamWriter writer(out.file(), header, out.is_stdout() ? "standard output" : out.path());
+    cx::cli::StreamOutput out(tool, header);
 
     auto in_list = [](const std::vector<std::string>& list, const std::string& v, bool upper) {
-      std::string u = v;
-      if (upper)
-        for (char& c : u) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-      return std::find(list.begin(), list.end(), u) != list.end();
+      return std::find(list.begin(), list.end(), upper ? cx::util::upper(v) : v) != list.end();
     };
-    long long matched = 0, taken = 0, bad = 0, filtered_after = 0;
+    cx::cli::BadInputs bad(tool.common().skip_bad);
+    long long matched = 0, taken = 0, filtered_after = 0;
     auto pull = [&](data::IngestItem& item) {
       for (;;) {
         if (limit >= 0 && taken >= limit) return false;
@@ -215,10 +180,10 @@ int main(int argc, char** argv) {
         if (!view_list.empty() && item.meta.contains("view") &&
             !in_list(view_list, item.meta["view"].get<std::string>(), true))
           continue;
-        if (!split_list_.empty() &&
-            !(item.meta.contains("split") && in_list(split_list_, item.meta["split"].get<std::string>(), false)))
+        if (!split_names.empty() &&
+            !(item.meta.contains("split") && in_list(split_names, item.meta["split"].get<std::string>(), false)))
           continue;
-        if (matched++ % shard_n != shard_i) continue;
+        if (!shard_of.takes(matched++)) continue;
         ++taken;
         return true;
       }
@@ -226,9 +191,7 @@ int main(int argc, char** argv) {
     cx::cli::Progress progress("images");
     auto sink = [&](data::Outcome& o) {
       if (!o.error.empty()) {
-        if (!skip_bad) throw cx::Error(o.error);
-        cx::log::error(o.error + " (skipped)");
-        ++bad;
+        bad.report(o.error);
         return;
       }
       if (!view_list.empty() && !in_list(view_list, o.result->view, true)) {
@@ -236,24 +199,18 @@ int main(int argc, char** argv) {
         ++filtered_after;
         return;
       }
-      writer.write(o.result->record);
+      out.write(o.result->record);
       progress.add();
     };
     const int threads = tool.threads();
     data::run_ordered(threads, static_cast<std::size_t>(2 * threads + 2), pull,
                       [&](const data::IngestItem& item) { return data::ingest_item(item, options); }, sink);
     progress.finish();
-    writer.finish();
-    out.commit();
+    out.finish();
     if (filtered_after) cx::log::debug(std::to_string(filtered_after) + " images dropped by --view after reading their headers");
-    if (bad) {
-      cx::log::error(std::to_string(bad) + " of " + std::to_string(taken) + (taken == 1 ? " input" : " inputs") +
-                     " skipped (bad input); " + std::to_string(writer.records()) +
-                     (writer.records() == 1 ? " record" : " records") + " written");
-      return cx::kExitPartial;
-    }
-    if (writer.records() == 0) cx::log::warn("no records written (nothing matched the filters)");
-    cx::log::debug(std::to_string(writer.records()) + " records written");
+    if (bad.count()) return bad.finish(taken, out.records());
+    if (out.records() == 0) cx::log::warn("no records written (nothing matched the filters)");
+    cx::log::debug(std::to_string(out.records()) + " records written");
     return cx::kExitOk;
   });
 }

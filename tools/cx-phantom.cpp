@@ -5,12 +5,17 @@
 
 #include "cx/cli/error.hpp"
 #include "cx/cli/log.hpp"
-#include "cx/cli/output.hpp"
+#include "cx/cli/options.hpp"
 #include "cx/cli/progress.hpp"
+#include "cx/cli/stream_output.hpp"
 #include "cx/cli/tool.hpp"
-#include "cx/io/stream.hpp"
 #include "cx/phantom/phantom.hpp"
 #include "cx/phantom/phantom_stream.hpp"
+
+namespace {
+// Keys are "phantom-" and the index; 10^12 records is more than any disk holds at 64 px.
+constexpr std::int64_t kMaxCount = 1'000'000'000'000;
+}  // namespace
 
 int main(int argc, char** argv) {
   cx::cli::Tool tool("cx-phantom",
@@ -19,10 +24,10 @@ int main(int argc, char** argv) {
   CLI::App& app = tool.app();
   std::int64_t count = 16;
   cx::phantom::PhantomOptions options;
-  const CLI::Validator non_negative(
-      [](std::string& v) { return !v.empty() && v[0] == '-' ? std::string("must be 0 or more, not " + v) : std::string(); },
-      "", "non-negative");
-  app.add_option("-n,--count", count, "Number of records")->type_name("N")->check(non_negative)->capture_default_str();
+  app.add_option("-n,--count", count, "Number of records")
+      ->type_name("N")
+      ->check(cx::cli::count_range(0, kMaxCount))
+      ->capture_default_str();
   app.add_option("--size", options.size, "Image width and height in pixels")
       ->type_name("PX")
       ->check(CLI::Range(cx::phantom::kMinSize, cx::phantom::kMaxSize))
@@ -43,17 +48,12 @@ int main(int argc, char** argv) {
 
   return tool.run(argc, argv, [&]() -> int {
     const std::uint64_t seed = tool.common().seed;
-    nlohmann::json header = cx::phantom::phantom_stream_header(options, seed, count);
-    if (!tool.common().no_provenance) header["provenance"].push_back(tool.provenance_entry());
-
-    cx::cli::OutputFile out(tool.common().output);
-    cx::io::StreamWriter writer(out.file(), header, out.is_stdout() ? "standard output" : out.path());
+    cx::cli::StreamOutput out(tool, cx::phantom::phantom_stream_header(options, seed, count));
     cx::cli::Progress progress("phantoms", count);
-    cx::phantom::write_phantoms(writer, options, seed, count, tool.threads(), [&](std::int64_t) { progress.add(); });
+    cx::phantom::write_phantoms(out.writer(), options, seed, count, tool.threads(), [&](std::int64_t) { progress.add(); });
     progress.finish();
-    writer.finish();
-    out.commit();
-    cx::log::debug(std::to_string(writer.records()) + " records written (" + std::to_string(options.size) + " px, seed " +
+    out.finish();
+    cx::log::debug(std::to_string(out.records()) + " records written (" + std::to_string(options.size) + " px, seed " +
                    std::to_string(seed) + ")");
     return cx::kExitOk;
   });

@@ -145,6 +145,13 @@ __end__" ]
   run --separate-stderr cx-phantom extra-argument
   [ "$status" -eq 2 ]
   [[ "$stderr" == "cx-phantom: "* ]]
+  # counts are checked on their text: no saturation to 2^63-1, the range in plain numbers
+  run --separate-stderr cx-phantom -n 99999999999999999999
+  [ "$status" -eq 2 ]
+  [[ "$stderr" == "cx-phantom: --count: must be an integer from 0 to 1000000000000, not 99999999999999999999"* ]]
+  run --separate-stderr cx-phantom -n 2 --threads 100000
+  [ "$status" -eq 2 ]
+  [[ "$stderr" == "cx-phantom: --threads: "*"100000"* ]]
 }
 
 @test "a full disk on standard output is an error: exit 1, naming standard output" {
@@ -196,9 +203,87 @@ __end__" ]
   [ -n "$partial" ]
   [ ! -e "$T/k/big.cx" ]
   kill -TERM "$pid"
-  wait "$pid" || true
+  st=0
+  wait "$pid" || st=$?
+  [ "$st" -eq 143 ]  # ended by the signal, as without a handler
   [ ! -e "$T/k/big.cx" ]
-  # (a temporary may remain after a kill: it is hidden and never bears the target's name)
+}
+
+@test "SIGINT, SIGTERM and SIGHUP remove the temporary file: nothing is left in the folder" {
+  # job control on: a non-interactive shell starts background jobs with SIGINT ignored
+  set -m
+  for sig in INT TERM HUP; do
+    mkdir "$T/$sig"
+    cx-phantom -n 1000000 --size 256 --threads 1 -o "$T/$sig/big.cx" 2>/dev/null &
+    pid=$!
+    partial=
+    for _ in $(seq 1 200); do
+      partial=$(find "$T/$sig" -name '.big.cx.tmp.*' -size +100k 2>/dev/null)
+      [ -n "$partial" ] && break
+      sleep 0.1
+    done
+    [ -n "$partial" ]
+    kill -"$sig" "$pid"
+    wait "$pid" || true
+    run ls -A "$T/$sig"
+    [ "$output" = "" ] || { echo "$sig left: $output"; false; }
+  done
+  set +m
+}
+
+@test "-o onto a FIFO writes into it; onto a symlink replaces its target and keeps the link" {
+  mkfifo "$T/fifo"
+  cat "$T/fifo" > "$T/from-fifo.cx" &
+  reader=$!
+  cx-phantom --no-provenance -n 2 --size 64 -o "$T/fifo"
+  wait "$reader"
+  [ -p "$T/fifo" ]
+  cx-phantom --no-provenance -n 2 --size 64 > "$T/direct.cx"
+  cmp "$T/from-fifo.cx" "$T/direct.cx"
+  # a symlink (relative, in a chain) leads to a regular file: the file is replaced, the links stay
+  mkdir "$T/real"
+  echo old > "$T/real/target.cx"
+  ln -s real/target.cx "$T/link1"
+  ln -s link1 "$T/link2"
+  cx-phantom --no-provenance -n 2 --size 64 -o "$T/link2"
+  [ -L "$T/link2" ] && [ -L "$T/link1" ]
+  cmp "$T/real/target.cx" "$T/direct.cx"
+  # a dangling symlink creates its target
+  ln -s made.cx "$T/dangling"
+  cx-phantom --no-provenance -n 2 --size 64 -o "$T/dangling"
+  [ -L "$T/dangling" ]
+  cmp "$T/made.cx" "$T/direct.cx"
+  # a folder is refused by name
+  run cx-phantom --no-provenance -n 2 --size 64 -o "$T/real"
+  [ "$status" -eq 1 ]
+  [ "$output" = "cx-phantom: $T/real: is a folder" ]
+}
+
+@test "-o onto a character device writes into it and never replaces the node" {
+  mknod "$T/null" c 1 3 2>/dev/null || skip "cannot make a device node here (not root, or no CAP_MKNOD)"
+  cx-phantom -n 2 --size 64 -o "$T/null"
+  [ -c "$T/null" ]
+  mknod "$T/full" c 1 7 || skip "cannot make /dev/full's node"
+  run cx-phantom -n 2 --size 64 -o "$T/full"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"$T/full: write failed: No space left on device"* ]]
+  [ -c "$T/full" ]
+}
+
+@test "a stream is never written onto a terminal: exit 2 with a hint, nothing written" {
+  run_on_terminal cx-phantom -n 2 --size 64
+  [ "$status" -eq 2 ]
+  [[ "$output" == *"cx-phantom: standard output is a terminal"* ]]
+  [[ "$output" != *"__cx__"* ]]
+}
+
+@test "--help and --version into a full disk are an error (exit 1)" {
+  [ -w /dev/full ] || skip "no /dev/full"
+  run bash -c 'cx-phantom --help > /dev/full'
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"standard output: write error"* ]]
+  run bash -c 'cx-phantom --version > /dev/full'
+  [ "$status" -eq 1 ]
 }
 
 @test "-q prints nothing on stderr; -v says what was written" {

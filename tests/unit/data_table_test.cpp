@@ -2,12 +2,14 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 #include <zlib.h>
+#include <zstd.h>
 
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 
 #include "cx/cli/error.hpp"
+#include "cx/data/csv_reader.hpp"
 #include "cx/data/table.hpp"
 
 using namespace cx::data;
@@ -40,6 +42,28 @@ void write_gzip(const fs::path& p, const std::string& data, std::size_t keep_byt
   if (keep_bytes != std::string::npos) bytes.resize(keep_bytes);
   std::ofstream(p, std::ios::binary) << bytes;
   fs::remove(tmp);
+}
+
+void write_zstd(const fs::path& p, const std::string& data, std::size_t keep_bytes = std::string::npos) {
+  std::string out(ZSTD_compressBound(data.size()), '\0');
+  out.resize(ZSTD_compress(out.data(), out.size(), data.data(), data.size(), 3));
+  if (keep_bytes != std::string::npos) out.resize(keep_bytes);
+  std::ofstream(p, std::ios::binary) << out;
+}
+
+// Every row the streaming reader gives, header first.
+std::vector<std::vector<std::string>> stream_rows(const fs::path& p) {
+  CsvReader r(p.string());
+  std::vector<std::vector<std::string>> rows{r.columns()};
+  std::vector<std::string> row;
+  while (r.next(row)) rows.push_back(row);
+  return rows;
+}
+
+std::vector<std::vector<std::string>> table_rows(const Table& t) {
+  std::vector<std::vector<std::string>> rows{t.columns};
+  rows.insert(rows.end(), t.rows.begin(), t.rows.end());
+  return rows;
 }
 
 }  // namespace
@@ -149,4 +173,87 @@ TEST(Table, FormatTsvRoundTrips) {
   Table t = parse_table("key\ttext\na\thello world\n", "x.tsv");
   EXPECT_EQ(format_tsv(t), "key\ttext\na\thello world\n");
   EXPECT_EQ(parse_table(format_tsv(t), "y.tsv").rows, t.rows);
+}
+
+// --- one CSV parser under both readers (CsvParser in cx/data/csv_reader.hpp) ---
+
+// RFC 4180's cases through both readers give the same rows and the same line numbers: quoted
+// delimiters, doubled quotes, embedded LF and CRLF, CRLF and lone-CR line ends, a BOM, blank lines,
+// a last line without its line break.
+TEST(Csv, BothReadersParseTheSameRows) {
+  fs::path d = temp_dir();
+  const std::string text =
+      "\xEF\xBB\xBFid,text,n\r\n"
+      "1,\"a, \"\"quoted\"\"\nline\",3\r\n"
+      "\r\n"
+      "2,\"crlf\r\ninside\",\"\"\r"
+      "3,plain,\"\"\"\"\n"
+      "4,last,x";
+  std::ofstream(d / "a.csv", std::ios::binary) << text;
+  const std::vector<std::vector<std::string>> want = {
+      {"id", "text", "n"}, {"1", "a, \"quoted\"\nline", "3"}, {"2", "crlf\r\ninside", ""}, {"3", "plain", "\""},
+      {"4", "last", "x"}};
+  EXPECT_EQ(stream_rows(d / "a.csv"), want);
+  Table t = read_table((d / "a.csv").string());
+  EXPECT_EQ(table_rows(t), want);
+  EXPECT_EQ(t.lines, (std::vector<std::size_t>{2, 5, 7, 8}));
+  CsvReader r((d / "a.csv").string());
+  std::vector<std::string> row;
+  std::vector<std::size_t> lines;
+  while (r.next(row)) lines.push_back(r.line());
+  EXPECT_EQ(lines, t.lines);
+  // TSV: one line per row, wholly quoted fields unquoted, other quotes kept.
+  std::ofstream(d / "b.tsv", std::ios::binary) << "k\tv\r\na\t\"x \"\"y\"\"\"\r\nb\t\"open\n";
+  const std::vector<std::vector<std::string>> want_tsv = {{"k", "v"}, {"a", "x \"y\""}, {"b", "\"open"}};
+  EXPECT_EQ(stream_rows(d / "b.tsv"), want_tsv);
+  EXPECT_EQ(table_rows(read_table((d / "b.tsv").string())), want_tsv);
+  fs::remove_all(d);
+}
+
+// Broken files: each reader names the file and the line.
+TEST(Csv, BrokenFilesNameFileAndLine) {
+  fs::path d = temp_dir();
+  auto both = [&](const std::string& name, const std::string& text) {
+    std::ofstream(d / name, std::ios::binary) << text;
+    const std::string path = (d / name).string();
+    std::string from_table = error_of([&] { read_table(path); });
+    std::string from_stream = error_of([&] { stream_rows(d / name); });
+    return std::make_pair(from_table, from_stream);
+  };
+  const std::string p = d.string() + "/";
+  // An unterminated quote: the line where it opened.
+  auto e = both("open.csv", "a,b\n1,2\n3,\"never\nclosed\n");
+  EXPECT_EQ(e.first, p + "open.csv: line 3: quoted field never closed");
+  EXPECT_EQ(e.second, e.first);
+  // Ragged rows, short and long.
+  e = both("short.csv", "a,b,c\n1,2,3\n4,5\n");
+  EXPECT_EQ(e.first, p + "short.csv: line 3: 2 fields, the header has 3");
+  EXPECT_EQ(e.second, e.first);
+  e = both("long.csv", "a,b\n1,\"x\ny\"\n2,3,4\n");
+  EXPECT_EQ(e.first, p + "long.csv: line 4: 3 fields, the header has 2");
+  EXPECT_EQ(e.second, e.first);
+  // Text after a closing quote.
+  e = both("after.csv", "a,b\n1,\"x\"y\n");
+  EXPECT_EQ(e.first, p + "after.csv: line 2: text after a closing quote");
+  EXPECT_EQ(e.second, e.first);
+  fs::remove_all(d);
+}
+
+// Compressed label files read transparently (any name); a cut one is refused as truncated.
+TEST(Csv, ZstdAndGzipLabelFiles) {
+  fs::path d = temp_dir();
+  const std::string text = "key,Edema\na,1\nb,0\n";
+  write_zstd(d / "l.csv.zst", text);
+  write_gzip(d / "l.csv.gz", text);
+  write_zstd(d / "z.tsv.zst", "key\tEdema\na\t1\n");
+  const std::vector<std::vector<std::string>> want = {{"key", "Edema"}, {"a", "1"}, {"b", "0"}};
+  EXPECT_EQ(stream_rows(d / "l.csv.zst"), want);
+  EXPECT_EQ(stream_rows(d / "l.csv.gz"), want);
+  EXPECT_EQ(table_rows(read_table((d / "l.csv.zst").string())), want);
+  EXPECT_EQ(read_table((d / "z.tsv.zst").string()).columns, (std::vector<std::string>{"key", "Edema"}));
+  write_zstd(d / "cut.csv.zst", text, 12);
+  const std::string cut = (d / "cut.csv.zst").string();
+  EXPECT_EQ(error_of([&] { read_table(cut); }), cut + ": truncated zstd data (the input ends inside a zstd frame)");
+  EXPECT_THROW(stream_rows(d / "cut.csv.zst"), cx::TruncatedError);
+  fs::remove_all(d);
 }

@@ -25,6 +25,7 @@ Level level() { return g_level; }
 
 // Errors are printed even with -q: -q silences chatter, not the reason for a failure.
 void error(const std::string& message) { emit(message); }
+void always(const std::string& message) { emit(message); }
 void warn(const std::string& message) {
   if (g_level >= Level::normal) emit("warning: " + message);
 }

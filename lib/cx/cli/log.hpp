@@ -12,8 +12,10 @@ const std::string& tool_name();
 void set_level(Level level);
 Level level();
 
-// error and warn print unless -q; info prints unless -q; debug only with -v.
+// error and always print even with -q (a failure, or a skipped input, is never silent); warn and
+// info print unless -q; debug only with -v.
 void error(const std::string& message);
+void always(const std::string& message);
 void warn(const std::string& message);
 void info(const std::string& message);
 void debug(const std::string& message);

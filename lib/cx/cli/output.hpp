@@ -1,9 +1,13 @@
 #pragma once
 // Output files written atomically: data goes to a temporary name in the target's folder and is
 // renamed over the target only by commit(); destroyed uncommitted, the temporary is removed, so an
-// interrupted run never leaves a file that looks complete. "-" or "" means standard output
-// (checked at exit by Tool::run).
+// interrupted run never leaves a file that looks complete. SIGINT, SIGTERM and SIGHUP remove the
+// temporaries too (then the signal ends the process as it would have). "-" or "" means standard
+// output (checked at exit by Tool::run). A symlink is followed: its final target is replaced and the
+// link stays. A device, FIFO or socket (/dev/null, a named pipe) is opened and written directly,
+// never replaced; a folder is refused.
 #include <cstdio>
+#include <functional>
 #include <string>
 
 namespace cx::cli {
@@ -26,14 +30,28 @@ class OutputFile {
   void commit();
 
  private:
-  std::string path_;
+  std::string path_;   // as given
+  std::string final_;  // the regular file the rename replaces (symlinks followed)
   std::string temp_;
   std::FILE* file_ = nullptr;
+  int slot_ = -1;
   bool is_stdout_ = false;
+  bool direct_ = false;  // a device or FIFO written in place
   bool committed_ = false;
 };
 
+// Temporaries removed if SIGINT, SIGTERM or SIGHUP ends the process (at most 64 at once; the
+// first call installs the handlers, leaving a signal ignored by nohup ignored). Returns a slot for
+// unregister_temporary, or -1.
+int register_temporary(const std::string& path, bool folder);
+void unregister_temporary(int slot);
+
 // Writes a whole file atomically.
 void write_file_atomic(const std::string& path, const std::string& bytes);
+
+// Writes a whole folder atomically: `fill` writes the files into a temporary sibling folder
+// (".NAME.tmp.PID"), which then replaces `target` (an existing folder is moved aside first and
+// removed after the rename). On any failure the temporary goes and `target` is left as it was.
+void write_folder_atomic(const std::string& target, const std::function<void(const std::string& temp)>& fill);
 
 }  // namespace cx::cli

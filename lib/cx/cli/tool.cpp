@@ -36,14 +36,16 @@ void Tool::add_output_option(CLI::App* where) {
 void Tool::add_threads_option(CLI::App* where) {
   (where ? where : &app_)->add_option("--threads", common_.threads, "Worker threads; 0 uses every core")
       ->envname("CX_THREADS")
-      ->check(CLI::NonNegativeNumber)
-      ->type_name("N");
+      ->check(CLI::Range(0, kMaxThreads))
+      ->type_name("N")
+      ->capture_default_str();
 }
 
 void Tool::add_device_option(CLI::App* where) {
   (where ? where : &app_)->add_option("--device", common_.device, "Compute device: cpu, cuda or cuda:N")
       ->envname("CX_DEVICE")
-      ->type_name("DEV");
+      ->type_name("DEV")
+      ->capture_default_str();
 }
 
 void Tool::add_seed_option(std::uint64_t default_seed, CLI::App* where) {
@@ -57,6 +59,20 @@ void Tool::add_seed_option(std::uint64_t default_seed, CLI::App* where) {
 void Tool::add_provenance_option(CLI::App* where) {
   (where ? where : &app_)->add_flag("--no-provenance", common_.no_provenance,
                      "Leave this tool out of the stream header's provenance chain");
+}
+
+void Tool::add_skip_bad_option(bool& flag, CLI::App* where) {
+  (where ? where : &app_)->add_flag("--skip-bad", flag,
+                                    "Skip inputs that cannot be read, naming each on stderr; exit 3 when any was skipped");
+}
+
+void Tool::add_shared_options(unsigned which, CLI::App* where) {
+  if (which & kOutput) add_output_option(where);
+  if (which & kThreads) add_threads_option(where);
+  if (which & kDevice) add_device_option(where);
+  if (which & kSeed) add_seed_option(common_.seed, where);
+  if (which & kProvenance) add_provenance_option(where);
+  if (which & kSkipBad) add_skip_bad_option(where);
 }
 
 int Tool::threads() const {
@@ -109,17 +125,29 @@ bool close_stdout_checked(bool report) {
 }
 }  // namespace
 
+namespace {
+// --help and --version print to stdout; a failed write (>/dev/full) is exit 1, not 0.
+template <class E>
+int help_or_version_impl(CLI::App& app, const E& e) {
+  const int code = app.exit(e);
+  std::cout.flush();
+  const bool ok = static_cast<bool>(std::cout);
+  return close_stdout_checked(true) && ok ? code : kExitFailure;
+}
+}  // namespace
+
 int Tool::run(int argc, char** argv, const std::function<int()>& body) {
+  auto help_or_version = [this](const auto& e) { return help_or_version_impl(app_, e); };
   std::signal(SIGPIPE, SIG_DFL);
   argv_.assign(argv, argv + argc);
   try {
     app_.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
-    return app_.exit(e);
+    return help_or_version(e);
   } catch (const CLI::CallForAllHelp& e) {
-    return app_.exit(e);
+    return help_or_version(e);
   } catch (const CLI::CallForVersion& e) {
-    return app_.exit(e);
+    return help_or_version(e);
   } catch (const CLI::ParseError& e) {
     log::error(e.what());
     std::fprintf(stderr, "Run with --help for usage.\n");

@@ -13,12 +13,17 @@
 
 namespace cx::cli {
 
+// --threads above this is a usage error (exit 2): no machine cx runs on has more cores, and a
+// typo like 100000 would otherwise try to start that many threads.
+inline constexpr int kMaxThreads = 1024;
+
 struct CommonOptions {
   std::string output = "-";
   int threads = 0;  // 0: all cores
   std::string device = "cpu";
   std::uint64_t seed = 0;
   bool no_provenance = false;
+  bool skip_bad = false;
   bool quiet = false;
   bool verbose = false;
 };
@@ -38,6 +43,15 @@ class Tool {
   void add_device_option(CLI::App* where = nullptr);      // --device, CX_DEVICE
   void add_seed_option(std::uint64_t default_seed = 0, CLI::App* where = nullptr);  // --seed, CX_SEED
   void add_provenance_option(CLI::App* where = nullptr);  // --no-provenance
+  // --skip-bad into `flag` (the policy itself: cx/cli/bad_inputs.hpp).
+  void add_skip_bad_option(bool& flag, CLI::App* where = nullptr);
+  // --skip-bad into common().skip_bad.
+  void add_skip_bad_option(CLI::App* where = nullptr) { add_skip_bad_option(common_.skip_bad, where); }
+
+  // Several shared flags at once, for one (sub)command, in one order every tool shares
+  // (as samtools' sam_opts): e.g. add_shared_options(kOutput | kThreads | kProvenance, train).
+  enum Shared : unsigned { kOutput = 1, kThreads = 2, kDevice = 4, kSeed = 8, kProvenance = 16, kSkipBad = 32 };
+  void add_shared_options(unsigned which, CLI::App* where = nullptr);
 
   // Parses the command line and runs body; maps exceptions to exit codes and checks that stdout
   // was written and closed without error. Returns the process exit code.

@@ -1,187 +1,216 @@
 #include "cx/data/csv_reader.hpp"
 
-#include <unistd.h>
-#include <zlib.h>
-
-#include <cctype>
-#include <cerrno>
 #include <cstring>
 
 #include "cx/cli/error.hpp"
+#include "cx/cli/names.hpp"
 #include "cx/data/table.hpp"
+#include "cx/io/decompress.hpp"
+#include "cx/util/strings.hpp"
 
 namespace cx::data {
 
-// zlib's gzread passes uncompressed files through unchanged, so one path serves both.
-struct CsvReader::Input {
-  gzFile gz = nullptr;
-  std::vector<char> buf = std::vector<char>(1 << 16);
-  std::size_t pos = 0, len = 0;
-  bool eof = false;
-  ~Input() {
-    if (gz) gzclose(gz);
-  }
-};
-
 namespace {
-std::string trim_copy(const std::string& s) {
-  std::size_t b = 0, e = s.size();
-  while (b < e && (s[b] == ' ' || s[b] == '\t' || s[b] == '\r')) ++b;
-  while (e > b && (s[e - 1] == ' ' || s[e - 1] == '\t' || s[e - 1] == '\r')) --e;
-  return s.substr(b, e - b);
+
+// Unquotes a TSV field only when it is wholly a quoted string with inner quotes doubled.
+void unquote_tsv_field(std::string& f) {
+  if (f.size() < 2 || f.front() != '"' || f.back() != '"') return;
+  std::string out;
+  out.reserve(f.size() - 2);
+  for (std::size_t i = 1; i + 1 < f.size(); ++i) {
+    if (f[i] == '"') {
+      if (i + 2 < f.size() && f[i + 1] == '"') {
+        out.push_back('"');
+        ++i;
+      } else {
+        return;  // a lone inner quote: not a quoted field; keep the text as it is
+      }
+    } else {
+      out.push_back(f[i]);
+    }
+  }
+  f.swap(out);
 }
 
-bool ends_with(const std::string& s, const char* suffix) {
-  std::size_t n = std::strlen(suffix);
-  if (s.size() < n) return false;
-  for (std::size_t i = 0; i < n; ++i)
-    if (std::tolower(static_cast<unsigned char>(s[s.size() - n + i])) != suffix[i]) return false;
-  return true;
-}
 }  // namespace
 
-CsvReader::CsvReader(const std::string& path, char delimiter) : in_(std::make_unique<Input>()), path_(path) {
-  if (delimiter == 0) {
-    std::string name = path;
-    if (ends_with(name, ".gz")) name.resize(name.size() - 3);
-    delimiter = (ends_with(name, ".tsv") || ends_with(name, ".tab") || ends_with(name, ".txt")) ? '\t' : ',';
-  }
-  delim_ = delimiter;
-  if (path == "-") {
-    int fd = dup(STDIN_FILENO);
-    in_->gz = fd < 0 ? nullptr : gzdopen(fd, "rb");
-  } else {
-    in_->gz = gzopen(path.c_str(), "rb");
-  }
-  if (!in_->gz) throw Error(at(path, std::string("cannot open: ") + std::strerror(errno ? errno : ENOMEM)));
-  gzbuffer(in_->gz, 1 << 17);
-  // UTF-8 byte order mark
-  int c0 = get();
-  if (c0 == 0xEF) {
-    int c1 = get(), c2 = get();
-    if (c1 != 0xBB || c2 != 0xBF) throw Error(at(path, "not UTF-8 text (bad byte order mark)"));
-  } else if (c0 >= 0) {
-    --in_->pos;
-  }
-  if (!read_row(columns_)) throw Error(at(path, "empty file: no header row"));
-  // Trailing empty column names name nothing: NIH's files end their header (and, in the 2017
-  // release, every row) with stray commas.
-  while (columns_.size() > 1 && trim_copy(columns_.back()).empty()) columns_.pop_back();
-  for (std::size_t i = 0; i < columns_.size(); ++i)
-    for (std::size_t j = 0; j < i; ++j)
-      if (!columns_[i].empty() && columns_[i] == columns_[j])
-        throw Error(at(path, "column '" + columns_[i] + "' appears twice in the header"));
+char delimiter_from_name(const std::string& name) {
+  std::string_view n = name;
+  if (util::ends_with_ci(n, ".gz")) n.remove_suffix(3);
+  else if (util::ends_with_ci(n, ".zst")) n.remove_suffix(4);
+  if (util::ends_with_ci(n, ".csv")) return ',';
+  if (util::ends_with_ci(n, ".tsv") || util::ends_with_ci(n, ".tab") || util::ends_with_ci(n, ".txt")) return '\t';
+  return 0;
 }
 
-CsvReader::~CsvReader() = default;
+// ---------------------------------------------------------------------------------------------
+// CsvParser
 
-int CsvReader::get() {
-  if (in_->pos < in_->len) return static_cast<unsigned char>(in_->buf[in_->pos++]);
-  if (in_->eof) return -1;
-  int n = gzread(in_->gz, in_->buf.data(), static_cast<unsigned>(in_->buf.size()));
-  if (n < 0) {
-    int err = 0;
-    const char* msg = gzerror(in_->gz, &err);
-    throw Error(at(path_, std::string("read error: ") + (err == Z_ERRNO ? std::strerror(errno) : msg)));
-  }
+CsvParser::CsvParser(const char* data, std::size_t size, std::string where, char delimiter)
+    : p_(data), end_(data + size), eof_(true), where_(std::move(where)), delim_(delimiter) {}
+
+CsvParser::CsvParser(Source source, std::string where, char delimiter)
+    : source_(std::move(source)), buf_(1 << 16), where_(std::move(where)), delim_(delimiter) {}
+
+int CsvParser::refill_and_get() {
+  if (eof_) return -1;
+  const std::size_t n = source_(buf_.data(), buf_.size());
   if (n == 0) {
-    // A gzip member cut short reads as a plain end in zlib; gzerror says so.
-    int err = 0;
-    gzerror(in_->gz, &err);
-    if (err != Z_OK && err != Z_STREAM_END) throw TruncatedError(at(path_, "compressed data ends early"));
-    in_->eof = true;
+    eof_ = true;
     return -1;
   }
-  in_->pos = 0;
-  in_->len = static_cast<std::size_t>(n);
-  return static_cast<unsigned char>(in_->buf[in_->pos++]);
+  p_ = buf_.data();
+  end_ = p_ + n;
+  return static_cast<unsigned char>(*p_++);
 }
 
-bool CsvReader::read_row(std::vector<std::string>& row) {
+void CsvParser::fail(std::size_t line, const std::string& what) const {
+  throw Error(at(where_, "line " + std::to_string(line) + ": " + what));
+}
+
+bool CsvParser::next(std::vector<std::string>& row) {
+  if (!started_) {
+    started_ = true;
+    if (source_) {  // the first three bytes in the buffer, to look for the byte order mark
+      std::size_t have = 0;
+      while (have < 3) {
+        const std::size_t n = source_(buf_.data() + have, buf_.size() - have);
+        if (n == 0) {
+          eof_ = true;
+          break;
+        }
+        have += n;
+      }
+      p_ = buf_.data();
+      end_ = p_ + have;
+    }
+    if (end_ - p_ >= 3 && std::memcmp(p_, "\xEF\xBB\xBF", 3) == 0) p_ += 3;
+  }
+  return delim_ == '\t' ? next_tsv(row) : next_csv(row);
+}
+
+bool CsvParser::next_csv(std::vector<std::string>& row) {
+  const int delim = static_cast<unsigned char>(delim_);
   for (;;) {
     row.clear();
     row_line_ = line_;
     std::string field;
-    bool any = false;      // saw any byte of this row
-    bool quoted = false;   // inside a quoted CSV field
-    bool was_quoted = false;
+    bool quoted = false;  // the current field was quoted
+    bool any = false;     // the row has any byte
     int c;
     for (;;) {
       c = get();
-      if (c < 0) {
-        if (quoted) throw Error(at(path_, "line " + std::to_string(row_line_) + ": quoted field not closed at the end of the file"));
-        break;
-      }
+      if (c < 0) break;
       any = true;
-      if (quoted) {
-        if (c == '"') {
-          int d = get();
-          if (d == '"') {
-            field.push_back('"');
-          } else {
-            quoted = false;
-            if (d >= 0) --in_->pos;  // get() just filled or advanced the buffer: step back one
+      if (c == '"' && field.empty() && !quoted) {
+        const std::size_t opened = line_;
+        for (;;) {
+          const int q = get();
+          if (q < 0) fail(opened, "quoted field never closed");
+          if (q == '"') {
+            const int d = get();
+            if (d == '"') {
+              field.push_back('"');
+              continue;
+            }
+            if (d >= 0) unget();
+            break;
           }
-        } else {
-          if (c == '\n') ++line_;
-          field.push_back(static_cast<char>(c));
+          if (q == '\n') ++line_;
+          field.push_back(static_cast<char>(q));
         }
+        quoted = true;
+        const int d = get();
+        if (d < 0) break;
+        if (d != delim && d != '\n' && d != '\r') fail(line_, "text after a closing quote");
+        unget();
         continue;
       }
+      if (c == delim) {
+        row.push_back(std::move(field));
+        field.clear();
+        quoted = false;
+      } else if (c == '\n') {
+        ++line_;
+        break;
+      } else if (c == '\r') {  // CRLF, or a lone CR (old Mac spreadsheets)
+        const int d = get();
+        if (d >= 0 && d != '\n') unget();
+        ++line_;
+        break;
+      } else {
+        field.push_back(static_cast<char>(c));
+      }
+    }
+    if (!any) return false;
+    const bool blank = row.empty() && field.empty() && !quoted;
+    row.push_back(std::move(field));
+    if (!blank) return true;
+    if (c < 0) return false;
+  }
+}
+
+bool CsvParser::next_tsv(std::vector<std::string>& row) {
+  for (;;) {
+    row.clear();
+    row_line_ = line_;
+    std::string field;
+    bool any = false;
+    int c;
+    for (;;) {
+      c = get();
+      if (c < 0) break;
+      any = true;
       if (c == '\n') {
         ++line_;
         break;
       }
-      if (c == static_cast<unsigned char>(delim_)) {
+      if (c == '\t') {
         row.push_back(std::move(field));
         field.clear();
-        was_quoted = false;
-        continue;
+      } else {
+        field.push_back(static_cast<char>(c));
       }
-      if (c == '"' && delim_ == ',' && field.empty() && !was_quoted) {
-        quoted = was_quoted = true;
-        continue;
-      }
-      field.push_back(static_cast<char>(c));
     }
     if (!any) return false;
-    // CRLF: the \r before the line break is line ending, not data (after a closing quote too).
-    if (c == '\n' && !field.empty() && field.back() == '\r') field.pop_back();
+    if (!field.empty() && field.back() == '\r') field.pop_back();  // CRLF
+    const bool blank = row.empty() && field.empty();
     row.push_back(std::move(field));
-    if (row.size() == 1 && row[0].empty()) {
-      if (c < 0) return false;
-      continue;  // blank line
+    if (!blank) {
+      for (auto& f : row)
+        if (!f.empty() && f.front() == '"') unquote_tsv_field(f);
+      return true;
     }
-    if (delim_ == '\t') {
-      for (auto& f : row) {
-        if (f.size() >= 2 && f.front() == '"' && f.back() == '"') {
-          std::string out;
-          bool ok = true;
-          for (std::size_t i = 1; i + 1 < f.size() && ok; ++i) {
-            if (f[i] == '"') {
-              if (i + 2 < f.size() && f[i + 1] == '"') {
-                out.push_back('"');
-                ++i;
-              } else {
-                ok = false;
-              }
-            } else {
-              out.push_back(f[i]);
-            }
-          }
-          if (ok) f.swap(out);
-        }
-      }
-    }
-    return true;
+    if (c < 0) return false;
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// CsvReader
+
+CsvReader::CsvReader(const std::string& path, char delimiter) : path_(path), name_(cli::input_name(path)) {
+  if (delimiter == 0) delimiter = delimiter_from_name(path) == '\t' ? '\t' : ',';
+  in_ = io::DecompressingInput::open(path, name_);
+  io::DecompressingInput* in = in_.get();
+  parser_ = std::make_unique<CsvParser>([in](char* buf, std::size_t cap) { return in->read(buf, cap); }, name_,
+                                        delimiter);
+  if (!parser_->next(columns_)) throw Error(at(name_, "empty file: no header row"));
+  // Trailing empty column names name nothing: NIH's files end their header (and, in the 2017
+  // release, every row) with stray commas.
+  while (columns_.size() > 1 && util::trim(columns_.back()).empty()) columns_.pop_back();
+  for (std::size_t i = 0; i < columns_.size(); ++i)
+    for (std::size_t j = 0; j < i; ++j)
+      if (!columns_[i].empty() && columns_[i] == columns_[j])
+        throw Error(at(name_, "column '" + columns_[i] + "' appears twice in the header"));
+}
+
+CsvReader::~CsvReader() = default;
+
 bool CsvReader::next(std::vector<std::string>& row) {
-  if (!read_row(row)) return false;
-  while (row.size() > columns_.size() && trim_copy(row.back()).empty()) row.pop_back();
+  if (!parser_->next(row)) return false;
+  while (row.size() > columns_.size() && util::trim(row.back()).empty()) row.pop_back();
   if (row.size() != columns_.size())
-    throw Error(at(path_, "line " + std::to_string(row_line_) + ": " + std::to_string(row.size()) +
+    throw Error(at(name_, "line " + std::to_string(line()) + ": " + std::to_string(row.size()) +
                               " fields, the header has " + std::to_string(columns_.size())));
   return true;
 }
@@ -194,10 +223,10 @@ int CsvReader::find_column(const std::string& name) const {
 
 int CsvReader::require_column(const std::string& name) const {
   int i = find_column(name);
-  if (i < 0) throw Error(at(path_, "no column '" + name + "' (columns: " + name_list(columns_) + ")"));
+  if (i < 0) throw Error(at(name_, "no column '" + name + "' (columns: " + name_list(columns_) + ")"));
   return i;
 }
 
-std::string CsvReader::where() const { return path_ + ":" + std::to_string(row_line_); }
+std::string CsvReader::where() const { return name_ + ":" + std::to_string(line()); }
 
 }  // namespace cx::data

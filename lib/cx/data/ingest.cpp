@@ -6,17 +6,12 @@
 #include <cctype>
 #include <cerrno>
 #include <cmath>
-#include <condition_variable>
 #include <cstring>
-#include <deque>
-#include <iostream>
 #include <iterator>
 #include <memory>
-#include <mutex>
-#include <queue>
-#include <thread>
 
 #include "cx/cli/error.hpp"
+#include "cx/cli/names.hpp"
 #include "cx/dicom/dicom.hpp"
 #include "cx/image/equalize.hpp"
 #include "cx/image/preprocess.hpp"
@@ -24,6 +19,8 @@
 #include "cx/io/file_bytes.hpp"
 #include "cx/io/image_file.hpp"
 #include "cx/io/png.hpp"
+#include "cx/util/ordered_pool.hpp"
+#include "cx/util/strings.hpp"
 
 namespace cx::data {
 
@@ -104,11 +101,9 @@ Rendered render(const std::string& bytes, const std::string& where, const Ingest
   wo.bits = o.depth;
   wo.window = o.window;
   const io::ImageFormat format = io::sniff_image_format(bytes);
-  std::string lower = where;
-  for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  const bool named_raster = lower.size() > 4 && (lower.compare(lower.size() - 4, 4, ".png") == 0 ||
-                                                 lower.compare(lower.size() - 4, 4, ".jpg") == 0 ||
-                                                 (lower.size() > 5 && lower.compare(lower.size() - 5, 5, ".jpeg") == 0));
+  // A bare ".png" is not a raster name (the old rule wanted a character before the extension).
+  auto named = [&](std::string_view ext) { return where.size() > ext.size() && util::ends_with_ci(where, ext); };
+  const bool named_raster = named(".png") || named(".jpg") || named(".jpeg");
   // DICOM, with or without preamble (read_dicom says when it is not); a file named .png/.jpg
   // that is neither is reported by the PNG/JPEG reader, whose message fits its name.
   if (format == io::ImageFormat::unknown && !named_raster) {
@@ -167,7 +162,7 @@ nlohmann::json scale_boxes(const nlohmann::json& boxes, double sx, double sy) {
 
 IngestResult ingest_item(const IngestItem& item, const IngestOptions& o) {
   const std::string& path = item.image_path;
-  const std::string where = path == "-" ? std::string("standard input") : path;
+  const std::string where = cli::input_name(path);
   try {
     const std::string bytes = path == "-" ? read_stdin_bytes() : io::read_file_bytes(path);
     Rendered r = render(bytes, where, o);
@@ -182,9 +177,7 @@ IngestResult ingest_item(const IngestItem& item, const IngestOptions& o) {
     IngestResult res;
     res.view = meta.contains("view") ? meta["view"].get<std::string>() : "";
     if (res.view.empty() && !r.view.empty()) {
-      std::string v = r.view;
-      for (char& c : v) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-      meta["view"] = res.view = v;
+      meta["view"] = res.view = util::upper(r.view);
     }
     if (!meta.contains("sex") && (r.sex == "M" || r.sex == "F")) meta["sex"] = r.sex;
     if (!meta.contains("age") && r.age) meta["age"] = *r.age;
@@ -281,84 +274,23 @@ nlohmann::json ingest_fields(int depth, const ItemSource& source) {
 void run_ordered(int threads, std::size_t window, const std::function<bool(IngestItem&)>& pull,
                  const std::function<IngestResult(const IngestItem&)>& work,
                  const std::function<void(Outcome&)>& sink) {
-  if (threads < 1) threads = 1;
-  if (window < static_cast<std::size_t>(threads)) window = threads;
-  struct Slot {
-    Outcome outcome;
-    bool done = false;
-  };
-  std::mutex m;
-  std::condition_variable job_ready, job_done;
-  std::queue<std::shared_ptr<Slot>> jobs;
-  bool stop = false;
-  std::vector<std::thread> pool;
-
-  auto worker = [&] {
-    for (;;) {
-      std::shared_ptr<Slot> s;
-      {
-        std::unique_lock<std::mutex> lk(m);
-        job_ready.wait(lk, [&] { return stop || !jobs.empty(); });
-        if (stop) return;
-        s = std::move(jobs.front());
-        jobs.pop();
-      }
-      try {
-        s->outcome.result = work(s->outcome.item);
-      } catch (const std::exception& e) {
-        s->outcome.error = e.what();
-      } catch (...) {
-        s->outcome.error = "unknown error";
-      }
-      {
-        std::lock_guard<std::mutex> lk(m);
-        s->done = true;
-      }
-      job_done.notify_all();
-    }
-  };
-  // Stops and joins the workers however this function is left.
-  struct Joiner {
-    std::mutex& m;
-    std::condition_variable& cv;
-    bool& stop;
-    std::vector<std::thread>& pool;
-    ~Joiner() {
-      {
-        std::lock_guard<std::mutex> lk(m);
-        stop = true;
-      }
-      cv.notify_all();
-      for (auto& t : pool) t.join();
-    }
-  } joiner{m, job_ready, stop, pool};
-  for (int i = 0; i < threads; ++i) pool.emplace_back(worker);
-
-  std::deque<std::shared_ptr<Slot>> in_flight;
-  bool more = true;
-  for (;;) {
-    while (more && in_flight.size() < window) {
-      auto s = std::make_shared<Slot>();
-      if (!pull(s->outcome.item)) {
-        more = false;
-        break;
-      }
-      in_flight.push_back(s);
-      {
-        std::lock_guard<std::mutex> lk(m);
-        jobs.push(s);
-      }
-      job_ready.notify_one();
-    }
-    if (in_flight.empty()) break;
-    std::shared_ptr<Slot> front = std::move(in_flight.front());
-    in_flight.pop_front();
-    {
-      std::unique_lock<std::mutex> lk(m);
-      job_done.wait(lk, [&] { return front->done; });
-    }
-    sink(front->outcome);
-  }
+  util::run_ordered<IngestItem, Outcome>(
+      threads, window, pull,
+      [&](const IngestItem& item) {
+        Outcome o;
+        try {
+          o.result = work(item);
+        } catch (const std::exception& e) {
+          o.error = e.what();
+        } catch (...) {
+          o.error = "unknown error";
+        }
+        return o;
+      },
+      [&](IngestItem& item, Outcome& o) {
+        o.item = std::move(item);
+        sink(o);
+      });
 }
 
 }  // namespace cx::data

@@ -1,9 +1,5 @@
 #include "cx/data/table.hpp"
 
-#include <fcntl.h>
-#include <unistd.h>
-#include <zlib.h>
-
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
@@ -13,165 +9,20 @@
 #include <unordered_map>
 
 #include "cx/cli/error.hpp"
+#include "cx/cli/names.hpp"
+#include "cx/data/csv_reader.hpp"
+#include "cx/io/decompress.hpp"
+#include "cx/util/strings.hpp"
 
 namespace cx::data {
 
 namespace {
 
-std::string lower(std::string s) {
-  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
-
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-std::string trim(const std::string& s) {
-  std::size_t b = 0, e = s.size();
-  while (b < e && (s[b] == ' ' || s[b] == '\t' || s[b] == '\r')) ++b;
-  while (e > b && (s[e - 1] == ' ' || s[e - 1] == '\t' || s[e - 1] == '\r')) --e;
-  return s.substr(b, e - b);
-}
-
-char delimiter_from_name(const std::string& source) {
-  std::string name = lower(source);
-  if (ends_with(name, ".gz")) name.resize(name.size() - 3);
-  if (ends_with(name, ".csv")) return ',';
-  if (ends_with(name, ".tsv") || ends_with(name, ".tab") || ends_with(name, ".txt")) return '\t';
-  return 0;
-}
-
-// Unquotes a TSV field only when it is wholly a quoted string with inner quotes doubled.
-void unquote_tsv_field(std::string& f) {
-  if (f.size() < 2 || f.front() != '"' || f.back() != '"') return;
-  std::string out;
-  out.reserve(f.size() - 2);
-  for (std::size_t i = 1; i + 1 < f.size(); ++i) {
-    if (f[i] == '"') {
-      if (i + 2 < f.size() && f[i + 1] == '"') {
-        out.push_back('"');
-        ++i;
-      } else {
-        return;  // a lone inner quote: not a quoted field; keep the text as it is
-      }
-    } else {
-      out.push_back(f[i]);
-    }
-  }
-  f.swap(out);
-}
-
-void add_row(Table& t, std::vector<std::string>&& fields, std::size_t line, bool& have_header) {
-  if (!have_header) {
-    t.columns = std::move(fields);
-    std::unordered_map<std::string, int> seen;
-    for (std::size_t i = 0; i < t.columns.size(); ++i) {
-      if (!seen.emplace(t.columns[i], static_cast<int>(i)).second)
-        throw Error(at(t.source, "line " + std::to_string(line) + ": column '" + t.columns[i] + "' appears twice in the header"));
-    }
-    have_header = true;
-    return;
-  }
-  if (fields.size() != t.columns.size())
-    throw Error(at(t.source, "line " + std::to_string(line) + ": " + std::to_string(fields.size()) +
-                                 " fields, the header has " + std::to_string(t.columns.size())));
-  t.rows.push_back(std::move(fields));
-  t.lines.push_back(line);
-}
-
-void parse_tsv(const std::string& text, std::size_t begin, Table& t) {
-  bool have_header = false;
-  std::size_t line = 0, pos = begin;
-  while (pos < text.size()) {
-    std::size_t nl = text.find('\n', pos);
-    std::size_t end = nl == std::string::npos ? text.size() : nl;
-    ++line;
-    std::size_t e = end;
-    if (e > pos && text[e - 1] == '\r') --e;
-    if (e > pos) {
-      std::vector<std::string> fields;
-      fields.reserve(t.columns.empty() ? 8 : t.columns.size());
-      std::size_t a = pos;
-      for (;;) {
-        std::size_t tab = text.find('\t', a);
-        if (tab == std::string::npos || tab >= e) {
-          fields.emplace_back(text, a, e - a);
-          break;
-        }
-        fields.emplace_back(text, a, tab - a);
-        a = tab + 1;
-      }
-      for (auto& f : fields)
-        if (!f.empty() && f.front() == '"') unquote_tsv_field(f);
-      add_row(t, std::move(fields), line, have_header);
-    }
-    if (nl == std::string::npos) break;
-    pos = nl + 1;
-  }
-  if (!have_header) throw Error(at(t.source, "empty table: no header row"));
-}
-
-// RFC 4180: fields may be quoted; quoted fields hold delimiters, doubled quotes and line breaks.
-void parse_csv(const std::string& text, std::size_t begin, char delim, Table& t) {
-  bool have_header = false;
-  std::size_t line = 1, row_line = 1, i = begin, n = text.size();
-  std::vector<std::string> fields;
-  std::string field;
-  bool row_has_content = false;
-  auto end_row = [&] {
-    fields.push_back(std::move(field));
-    field.clear();
-    if (row_has_content || fields.size() > 1 || !fields.front().empty())
-      add_row(t, std::move(fields), row_line, have_header);
-    fields.clear();
-    row_has_content = false;
-  };
-  while (i < n) {
-    char c = text[i];
-    if (c == '"' && field.empty()) {
-      std::size_t start_line = line;
-      ++i;
-      row_has_content = true;
-      for (;;) {
-        if (i >= n) throw Error(at(t.source, "line " + std::to_string(start_line) + ": quoted field never closed"));
-        char q = text[i];
-        if (q == '"') {
-          if (i + 1 < n && text[i + 1] == '"') {
-            field.push_back('"');
-            i += 2;
-            continue;
-          }
-          ++i;
-          break;
-        }
-        if (q == '\n') ++line;
-        field.push_back(q);
-        ++i;
-      }
-      // After the closing quote: a delimiter, a line end, or the end of input.
-      if (i < n && text[i] != delim && text[i] != '\n' && text[i] != '\r')
-        throw Error(at(t.source, "line " + std::to_string(line) + ": text after a closing quote"));
-      continue;
-    }
-    if (c == delim) {
-      fields.push_back(std::move(field));
-      field.clear();
-      row_has_content = true;
-      ++i;
-    } else if (c == '\n' || c == '\r') {
-      if (c == '\r' && i + 1 < n && text[i + 1] == '\n') ++i;
-      ++i;
-      end_row();
-      ++line;
-      row_line = line;
-    } else {
-      field.push_back(c);
-      ++i;
-    }
-  }
-  if (!field.empty() || !fields.empty() || row_has_content) end_row();
-  if (!have_header) throw Error(at(t.source, "empty table: no header row"));
+void check_header(const Table& t, std::size_t line) {
+  std::unordered_map<std::string, int> seen;
+  for (std::size_t i = 0; i < t.columns.size(); ++i)
+    if (!seen.emplace(t.columns[i], static_cast<int>(i)).second)
+      throw Error(at(t.source, "line " + std::to_string(line) + ": column '" + t.columns[i] + "' appears twice in the header"));
 }
 
 }  // namespace
@@ -193,61 +44,35 @@ std::string Table::where_row(std::size_t row) const {
   return at(source, "row " + std::to_string(row + 1));
 }
 
-std::string read_text_file(const std::string& path) {
-  int fd = path == "-" ? ::dup(STDIN_FILENO) : ::open(path.c_str(), O_RDONLY);
-  const std::string where = path == "-" ? "standard input" : path;
-  if (fd < 0) throw Error(at(where, std::string("cannot open: ") + std::strerror(errno)));
-  gzFile gz = ::gzdopen(fd, "rb");
-  if (!gz) {
-    ::close(fd);
-    throw Error(at(where, "cannot open: out of memory"));
-  }
-  ::gzbuffer(gz, 1 << 17);
-  std::string out;
-  std::vector<char> buf(1 << 17);
-  for (;;) {
-    int got = ::gzread(gz, buf.data(), static_cast<unsigned>(buf.size()));
-    if (got < 0) {
-      int err = 0;
-      std::string msg = ::gzerror(gz, &err);
-      if (err == Z_ERRNO) msg = std::strerror(errno);
-      ::gzclose(gz);
-      if (err == Z_BUF_ERROR) throw TruncatedError(at(where, "truncated gzip data"));
-      throw Error(at(where, "read error: " + msg));
-    }
-    if (got == 0) break;
-    out.append(buf.data(), static_cast<std::size_t>(got));
-  }
-  // A gzip member cut short reads as a clean end in gzread; gzclose_r reports it as Z_BUF_ERROR.
-  int rc = ::gzclose_r(gz);
-  if (rc == Z_BUF_ERROR) throw TruncatedError(at(where, "truncated gzip data"));
-  if (rc != Z_OK) throw Error(at(where, "read error while closing"));
-  return out;
-}
+std::string read_text_file(const std::string& path) { return io::read_decompressed(path); }
 
 Table parse_table(const std::string& text, const std::string& source, char delimiter) {
   Table t;
   t.source = source;
-  std::size_t begin = 0;
-  if (text.size() >= 3 && static_cast<unsigned char>(text[0]) == 0xEF && static_cast<unsigned char>(text[1]) == 0xBB &&
-      static_cast<unsigned char>(text[2]) == 0xBF)
-    begin = 3;
   char delim = delimiter ? delimiter : delimiter_from_name(source);
   if (!delim) {
-    std::size_t nl = text.find('\n', begin);
-    std::size_t first_end = nl == std::string::npos ? text.size() : nl;
-    delim = text.find('\t', begin) < first_end ? '\t' : ',';
+    // From the first line: tab if it holds one.
+    const std::size_t nl = text.find('\n');
+    delim = text.find('\t') < (nl == std::string::npos ? text.size() : nl) ? '\t' : ',';
   }
-  if (delim == '\t')
-    parse_tsv(text, begin, t);
-  else
-    parse_csv(text, begin, delim, t);
+  CsvParser parser(text.data(), text.size(), source, delim);
+  if (!parser.next(t.columns)) throw Error(at(source, "empty table: no header row"));
+  check_header(t, parser.line());
+  std::vector<std::string> fields;
+  while (parser.next(fields)) {
+    if (fields.size() != t.columns.size())
+      throw Error(at(source, "line " + std::to_string(parser.line()) + ": " + std::to_string(fields.size()) +
+                                 " fields, the header has " + std::to_string(t.columns.size())));
+    t.rows.push_back(std::move(fields));
+    t.lines.push_back(parser.line());
+    fields = {};
+  }
   return t;
 }
 
 Table read_table(const std::string& path, char delimiter) {
   std::string text = read_text_file(path);
-  return parse_table(text, path == "-" ? "standard input" : path, delimiter);
+  return parse_table(text, cli::input_name(path), delimiter);
 }
 
 std::string format_tsv(const Table& table) {
@@ -292,7 +117,7 @@ Truth parse_truth(const std::string& cell, const std::string& where) {
   if (cell == "1" || cell == "1.0") return Truth::positive;
   if (cell == "0" || cell == "0.0") return Truth::negative;
   if (cell == "-1" || cell == "-1.0") return Truth::uncertain;
-  std::string t = lower(trim(cell));
+  std::string t = util::lower(util::trim(cell));
   if (t.empty() || t == "nan" || t == "na" || t == "n/a") return Truth::missing;
   double v = 0;
   try {

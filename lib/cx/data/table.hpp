@@ -1,12 +1,10 @@
 #pragma once
 // Delimited tables with a header row: the TSV/CSV files people and `make` pass between tools.
-//  - CSV follows RFC 4180 (quoted fields may hold commas, doubled quotes and line breaks).
-//  - TSV is one line per row (IANA text/tab-separated-values); a field wholly wrapped in double quotes,
-//    with inner quotes doubled (what pandas writes), is unquoted; any other quote is kept as text.
-//  - The delimiter comes from the name (.tsv/.tab/.txt -> tab, .csv -> comma, after stripping .gz) or,
-//    failing that (stdin, other names), from the first line: tab if it holds a tab, else comma.
-//  - "-" reads standard input. gzip-compressed input is read transparently. CRLF and a UTF-8 BOM are
-//    accepted. A row with a different field count than the header is an error naming file and line.
+// Parsed by cx/data/csv_reader.hpp's CsvParser (the rules are there: RFC 4180 CSV, one-line TSV).
+//  - The delimiter comes from the name (.tsv/.tab/.txt -> tab, .csv -> comma, after stripping .gz or
+//    .zst) or, failing that (stdin, other names), from the first line: tab if it holds a tab, else comma.
+//  - "-" reads standard input. gzip and zstd input is read transparently (cx/io/decompress.hpp).
+//    A row with a different field count than the header is an error naming file and line.
 // Numbers are parsed strictly: the whole cell must be a finite number; "nan" and "inf" are refused by
 // name so a model that produced NaN cannot slip into a metric.
 #include <cstddef>
@@ -34,7 +32,7 @@ struct Table {
 Table read_table(const std::string& path, char delimiter = 0);
 // Parses table text; `source` names it in errors and (when delimiter is 0) may decide the delimiter.
 Table parse_table(const std::string& text, const std::string& source, char delimiter = 0);
-// Whole file or stdin as bytes, gunzipped when it starts with the gzip magic.
+// Whole file or stdin as bytes, decompressed when it starts with the gzip or zstd magic.
 std::string read_text_file(const std::string& path);
 
 // Writes a table as TSV (fields must not contain tab or newline; they are replaced by spaces).

@@ -7,6 +7,7 @@
 
 #include "cx/cli/error.hpp"
 #include "cx/cli/log.hpp"
+#include "cx/cli/names.hpp"
 #include "cx/io/tar.hpp"
 #include "cx/random/xoshiro.hpp"
 
@@ -319,7 +320,7 @@ StreamReader::StreamReader(std::FILE* in, std::string where)
 }
 
 std::unique_ptr<StreamReader> StreamReader::open(const std::string& path) {
-  if (path == "-") return std::make_unique<StreamReader>(stdin, "standard input");
+  if (path == "-") return std::make_unique<StreamReader>(stdin, cli::input_name(path));
   std::FILE* f = std::fopen(path.c_str(), "rb");
   if (!f) throw Error(at(path, std::strerror(errno)));
   try {

@@ -79,7 +79,7 @@ class StreamReader {
  public:
   // Reads from an open FILE (not closed by the reader). `where` names the source in errors.
   StreamReader(std::FILE* in, std::string where);
-  // Opens a path, or standard input for "-". gzip-compressed input is read transparently.
+  // Opens a path, or standard input for "-". gzip and zstd input is read transparently.
   static std::unique_ptr<StreamReader> open(const std::string& path);
   ~StreamReader();
 

@@ -1,7 +1,5 @@
 #include "cx/io/tar.hpp"
 
-#include <zlib.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -181,140 +179,21 @@ bool format_ustar_header(char block[kBlock], std::string_view name, std::uint64_
 }
 
 // ---------------------------------------------------------------------------------------------
-// Input
-
-struct Input::Impl {
-  std::FILE* file;
-  std::string where;
-  std::vector<char> raw = std::vector<char>(256 << 10);
-  std::size_t raw_pos = 0, raw_len = 0;
-  bool raw_eof = false;
-  bool gzip = false;
-  bool gzip_done = false;  // a gzip member ended and no more input follows
-  z_stream z{};
-  std::uint64_t delivered = 0;
-
-  // Refills the raw buffer; returns false at the end of the file.
-  bool refill() {
-    if (raw_pos < raw_len) return true;
-    if (raw_eof) return false;
-    raw_pos = 0;
-    raw_len = std::fread(raw.data(), 1, raw.size(), file);
-    if (raw_len < raw.size()) {
-      if (std::ferror(file)) throw Error(at(where, std::string("read error: ") + std::strerror(errno)));
-      raw_eof = true;
-    }
-    return raw_len > 0;
-  }
-
-  std::size_t read_plain(char* buf, std::size_t n) {
-    std::size_t got = 0;
-    if (raw_pos < raw_len) {
-      got = std::min(n, raw_len - raw_pos);
-      std::memcpy(buf, raw.data() + raw_pos, got);
-      raw_pos += got;
-    }
-    if (got < n && !raw_eof) {
-      // Big reads go straight into the caller's buffer: no copy for member data.
-      std::size_t more = std::fread(buf + got, 1, n - got, file);
-      got += more;
-      if (got < n) {
-        if (std::ferror(file)) throw Error(at(where, std::string("read error: ") + std::strerror(errno)));
-        raw_eof = true;
-      }
-    }
-    return got;
-  }
-
-  std::size_t read_gzip(char* buf, std::size_t n) {
-    std::size_t got = 0;
-    while (got < n && !gzip_done) {
-      if (z.avail_in == 0) {
-        raw_pos = raw_len;
-        if (!refill())
-          throw Truncated(where, "the gzip data ends before its end marker");
-        z.next_in = reinterpret_cast<Bytef*>(raw.data() + raw_pos);
-        z.avail_in = static_cast<uInt>(raw_len - raw_pos);
-      }
-      z.next_out = reinterpret_cast<Bytef*>(buf + got);
-      std::size_t want = std::min<std::size_t>(n - got, 1u << 30);
-      z.avail_out = static_cast<uInt>(want);
-      int rc = inflate(&z, Z_NO_FLUSH);
-      got += want - z.avail_out;
-      raw_pos = raw_len - z.avail_in;
-      if (rc == Z_STREAM_END) {
-        // gzip allows several members back to back (`cat a.gz b.gz`): go on if more input follows.
-        if (z.avail_in == 0) {
-          raw_pos = raw_len;
-          if (!refill()) {
-            gzip_done = true;
-            break;
-          }
-          z.next_in = reinterpret_cast<Bytef*>(raw.data() + raw_pos);
-          z.avail_in = static_cast<uInt>(raw_len - raw_pos);
-        }
-        inflateReset(&z);
-      } else if (rc != Z_OK && rc != Z_BUF_ERROR) {
-        throw Error(at(where, std::string("corrupt gzip data: ") + (z.msg ? z.msg : "inflate failed")));
-      }
-    }
-    return got;
-  }
-};
-
-Input::Input(std::FILE* in, std::string where) : impl_(std::make_unique<Impl>()) {
-  impl_->file = in;
-  impl_->where = std::move(where);
-  // Peek at the magic without seeking (pipes): gather up to 10 bytes in the raw buffer.
-  Impl& s = *impl_;
-  while (s.raw_len < 10 && !s.raw_eof) {
-    std::size_t got = std::fread(s.raw.data() + s.raw_len, 1, 10 - s.raw_len, in);
-    s.raw_len += got;
-    if (got == 0) {
-      if (std::ferror(in)) throw Error(at(s.where, std::string("read error: ") + std::strerror(errno)));
-      s.raw_eof = true;
-    }
-  }
-  const unsigned char* m = reinterpret_cast<const unsigned char*>(s.raw.data());
-  auto starts = [&](const char* magic, std::size_t n) {
-    return s.raw_len >= n && std::memcmp(m, magic, n) == 0;
-  };
-  if (starts("\x1f\x8b", 2)) {
-    s.gzip = true;
-    if (inflateInit2(&s.z, 15 + 16) != Z_OK) throw Error(at(s.where, "cannot initialise zlib"));
-    s.z.next_in = reinterpret_cast<Bytef*>(s.raw.data());
-    s.z.avail_in = static_cast<uInt>(s.raw_len);
-  } else if (starts("\x28\xb5\x2f\xfd", 4)) {
-    throw Error(at(s.where, "zstd-compressed input is not supported; decompress it first (zstd -dc)"));
-  } else if (starts("\xfd" "7zXZ\0", 6)) {
-    throw Error(at(s.where, "xz-compressed input is not supported; decompress it first (xz -dc)"));
-  } else if (starts("BZh", 3) && s.raw_len >= 10 && m[3] >= '1' && m[3] <= '9' &&
-             std::memcmp(m + 4, "\x31\x41\x59\x26\x53\x59", 6) == 0) {
-    throw Error(at(s.where, "bzip2-compressed input is not supported; decompress it first (bzip2 -dc)"));
-  }
-}
-
-Input::~Input() {
-  if (impl_->gzip) inflateEnd(&impl_->z);
-}
-
-std::size_t Input::read(char* buf, std::size_t n) {
-  std::size_t got = impl_->gzip ? impl_->read_gzip(buf, n) : impl_->read_plain(buf, n);
-  impl_->delivered += got;
-  return got;
-}
-
-bool Input::compressed() const { return impl_->gzip; }
-std::uint64_t Input::offset() const { return impl_->delivered; }
-
-// ---------------------------------------------------------------------------------------------
 // Reader
 
 Reader::Reader(std::FILE* in, std::string where) : input_(in, where), where_(std::move(where)) {}
 Reader::~Reader() = default;
 
+std::size_t Reader::read(char* buf, std::size_t n) {
+  try {
+    return input_.read(buf, n);
+  } catch (const TruncatedInput& e) {
+    throw Truncated(where_, e.detail());
+  }
+}
+
 bool Reader::read_block(char* block, const char* what_if_cut) {
-  std::size_t got = input_.read(block, kBlock);
+  std::size_t got = read(block, kBlock);
   if (got == 0) return false;
   if (got < kBlock) throw Truncated(where_, what_if_cut);
   return true;
@@ -327,13 +206,13 @@ void Reader::read_data(std::string& out, std::uint64_t size, const std::string& 
   while (done < size) {
     std::size_t chunk = static_cast<std::size_t>(std::min<std::uint64_t>(size - done, kChunk));
     out.resize(done + chunk);
-    std::size_t got = input_.read(out.data() + done, chunk);
+    std::size_t got = read(out.data() + done, chunk);
     done += got;
     if (got < chunk) throw Truncated(where_, "cut inside the data of " + what);
   }
   std::size_t pad = static_cast<std::size_t>((kBlock - size % kBlock) % kBlock);
   char zeros[kBlock];
-  if (pad && input_.read(zeros, pad) < pad) throw Truncated(where_, "cut inside the padding after " + what);
+  if (pad && read(zeros, pad) < pad) throw Truncated(where_, "cut inside the padding after " + what);
 }
 
 void Reader::skip_data(std::uint64_t size, const std::string& what) {
@@ -341,7 +220,7 @@ void Reader::skip_data(std::uint64_t size, const std::string& what) {
   std::vector<char> scratch(std::min<std::uint64_t>(total, 1 << 16));
   while (total > 0) {
     std::size_t chunk = static_cast<std::size_t>(std::min<std::uint64_t>(total, scratch.size()));
-    if (input_.read(scratch.data(), chunk) < chunk) throw Truncated(where_, "cut inside the data of " + what);
+    if (read(scratch.data(), chunk) < chunk) throw Truncated(where_, "cut inside the data of " + what);
     total -= chunk;
   }
 }
@@ -353,7 +232,7 @@ void Reader::check_trailer() {
   std::vector<char> scratch(1 << 16);
   for (;;) {
     std::uint64_t base = input_.offset();
-    std::size_t got = input_.read(scratch.data(), scratch.size());
+    std::size_t got = read(scratch.data(), scratch.size());
     if (got == 0) return;
     for (std::size_t i = 0; i < got; ++i)
       if (scratch[i] != 0)

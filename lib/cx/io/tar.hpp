@@ -8,8 +8,8 @@
 // ('0', '\0', '7') are returned; pax 'x' (path, size) and GNU 'L' long names are applied, pax 'g'
 // is ignored; directories, links, devices, fifos and GNU 'K' are skipped with a debug message;
 // sparse files ('S' or GNU.sparse pax keys) are refused. Header checksums are verified; sizes may
-// be octal or base-256. Names with a ".." component or a leading '/' are refused. gzip input
-// (magic 1f 8b) is inflated transparently.
+// be octal or base-256. Names with a ".." component or a leading '/' are refused. gzip and zstd
+// input is decompressed transparently (cx/io/decompress.hpp); a cut compressed stream is Truncated.
 #include <cstdint>
 #include <cstdio>
 #include <memory>
@@ -17,6 +17,7 @@
 #include <string_view>
 
 #include "cx/cli/error.hpp"
+#include "cx/io/decompress.hpp"
 
 namespace cx::io::tar {
 
@@ -31,26 +32,6 @@ class Truncated : public TruncatedError {
 
  private:
   std::string detail_;
-};
-
-// Sequential bytes from a FILE*, gunzipped when they start with the gzip magic. Refuses bzip2,
-// xz and zstd input by name (no decoder linked).
-class Input {
- public:
-  Input(std::FILE* in, std::string where);
-  ~Input();
-  Input(const Input&) = delete;
-  Input& operator=(const Input&) = delete;
-
-  // Reads up to n bytes; fewer only at the end of the input. Throws cx::Error on a read error
-  // or corrupt gzip data, Truncated on a gzip stream cut before its end.
-  std::size_t read(char* buf, std::size_t n);
-  bool compressed() const;
-  std::uint64_t offset() const;  // bytes delivered so far (of the decompressed tar)
-
- private:
-  struct Impl;
-  std::unique_ptr<Impl> impl_;
 };
 
 struct Member {
@@ -73,12 +54,13 @@ class Reader {
   const std::string& where() const { return where_; }
 
  private:
+  std::size_t read(char* buf, std::size_t n);  // the input's read, a cut compressed input as Truncated
   bool read_block(char* block, const char* what_if_cut);
   void read_data(std::string& out, std::uint64_t size, const std::string& what);
   void skip_data(std::uint64_t size, const std::string& what);
   void check_trailer();
 
-  Input input_;
+  DecompressingInput input_;
   std::string where_;
   std::int64_t members_ = 0;
   bool ended_ = false;

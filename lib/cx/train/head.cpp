@@ -259,46 +259,6 @@ Head load_head(const std::string& folder) {
   return head;
 }
 
-void write_folder_atomic(const std::string& target, const std::function<void(const std::string& temp)>& fill) {
-  fs::path t(target);
-  while (!t.empty() && !t.has_filename()) t = t.parent_path();  // "head/" -> "head"
-  if (t.empty()) throw Error(at(target, "not a folder name"));
-  const std::string pid = std::to_string(::getpid());
-  fs::path temp = t.parent_path() / ("." + t.filename().string() + ".tmp." + pid);
-  fs::path aside = t.parent_path() / ("." + t.filename().string() + ".old." + pid);
-  std::error_code ec;
-  fs::remove_all(temp, ec);
-  fs::create_directories(temp, ec);
-  if (ec) throw Error(at(temp.string(), "cannot create folder: " + ec.message()));
-  try {
-    fill(temp.string());
-  } catch (...) {
-    fs::remove_all(temp, ec);
-    throw;
-  }
-  const bool existed = fs::exists(t, ec);
-  if (existed && !fs::is_directory(t, ec)) {
-    fs::remove_all(temp, ec);
-    throw Error(at(t.string(), "exists and is not a folder"));
-  }
-  if (existed) {
-    fs::remove_all(aside, ec);
-    fs::rename(t, aside, ec);
-    if (ec) {
-      fs::remove_all(temp, ec);
-      throw Error(at(t.string(), "cannot move the old folder aside: " + ec.message()));
-    }
-  }
-  fs::rename(temp, t, ec);
-  if (ec) {
-    std::error_code ec2;
-    if (existed) fs::rename(aside, t, ec2);
-    fs::remove_all(temp, ec2);
-    throw Error(at(t.string(), "cannot rename into place: " + ec.message()));
-  }
-  if (existed) fs::remove_all(aside, ec);
-}
-
 void check_encoder(const HeadRecord& head, const nlohmann::json& stream_header, const std::string& where) {
   const std::string want_id = head.encoder.value("id", "");
   const std::string want_sha = head.encoder.value("sha256", "");

@@ -21,6 +21,8 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include "cx/cli/output.hpp"
+
 #include "cx/model/hf_loader.hpp"
 #include "cx/train/dataset.hpp"
 
@@ -109,10 +111,8 @@ nlohmann::json read_head_json(const std::string& folder, const std::string& form
 torch::Tensor head_tensor(const model::NamedTensors& tensors, const std::string& name, torch::IntArrayRef shape,
                           const std::string& file);
 
-// Atomic folder output: fill() writes into a fresh temporary folder beside `target`, which is then
-// renamed over it (an existing target is moved aside first and removed after). An exception in
-// fill() removes the temporary folder and leaves the target as it was.
-void write_folder_atomic(const std::string& target, const std::function<void(const std::string& temp)>& fill);
+// Moved to cx/cli/output.hpp (generic plumbing); kept visible here for the head writers.
+using cli::write_folder_atomic;
 
 // Refuses (cx::Error naming `where`) features from an encoder other than the head's: the stream
 // header's "model" id and sha256 must equal the head's encoder. A stream without "model" cannot
