@@ -9,6 +9,7 @@
 
 #include "cx/cli/error.hpp"
 #include "cx/cli/log.hpp"
+#include "cx/cli/names.hpp"
 #include "cx/cli/output.hpp"
 #include "cx/cli/tool.hpp"
 #include "cx/data/record_source.hpp"
@@ -22,7 +23,10 @@
 
 namespace {
 
+using cx::cli::Tool;
 using cx::log::number;
+// The shared options of train and finetune.
+constexpr unsigned kTraining = Tool::kOutput | Tool::kSeed | Tool::kThreads | Tool::kDevice | Tool::kProvenance;
 
 // What train and finetune share: the labels and their policy, the head, the feature, validation,
 // and the loop (each subcommand's defaults set where it is declared).
@@ -111,11 +115,7 @@ CLI::App* add_train(cx::cli::Tool& tool, TrainCli& t) {
   add_head_options(train, t, "Records per mini-batch");
   train->add_option("--lr", t.lr, "AdamW learning rate")->capture_default_str();
   train->add_flag("--no-standardize", t.no_standardize, "Do not standardise the features (mean 0, sd 1, fitted on the training stream)");
-  tool.add_output_option(train);
-  tool.add_seed_option(0, train);
-  tool.add_threads_option(train);
-  tool.add_device_option(train);
-  tool.add_provenance_option(train);
+  tool.add_shared_options(kTraining, train);
   return train;
 }
 
@@ -126,7 +126,7 @@ int run_train(cx::cli::Tool& tool, const TrainCli& t) {
   auto inputs = tool.inputs_or_stdin(t.inputs);
   if (t.val == "-" && std::count(inputs.begin(), inputs.end(), "-")) throw cx::UsageError("standard input can feed one stream only");
   auto source = cx::data::RecordSource::open(inputs);
-  const std::string where = inputs[0] == "-" ? "standard input" : inputs[0];
+  const std::string where = cx::cli::input_name(inputs[0]);
   const auto labels = cx::train::choose_labels(source->header(), t.labels, t.preset, where);
   cx::train::FeatureSet train = cx::train::load_features(*source, t.feature, labels, where);
   source.reset();
@@ -150,7 +150,7 @@ int run_train(cx::cli::Tool& tool, const TrainCli& t) {
                    (val ? ", val macro AUROC " + number(r.val_macro_auroc) + (r.best ? " (best)" : "") : ""));
   });
   if (!tool.common().no_provenance) head.info.training["provenance"] = tool.provenance_entry();
-  cx::train::write_folder_atomic(out, [&](const std::string& tmp) { cx::train::write_head_files(tmp, head); });
+  cx::cli::write_folder_atomic(out, [&](const std::string& tmp) { cx::train::write_head_files(tmp, head); });
   std::string summary = "trained a " + t.head + " head on " + std::to_string(head.info.training["records"].get<std::int64_t>()) +
                         " records, " + std::to_string(labels.size()) + " label(s), " +
                         std::to_string(head.info.training["epochs_run"].get<int>()) + " epoch(s)";
@@ -178,7 +178,7 @@ int run_predict(cx::cli::Tool& tool, const PredictCli& c) {
   cx::train::Head head = cx::train::load_head(c.head_dir);
   const auto inputs = tool.inputs_or_stdin(c.inputs);
   auto source = cx::data::RecordSource::open(inputs);
-  const std::string where = inputs[0] == "-" ? "standard input" : inputs[0];
+  const std::string where = cx::cli::input_name(inputs[0]);
   cx::cli::OutputFile out(tool.common().output, false);
   cx::train::PredictionTable table(head.info.labels, source->header(), [&](const std::string& line) { out.write(line); });
   cx::train::HeadPredictor predictor(std::move(head), c.head_dir, source->header(), where, o);
@@ -195,7 +195,7 @@ int run_finetune(cx::cli::Tool& tool, const HeadCli& s, const cx::train::Finetun
   const std::string out = cx::train::head_folder_output(tool.common().output, "finetune");
   auto inputs = tool.inputs_or_stdin(s.inputs);
   auto source = cx::data::RecordSource::open(inputs);
-  const std::string where = inputs[0] == "-" ? "standard input" : inputs[0];
+  const std::string where = cx::cli::input_name(inputs[0]);
   const auto labels = cx::train::choose_labels(source->header(), s.labels, s.preset, where);
 
   cx::train::FinetuneOptions o;
@@ -247,9 +247,7 @@ int main(int argc, char** argv) {
   predict->add_option("--precision", p.precision, "Encoder precision for fine-tuned heads on images: f32, or bf16/f16 on CUDA")
       ->check(CLI::IsMember({"f32", "bf16", "f16"}))
       ->capture_default_str();
-  tool.add_output_option(predict);
-  tool.add_threads_option(predict);
-  tool.add_device_option(predict);
+  tool.add_shared_options(Tool::kOutput | Tool::kThreads | Tool::kDevice, predict);
 
   HeadCli ft;  // the loop's defaults for fine-tuning: 10 epochs, batch 8, no weight decay, patience 3
   cx::train::FinetuneCli f;
@@ -257,11 +255,7 @@ int main(int argc, char** argv) {
   finetune->add_option("inputs", ft.inputs, "Image streams; - for standard input")->type_name("STREAM");
   cx::train::add_finetune_options(finetune, f);
   add_head_options(finetune, ft, "Images per micro-batch");
-  tool.add_output_option(finetune);
-  tool.add_seed_option(0, finetune);
-  tool.add_threads_option(finetune);
-  tool.add_device_option(finetune);
-  tool.add_provenance_option(finetune);
+  tool.add_shared_options(kTraining, finetune);
 
   return tool.run(argc, argv, [&]() -> int {
     if (train->parsed()) return run_train(tool, t);

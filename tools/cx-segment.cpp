@@ -9,21 +9,24 @@
 
 #include "cx/cli/error.hpp"
 #include "cx/cli/log.hpp"
-#include "cx/cli/output.hpp"
+#include "cx/cli/names.hpp"
+#include "cx/cli/options.hpp"
 #include "cx/cli/progress.hpp"
 #include "cx/cli/tool.hpp"
 #include "cx/data/record_source.hpp"
-#include "cx/io/stream.hpp"
+#include "cx/cli/stream_output.hpp"
 #include "cx/model/config.hpp"
 #include "cx/model/runtime.hpp"
 #include "cx/train/finetune_cli.hpp"
 #include "cx/train/segment.hpp"
 #include "cx/train/segment_predict.hpp"
-#include "cx/util/strings.hpp"
 
 namespace {
 
+using cx::cli::Tool;
 using cx::log::number;
+// The shared options of train and finetune.
+constexpr unsigned kTraining = Tool::kOutput | Tool::kSeed | Tool::kThreads | Tool::kDevice | Tool::kProvenance;
 
 // What train and finetune share (each subcommand's loop defaults set where it is declared).
 struct SegCli {
@@ -66,14 +69,14 @@ int run_train(cx::cli::Tool& tool, const TrainCli& c) {
   auto inputs = tool.inputs_or_stdin(c.inputs);
   if (c.val == "-" && std::count(inputs.begin(), inputs.end(), "-")) throw cx::UsageError("standard input can feed one stream only");
   auto source = cx::data::RecordSource::open(inputs);
-  const std::string where = inputs[0] == "-" ? "standard input" : inputs[0];
+  const std::string where = cx::cli::input_name(inputs[0]);
   // The target stride: the encoder's patch size (targets at the input's resolution) unless given.
   int stride = c.stride;
   if (stride <= 0) {
     const auto& h = source->header();
     stride = h.contains("model") && h["model"].is_object() ? h["model"].value("patch_size", 14) : 14;
   }
-  const auto classes = cx::util::split_list(c.classes);
+  const auto classes = cx::cli::parse_list(c.classes, "--classes");
   cx::train::SegSet train = cx::train::load_seg_set(*source, c.feature, stride, classes, where);
   source.reset();
   cx::log::debug("read " + std::to_string(train.rows()) + " records: tokens " + std::to_string(train.x.size(1)) + " x " +
@@ -102,7 +105,7 @@ int run_train(cx::cli::Tool& tool, const TrainCli& c) {
   });
   progress.finish();
   if (!tool.common().no_provenance) head.info.training["provenance"] = tool.provenance_entry();
-  cx::train::write_folder_atomic(out, [&](const std::string& tmp) { cx::train::write_seg_head_files(tmp, head); });
+  cx::cli::write_folder_atomic(out, [&](const std::string& tmp) { cx::train::write_seg_head_files(tmp, head); });
   std::string summary = "trained a " + c.head + " segmentation head on " + std::to_string(train.rows()) + " records, " +
                         std::to_string(head.info.classes.size() - 1) + " class(es), " +
                         std::to_string(head.info.training["epochs_run"].get<int>()) + " epoch(s)";
@@ -117,7 +120,7 @@ int run_finetune(cx::cli::Tool& tool, const SegCli& c, const cx::train::Finetune
   const std::string out = cx::train::head_folder_output(tool.common().output, "finetune");
   auto inputs = tool.inputs_or_stdin(c.inputs);
   auto source = cx::data::RecordSource::open(inputs);
-  const std::string where = inputs[0] == "-" ? "standard input" : inputs[0];
+  const std::string where = cx::cli::input_name(inputs[0]);
 
   cx::train::FinetuneOptions o;
   cx::train::apply_finetune_cli(f, out, device, o);
@@ -127,7 +130,7 @@ int run_finetune(cx::cli::Tool& tool, const SegCli& c, const cx::train::Finetune
 
   const int patch = static_cast<int>(cx::model::read_vit_config(o.encoder_folder + "/config.json").patch_size);
   const int stride = c.stride > 0 ? c.stride : patch;
-  const auto classes = cx::util::split_list(c.classes);
+  const auto classes = cx::cli::parse_list(c.classes, "--classes");
   cx::train::SegImageSet train = cx::train::load_seg_images(*source, o.preprocess, patch, stride, classes, where);
   source.reset();
   std::unique_ptr<cx::train::SegImageSet> val;
@@ -170,19 +173,16 @@ int run_predict(cx::cli::Tool& tool, const PredictCli& c) {
   head.module->to(o.device);
   auto inputs = tool.inputs_or_stdin(c.inputs);
   auto source = cx::data::RecordSource::open(inputs);
-  const std::string where = inputs[0] == "-" ? "standard input" : inputs[0];
+  const std::string where = cx::cli::input_name(inputs[0]);
   const cx::train::HeadEncoder encoder = cx::train::load_head_encoder(c.head_dir, head.info, o.device);
 
   // The stream goes to -o or standard output, whatever files are asked for beside it.
-  nlohmann::json header = cx::train::seg_stream_header(source->header(), head.info, c.head_dir, c.keep_tokens);
-  if (!tool.common().no_provenance) header["provenance"].push_back(tool.provenance_entry());
-  cx::cli::OutputFile out(tool.common().output);
-  cx::io::StreamWriter writer(out.file(), header, out.is_stdout() ? "standard output" : out.path());
+  cx::cli::StreamOutput out(tool, cx::train::seg_stream_header(source->header(), head.info, c.head_dir, c.keep_tokens));
   std::vector<std::unique_ptr<cx::train::SegSink>> sinks;
   if (!c.png_dir.empty()) sinks.push_back(std::make_unique<cx::train::PngFolderSink>(c.png_dir));
   if (!c.rle.empty()) sinks.push_back(std::make_unique<cx::train::RleCsvSink>(c.rle, head.info.classes));
   if (!c.overlay.empty()) sinks.push_back(std::make_unique<cx::train::OverlaySink>(c.overlay, c.thickness));
-  sinks.push_back(std::make_unique<cx::train::SegStreamSink>(writer, out, c.keep_tokens));
+  sinks.push_back(std::make_unique<cx::train::SegStreamSink>(out, c.keep_tokens));
   std::vector<cx::train::SegSink*> order;
   for (auto& s : sinks) order.push_back(s.get());
 
@@ -213,11 +213,7 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0.0, 0.95))
       ->capture_default_str();
   train->add_flag("--no-standardize", t.no_standardize, "Do not standardise the token channels");
-  tool.add_output_option(train);
-  tool.add_seed_option(0, train);
-  tool.add_threads_option(train);
-  tool.add_device_option(train);
-  tool.add_provenance_option(train);
+  tool.add_shared_options(kTraining, train);
 
   SegCli ft;  // the loop's defaults for fine-tuning: 10 epochs, batch 8, no weight decay, patience 3
   cx::train::FinetuneCli f;
@@ -227,11 +223,7 @@ int main(int argc, char** argv) {
   cx::train::add_finetune_options(finetune, f);
   finetune->add_option("--val", ft.val, "Validation stream (images with masks): early stopping on its mean foreground Dice")->type_name("STREAM");
   add_seg_options(finetune, ft, "Images per micro-batch");
-  tool.add_output_option(finetune);
-  tool.add_seed_option(0, finetune);
-  tool.add_threads_option(finetune);
-  tool.add_device_option(finetune);
-  tool.add_provenance_option(finetune);
+  tool.add_shared_options(kTraining, finetune);
 
   PredictCli p;
   auto* predict = app.add_subcommand("predict", "Masks from a head: .mask.png in the stream, --png-dir, --rle, --overlay");
@@ -245,10 +237,7 @@ int main(int argc, char** argv) {
   predict->add_option("--batch", p.batch, "Images per head forward")->check(CLI::PositiveNumber)->capture_default_str();
   predict->add_flag("--keep-tokens", p.keep_tokens, "Keep patch.npy / patch4.npy in the output stream");
   predict->add_flag("--ignore-encoder", p.ignore_encoder, "Predict even when the stream's encoder is not the head's");
-  tool.add_output_option(predict);
-  tool.add_threads_option(predict);
-  tool.add_device_option(predict);
-  tool.add_provenance_option(predict);
+  tool.add_shared_options(Tool::kOutput | Tool::kThreads | Tool::kDevice | Tool::kProvenance, predict);
 
   return tool.run(argc, argv, [&]() -> int {
     if (train->parsed()) return run_train(tool, t);

@@ -12,6 +12,8 @@
 
 #include "cx/cli/error.hpp"
 #include "cx/cli/output.hpp"
+#include "cx/cli/stream_output.hpp"
+#include "cx/cli/tool.hpp"
 #include "cx/data/record_source.hpp"
 #include "cx/data/rle.hpp"
 #include "cx/image/overlay.hpp"
@@ -268,15 +270,16 @@ TEST(SegPredictor, LabelMapsThroughEverySinkInOrder) {
     EXPECT_TRUE(out_header["provenance"].is_array());
 
     const std::string tag = std::to_string(batch);
-    cx::cli::OutputFile file(d / ("out" + tag + ".cx"));
-    cx::io::StreamWriter writer(file.file(), out_header, file.path());
+    cx::cli::Tool tool("cx-segment", "test");
+    tool.common().no_provenance = true;
+    cx::cli::StreamOutput out(tool, out_header, d / ("out" + tag + ".cx"));
     std::vector<std::string> finished;
     Capture first(&finished, "first");
     PngFolderSink png(d / ("png" + tag));
     RleCsvSink rle(d / ("m" + tag + ".csv"), head.info.classes);
     OverlaySink overlay(d / ("ov" + tag), 1);
     Capture last(&finished, "last");
-    SegStreamSink stream(writer, file, false);
+    SegStreamSink stream(out, false);
     SegPredictOptions o;
     o.batch = batch;
     int ticks = 0;

@@ -37,7 +37,7 @@ void SegStreamSink::write(io::Record& r, const Image&, const std::string& png) {
     r.erase("patch4.npy");
   }
   r.set("mask.png", png);
-  writer_.write(r);
+  out_.write(r);
 }
 
 std::string record_file(const std::string& dir, const std::string& key, const std::string& ext) {

@@ -20,6 +20,7 @@
 #include <torch/torch.h>
 
 #include "cx/cli/output.hpp"
+#include "cx/cli/stream_output.hpp"
 #include "cx/data/record_source.hpp"
 #include "cx/image/image.hpp"
 #include "cx/io/stream.hpp"
@@ -45,17 +46,12 @@ nlohmann::json seg_stream_header(nlohmann::json input_header, const SegHeadInfo&
 
 class SegStreamSink : public SegSink {
  public:
-  SegStreamSink(io::StreamWriter& writer, cli::OutputFile& file, bool keep_tokens)
-      : writer_(writer), file_(file), keep_tokens_(keep_tokens) {}
+  SegStreamSink(cli::StreamOutput& out, bool keep_tokens) : out_(out), keep_tokens_(keep_tokens) {}
   void write(io::Record& record, const Image& label_map, const std::string& png) override;
-  void finish() override {
-    writer_.finish();
-    file_.commit();
-  }
+  void finish() override { out_.finish(); }
 
  private:
-  io::StreamWriter& writer_;
-  cli::OutputFile& file_;
+  cli::StreamOutput& out_;
   bool keep_tokens_;
 };
 
