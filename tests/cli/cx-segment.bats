@@ -100,8 +100,10 @@ PY
 }
 
 @test "--png-dir, --rle and --overlay: the RLE decodes (CheXmask's numpy) to the PNG label maps" {
-  cx-segment predict "$D/dec" "$D/test.cx" --png-dir "$D/png" --rle "$D/pred.csv" --overlay "$D/ov" > "$D/stdout"
-  [ ! -s "$D/stdout" ]  # with file outputs the stream goes to -o only
+  cx-segment predict --no-provenance "$D/dec" "$D/test.cx" --png-dir "$D/png" --rle "$D/pred.csv" --overlay "$D/ov" > "$D/stdout"
+  # The stream still goes to standard output, the same bytes as without the files (issue 11, defect 11).
+  cx-segment predict --no-provenance "$D/dec" "$D/test.cx" -o "$T/plain.cx"
+  cmp "$D/stdout" "$T/plain.cx"
   [ "$(ls "$D/png" | wc -l)" -eq 40 ]
   [ "$(ls "$D/ov" | wc -l)" -eq 40 ]
   [ "$(head -1 "$D/pred.csv")" = "key,Left Lung,Right Lung,Heart,Height,Width" ]
@@ -150,6 +152,23 @@ for k in ["phantom-000000", "phantom-000001"]:
 print("ok")
 PY
   [ "$output" = ok ]
+}
+
+@test "with --rle, --png-dir or --overlay and no -o the stream goes to standard output: predict | cx-eval dice" {
+  # Defect 11 of issue 11: the side outputs used to take the stream off stdout (an empty pipe, exit 0).
+  cx-segment predict -q "$D/dec" --rle "$T/m.csv" "$D/test.cx" | cx-eval dice --bootstrap 0 "$D/test.cx" - > "$T/dice.tsv"
+  [ "$(wc -l < "$T/m.csv")" -eq 41 ]
+  mean=$(awk -F'\t' '$1 == "dice" && $2 == "mean" { print $5 }' "$T/dice.tsv")
+  awk -v a="$mean" 'BEGIN { exit !(a > 0.8) }'
+  cx-segment predict "$D/dec" --png-dir "$T/png" --overlay "$T/ov" "$D/test.cx" | tar tf - > "$T/members"
+  [ "$(grep -c '\.mask\.png$' "$T/members")" -eq 40 ]
+  [ "$(ls "$T/png" | wc -l)" -eq 40 ]
+  # The CSV and the stream cannot both be standard output.
+  run cx-segment predict "$D/dec" --rle - "$D/test.cx"
+  [ "$status" -eq 2 ]
+  [[ "$output" == *"--rle - and the stream cannot share standard output: give -o FILE"* ]]
+  cx-segment predict "$D/dec" --rle - -o "$T/s.cx" "$D/test.cx" > "$T/m2.csv"
+  cmp "$T/m.csv" "$T/m2.csv"
 }
 
 @test "RLE of masks touching the border and of an empty structure, from tokens a linear head decodes" {

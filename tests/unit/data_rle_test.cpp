@@ -1,6 +1,7 @@
 // CheXmask RLE: cx's encoder and decoder against CheXmask's own numpy code
 // (tests/data/chexmask_rle_reference.py), on masks that touch the borders, an empty structure
-// and a full one, plus the label map's painting order and the errors on broken RLE.
+// and a full one, plus the label map's painting order and the errors on broken RLE; the CSV
+// cx-segment writes, byte for byte, read back through the chexmask adapter's reader.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -11,10 +12,12 @@
 #include <nlohmann/json.hpp>
 
 #include "cx/cli/error.hpp"
+#include "cx/data/csv_reader.hpp"
 #include "cx/data/rle.hpp"
 #include "cx/io/ndarray.hpp"
 #include "cx/io/npy.hpp"
 #include "io_python_helper.hpp"
+#include "test_support.hpp"
 
 namespace fs = std::filesystem;
 using cx::data::rle_decode;
@@ -148,4 +151,44 @@ TEST(Rle, LabelMapPaintsHeartLast) {
   } catch (const cx::Error& e) {
     EXPECT_NE(std::string(e.what()).find("masks.csv:3: Right Lung: RLE run 1 99"), std::string::npos) << e.what();
   }
+}
+
+TEST(RleCsv, ExactBytesAndBackThroughTheChexmaskReader) {
+  // A 3 x 4 label map: left lung (1) from the top-left corner, right lung (2), heart (3) in the
+  // bottom-right corner; no pixel of class 4 ("fluid, left").
+  cx::Image map = cx::Image::gray8(4, 3);
+  const std::vector<std::uint8_t> values = {1, 1, 0, 2, 1, 0, 2, 2, 0, 0, 3, 3};
+  std::copy(values.begin(), values.end(), map.u8());
+  const std::vector<std::string> classes = {"background", "left lung", "right lung", "heart", "fluid, left"};
+  const std::string csv = cx::data::rle_csv_header(classes) + cx::data::rle_csv_row("p1/img", map, 5) +
+                          cx::data::rle_csv_row("a,\"b\"", map, 5);
+  EXPECT_EQ(csv,
+            "key,Left Lung,Right Lung,Heart,\"fluid, left\",Height,Width\n"
+            "p1/img,1 2 5 1,4 1 7 2,11 2,,3,4\n"
+            "\"a,\"\"b\"\"\",1 2 5 1,4 1 7 2,11 2,,3,4\n");
+  EXPECT_EQ(cx::data::chexmask_column("heart"), "Heart");
+  EXPECT_EQ(cx::data::chexmask_column("lung"), "lung");
+
+  // Read back as cx-ingest's chexmask adapter reads it: CsvReader, then chexmask_label_map.
+  cx_test::TempDir dir("cx_rle_csv");
+  const std::string path = dir / "masks.csv";
+  std::ofstream(path, std::ios::binary) << csv;
+  cx::data::CsvReader reader(path);
+  EXPECT_EQ(reader.columns(), (std::vector<std::string>{"key", "Left Lung", "Right Lung", "Heart", "fluid, left", "Height", "Width"}));
+  std::vector<std::string> row;
+  std::vector<std::string> keys;
+  while (reader.next(row)) {
+    keys.push_back(row[0]);
+    ASSERT_EQ(row[5], "3");
+    ASSERT_EQ(row[6], "4");
+    cx::Image back = cx::data::chexmask_label_map(row[1], row[2], row[3], 3, 4, reader.where());
+    EXPECT_EQ(back.data, map.data);
+    EXPECT_EQ(cx::data::rle_decode(row[4], 3, 4, reader.where()), std::vector<std::uint8_t>(12, 0));
+  }
+  EXPECT_EQ(keys, (std::vector<std::string>{"p1/img", "a,\"b\""}));
+  // rle_encode_value is rle_encode of (labels == value).
+  std::vector<std::uint8_t> heart(12);
+  for (std::size_t i = 0; i < 12; ++i) heart[i] = values[i] == 3;
+  EXPECT_EQ(cx::data::rle_encode_value(values.data(), 3, 4, 3), rle_encode(heart.data(), 3, 4));
+  EXPECT_THROW(cx::data::rle_csv_row("k", cx::Image::gray16(4, 3), 2), cx::Error);
 }

@@ -59,23 +59,68 @@ std::vector<std::uint8_t> rle_decode(std::string_view rle, int height, int width
   return mask;
 }
 
-std::string rle_encode(const std::uint8_t* mask, int height, int width) {
+namespace {
+
+// Runs of the pixels where inside(value) holds.
+template <class Inside>
+std::string encode_runs(const std::uint8_t* mask, int height, int width, Inside inside) {
   const std::size_t total = static_cast<std::size_t>(height) * width;
   std::string out;
   std::size_t i = 0;
   while (i < total) {
-    if (!mask[i]) {
+    if (!inside(mask[i])) {
       ++i;
       continue;
     }
     std::size_t begin = i;
-    while (i < total && mask[i]) ++i;
+    while (i < total && inside(mask[i])) ++i;
     if (!out.empty()) out += ' ';
     out += std::to_string(begin + 1);
     out += ' ';
     out += std::to_string(i - begin);
   }
   return out;
+}
+
+std::string csv_cell(const std::string& s) {
+  if (s.find_first_of(",\"\n\r") == std::string::npos) return s;
+  std::string q = "\"";
+  for (char ch : s) {
+    if (ch == '"') q += '"';
+    q += ch;
+  }
+  return q + "\"";
+}
+
+}  // namespace
+
+std::string rle_encode(const std::uint8_t* mask, int height, int width) {
+  return encode_runs(mask, height, width, [](std::uint8_t v) { return v != 0; });
+}
+
+std::string rle_encode_value(const std::uint8_t* labels, int height, int width, std::uint8_t value) {
+  return encode_runs(labels, height, width, [value](std::uint8_t v) { return v == value; });
+}
+
+std::string chexmask_column(const std::string& class_name) {
+  if (class_name == "left lung") return "Left Lung";
+  if (class_name == "right lung") return "Right Lung";
+  if (class_name == "heart") return "Heart";
+  return class_name;
+}
+
+std::string rle_csv_header(const std::vector<std::string>& classes) {
+  std::string line = "key";
+  for (std::size_t k = 1; k < classes.size(); ++k) line += "," + csv_cell(chexmask_column(classes[k]));
+  return line + ",Height,Width\n";
+}
+
+std::string rle_csv_row(const std::string& key, const Image& label_map, int classes) {
+  if (label_map.channels != 1 || label_map.bits != 8) throw Error(at(key, "an RLE row needs an 8-bit label map"));
+  std::string line = csv_cell(key);
+  for (int k = 1; k < classes; ++k)
+    line += "," + rle_encode_value(label_map.u8(), label_map.height, label_map.width, static_cast<std::uint8_t>(k));
+  return line + "," + std::to_string(label_map.height) + "," + std::to_string(label_map.width) + "\n";
 }
 
 Image chexmask_label_map(std::string_view left_lung, std::string_view right_lung, std::string_view heart,

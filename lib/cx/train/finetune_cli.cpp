@@ -7,6 +7,25 @@
 
 namespace cx::train {
 
+void add_loop_options(CLI::App* sub, LoopCli& loop, const std::string& batch_help, const std::string& metric) {
+  sub->add_option("--epochs", loop.epochs, "Epochs at most")->check(CLI::PositiveNumber)->capture_default_str();
+  sub->add_option("--batch", loop.batch, batch_help)->check(CLI::PositiveNumber)->capture_default_str();
+  sub->add_option("--wd", loop.weight_decay, "AdamW weight decay")->check(CLI::NonNegativeNumber)->capture_default_str();
+  sub->add_option("--schedule", loop.schedule, "Learning-rate schedule after warm-up: cosine or constant")
+      ->check(CLI::IsMember({"cosine", "constant"}))
+      ->capture_default_str();
+  sub->add_option("--warmup", loop.warmup, "Fraction of the updates spent in linear warm-up")->check(CLI::Range(0.0, 1.0))->capture_default_str();
+  sub->add_option("--patience", loop.patience, "Stop after N epochs without a better validation " + metric + "; 0 never")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+}
+
+std::string head_folder_output(std::string out, const std::string& subcommand) {
+  if (out.empty() || out == "-") throw UsageError(subcommand + " writes a head folder: give -o HEADDIR");
+  while (out.size() > 1 && out.back() == '/') out.pop_back();  // "head/" names the folder "head"
+  return out;
+}
+
 void add_finetune_options(CLI::App* sub, FinetuneCli& f) {
   sub->add_option("-m,--model", f.model, "Encoder folder, or a name looked up in $CX_MODEL_PATH and the Hugging Face cache")
       ->required()
@@ -20,6 +39,8 @@ void add_finetune_options(CLI::App* sub, FinetuneCli& f) {
       ->capture_default_str();
   sub->add_flag("--equalize", f.equalize, "Histogram-equalise images (with --preprocess cxformer)");
   sub->add_option("--precision", f.precision, "f32, or bf16/f16 autocast on CUDA")->check(CLI::IsMember({"f32", "bf16", "f16"}))->capture_default_str();
+  sub->add_flag("--no-augment", f.no_augment, "Train on the deterministic preprocessing instead of the augmentations");
+  sub->add_option("--crop-scale", f.crop_scale, "Smallest area fraction of the random resized crop")->check(CLI::Range(0.01, 1.0))->capture_default_str();
   sub->add_option("--checkpoint", f.checkpoint, "Checkpoint folder (default HEADDIR.checkpoint when checkpoints are written)")->type_name("DIR");
   sub->add_option("--checkpoint-every", f.checkpoint_every, "Write a checkpoint every K updates")->check(CLI::NonNegativeNumber)->type_name("K");
   sub->add_option("--resume", f.resume, "Continue from a checkpoint folder (same data and settings)")->type_name("DIR");
@@ -42,6 +63,8 @@ void apply_finetune_cli(const FinetuneCli& f, const std::string& head_dir, const
   }
   o.device = device;
   o.precision = model::parse_precision(f.precision, device);
+  o.augment = !f.no_augment;
+  o.augment_options.scale_min = f.crop_scale;
   o.checkpoint_dir = f.checkpoint.empty() && (f.checkpoint_every > 0 || f.stop_after > 0) ? head_dir + ".checkpoint" : f.checkpoint;
   o.checkpoint_every = f.checkpoint_every;
   o.resume = f.resume;
