@@ -2,12 +2,14 @@
 // tokens. See man/cx-embed.1.
 #include <filesystem>
 #include <functional>
-#include <sstream>
 
+#include "cx/cli/bad_inputs.hpp"
 #include "cx/cli/error.hpp"
 #include "cx/cli/log.hpp"
+#include "cx/cli/options.hpp"
 #include "cx/cli/output.hpp"
 #include "cx/cli/progress.hpp"
+#include "cx/cli/stream_output.hpp"
 #include "cx/cli/tool.hpp"
 #include "cx/data/record_source.hpp"
 #include "cx/io/npy_matrix.hpp"
@@ -20,7 +22,7 @@ int main(int argc, char** argv) {
   auto& app = tool.app();
   std::vector<std::string> inputs;
   std::string model_name, emit = "cls", patch_dtype = "f16", preprocess = "hf", format = "cx", precision = "f32";
-  bool keep_image = false, equalize = false, skip_bad = false;
+  bool keep_image = false, equalize = false;
   int batch = 8;
   app.add_option("inputs", inputs, "cx streams, or image files and folders (DICOM, PNG, JPEG); - for standard input");
   app.add_option("-m,--model", model_name, "Model folder, or a name looked up in $CX_MODEL_PATH and the Hugging Face cache")
@@ -37,13 +39,10 @@ int main(int argc, char** argv) {
   app.add_option("--format", format, "cx: a record stream; npy: PREFIX.npy (N x D of the one --emit field, cls or cx5) + PREFIX.keys.tsv")
       ->check(CLI::IsMember({"cx", "npy"}))
       ->capture_default_str();
-  app.add_option("--batch", batch, "Images per forward pass")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--batch", batch, "Images per forward pass")->check(cx::cli::count_range(1, 4096))->capture_default_str();
   app.add_option("--precision", precision, "f32; bf16 autocast on CUDA or on a CPU with bf16 units (AVX512_BF16, AMX); f16 on CUDA")->check(CLI::IsMember({"f32", "bf16", "f16"}))->capture_default_str();
-  app.add_flag("--skip-bad", skip_bad, "Skip records that cannot be embedded (named on stderr), exit 3 at the end");
-  tool.add_output_option();
-  tool.add_threads_option();
-  tool.add_device_option();
-  tool.add_provenance_option();
+  tool.add_shared_options(cx::cli::Tool::kSkipBad | cx::cli::Tool::kOutput | cx::cli::Tool::kThreads |
+                          cx::cli::Tool::kDevice | cx::cli::Tool::kProvenance);
 
   return tool.run(argc, argv, [&]() -> int {
     cx::model::set_threads(tool.threads());
@@ -51,9 +50,7 @@ int main(int argc, char** argv) {
 
     cx::model::EmbedOptions options;
     options.emit.clear();
-    std::stringstream ss(emit);
-    for (std::string f; std::getline(ss, f, ',');)
-      if (!f.empty()) options.emit.insert(f);
+    for (const auto& f : cx::cli::parse_list(emit, "--emit")) options.emit.insert(f);
     if (options.emit.empty()) throw cx::UsageError("--emit: no field given");
     if (format == "npy" && (options.emit.size() != 1 || !(options.emit.count("cls") || options.emit.count("cx5"))))
       throw cx::UsageError("--format npy writes one matrix: give exactly one of --emit cls or --emit cx5");
@@ -83,13 +80,12 @@ int main(int argc, char** argv) {
 
     // HF's processors convert to RGB themselves: with --preprocess hf a colour file stays colour.
     auto source = cx::data::RecordSource::open(tool.inputs_or_stdin(inputs), preprocess == "hf");
-    std::int64_t bad = 0;
+    cx::cli::BadInputs bad(tool.common().skip_bad);
     cx::model::Embedder embedder(loaded.model, options,
-                                 skip_bad ? cx::model::Embedder::BadRecord([&](const std::string& key, const std::string& why) {
-                                   cx::log::error("skipped " + key + ": " + why);
-                                   ++bad;
+                                 bad.skipping() ? cx::model::Embedder::BadRecord([&](const std::string& key, const std::string& why) {
+                                   bad.report(key, why);
                                  })
-                                          : nullptr);
+                                                : nullptr);
 
     nlohmann::json model_info = {{"id", loaded.model_id},
                                  {"sha256", loaded.weights_sha256},
@@ -100,12 +96,8 @@ int main(int argc, char** argv) {
                                  {"num_register_tokens", loaded.config.num_register_tokens},
                                  {"preprocess", cx::image::pipeline_name(options.preprocess.pipeline)}};
     nlohmann::json header = embedder.output_header(source->header(), model_info);
-    if (!tool.common().no_provenance) {
-      nlohmann::json entry = tool.provenance_entry();
-      entry["model"] = loaded.model_id;
-      entry["model_sha256"] = loaded.weights_sha256;
-      header["provenance"].push_back(entry);
-    }
+    tool.add_provenance_detail("model", loaded.model_id);
+    tool.add_provenance_detail("model_sha256", loaded.weights_sha256);
 
     cx::cli::Progress progress("images");
     // Every record through the embedder, each finished one handed to `emit` in input order.
@@ -139,17 +131,11 @@ int main(int argc, char** argv) {
       matrix.commit();
       keys.commit();
     } else {
-      cx::cli::OutputFile out(tool.common().output);
-      cx::io::StreamWriter writer(out.file(), header, out.is_stdout() ? "standard output" : out.path());
-      run_all([&](const cx::io::Record& r) { writer.write(r); });
-      writer.finish();
-      out.commit();
+      cx::cli::StreamOutput out(tool, header);
+      run_all([&](const cx::io::Record& r) { out.write(r); });
+      out.finish();
     }
     progress.finish();
-    if (bad > 0) {
-      cx::log::error(std::to_string(bad) + " record(s) skipped, " + std::to_string(progress.done()) + " embedded");
-      return cx::kExitPartial;
-    }
-    return cx::kExitOk;
+    return bad.finish(progress.done() + bad.count(), progress.done(), "record", "embedding");
   });
 }

@@ -174,7 +174,11 @@ PY
   [[ "$output" == *"tiny"*"smaller than one 14x14 patch"* ]]
   cx-embed --model "$FIX/tiny" --skip-bad < "$T/small.tar" > "$T/s.cx" 2> "$T/err" || rc=$?
   [ "${rc:-0}" -eq 3 ]
-  grep -q "skipped tiny" "$T/err"
+  grep -q "^cx-embed: tiny: .*smaller than one 14x14 patch.* (skipped)$" "$T/err"
+  grep -q "^cx-embed: 1 of 2 records skipped (bad input); 1 embedding written$" "$T/err"
+  # -q never silences a skipped input
+  cx-embed -q --model "$FIX/tiny" --skip-bad < "$T/small.tar" > "$T/s2.cx" 2> "$T/err2" || true
+  grep -q "^cx-embed: tiny: .* (skipped)$" "$T/err2"
   run tar tf "$T/s.cx"
   [[ "$output" == *"ok.cls.npy"* ]]
   [[ "$output" != *"tiny.cls.npy"* ]]

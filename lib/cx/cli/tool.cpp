@@ -104,7 +104,9 @@ std::vector<std::string> Tool::inputs_or_stdin(const std::vector<std::string>& n
 nlohmann::json Tool::provenance_entry() const {
   nlohmann::json args = nlohmann::json::array();
   for (size_t i = 1; i < argv_.size(); ++i) args.push_back(argv_[i]);
-  return {{"tool", name_}, {"version", CX_VERSION}, {"git", CX_GIT_REVISION}, {"args", args}};
+  nlohmann::json entry = {{"tool", name_}, {"version", CX_VERSION}, {"git", CX_GIT_REVISION}, {"args", args}};
+  for (const auto& [k, v] : provenance_details_.items()) entry[k] = v;
+  return entry;
 }
 
 namespace {

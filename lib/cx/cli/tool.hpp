@@ -64,8 +64,10 @@ class Tool {
   // --threads resolved: 0 means every core the process may use.
   int threads() const;
 
-  // One provenance entry for the stream header: tool, version, git revision, arguments.
+  // One provenance entry for the stream header: tool, version, git revision, arguments, and the
+  // details added below (e.g. the model an embedder ran).
   nlohmann::json provenance_entry() const;
+  void add_provenance_detail(const std::string& key, nlohmann::json value) { provenance_details_[key] = std::move(value); }
 
   // The help text of the app (or the selected subcommand).
   std::string usage() const;
@@ -75,6 +77,7 @@ class Tool {
   CLI::App app_;
   CommonOptions common_;
   std::vector<std::string> argv_;
+  nlohmann::json provenance_details_ = nlohmann::json::object();
 };
 
 // "cx 0.1.0 (git abc1234)".

@@ -10,6 +10,7 @@
 
 #include "cx/cli/error.hpp"
 #include "cx/cli/output.hpp"
+#include "cx/io/json_file.hpp"
 #include "cx/io/safetensors.hpp"
 #include "cx/model/hf_loader.hpp"
 #include "cx/train/tensor_io.hpp"
@@ -179,32 +180,15 @@ void write_head_files(const std::string& folder, const Head& head) {
 
 nlohmann::json read_head_json(const std::string& folder, const std::string& format, int major_version) {
   const std::string json_path = folder + "/head.json";
-  std::ifstream f(json_path, std::ios::binary);
-  if (!f) {
-    std::error_code ec;
-    if (!fs::is_directory(folder, ec)) throw Error(at(folder, "not a head folder (no such folder)"));
-    throw Error(at(folder, "not a head folder (no head.json)"));
-  }
-  std::stringstream ss;
-  ss << f.rdbuf();
-  nlohmann::json j = nlohmann::json::parse(ss.str(), nullptr, false);
-  if (j.is_discarded() || !j.is_object()) throw Error(at(json_path, "not valid JSON"));
+  std::error_code ec;
+  if (!fs::is_directory(folder, ec)) throw Error(at(folder, "not a head folder (no such folder)"));
+  if (!fs::exists(json_path, ec)) throw Error(at(folder, "not a head folder (no head.json)"));
+  nlohmann::json j = io::read_json_file(json_path);
   const std::string got = j.value("format", "");
-  if (got != format) {
-    if (got == "cx-seghead") throw Error(at(json_path, "a segmentation head (cx-seghead): use it with cx-segment"));
-    if (got == "cx-head") throw Error(at(json_path, "a classification head (cx-head): use it with cx-classify"));
-    throw Error(at(json_path, "format is not \"" + format + "\""));
-  }
-  const std::string version = j.value("version", "");
-  int major = 0;
-  try {
-    major = std::stoi(version);
-  } catch (...) {
-    throw Error(at(json_path, "unreadable version \"" + version + "\""));
-  }
-  if (major > major_version)
-    throw Error(at(json_path, "head format version " + version + " is newer than this build reads (" +
-                                  std::to_string(major_version) + ".x)"));
+  // The other tool's head: say which tool reads it.
+  if (got != format && got == "cx-seghead") throw Error(at(json_path, "a segmentation head (cx-seghead): use it with cx-segment"));
+  if (got != format && got == "cx-head") throw Error(at(json_path, "a classification head (cx-head): use it with cx-classify"));
+  io::check_format(j, json_path, format, major_version);
   return j;
 }
 

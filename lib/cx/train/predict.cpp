@@ -126,7 +126,7 @@ void PredictionTable::write(const std::vector<io::Record>& records, const torch:
     for (std::size_t l = 0; l < labels_.size(); ++l) {
       if (!truth_column_[l]) continue;
       line += "\t";
-      line += truth_cell(values[l] == data::LabelValue::blank ? kBlankCode : static_cast<std::int8_t>(values[l]));
+      line += data::label_cell_text(values[l]);
     }
     for (std::int64_t l = 0; l < L; ++l) {
       std::snprintf(buf, sizeof buf, "\t%.9g", static_cast<double>(v[static_cast<std::int64_t>(i) * L + l]));

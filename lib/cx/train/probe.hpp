@@ -51,8 +51,8 @@ struct ProbeOptions {
   // lbfgs:
   std::vector<double> l2_grid = default_l2_grid();
   double val_fraction = 0.2;   // held out of the training records to choose l2 when no validation stream is given
-  int max_iter = 200;          // L-BFGS iterations per fit at most
-  double tolerance = 1e-5;     // converged when every |gradient| entry is at most this
+  int max_iter = 1000;         // L-BFGS iterations per fit at most (near-separable labels under a weak l2 need several hundred)
+  double tolerance = 1e-4;     // converged when every |gradient| entry is at most this (scikit-learn's lbfgs tol)
   // adamw:
   HeadType head = HeadType::linear;
   std::int64_t hidden = 512;  // mlp width

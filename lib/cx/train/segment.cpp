@@ -8,6 +8,7 @@
 #include "cx/io/image_file.hpp"
 #include "cx/io/npy.hpp"
 #include "cx/random/rng.hpp"
+#include "cx/train/schedule.hpp"
 #include "cx/train/tensor_io.hpp"
 
 namespace cx::train {
@@ -545,7 +546,7 @@ SegHead train_seg_head(const SegSet& train, const SegSet* val, const std::string
 
   const std::int64_t per_epoch = (N + o.batch - 1) / o.batch;
   const std::int64_t total = per_epoch * o.epochs;
-  const auto warmup = static_cast<std::int64_t>(std::llround(o.warmup * static_cast<double>(total)));
+  const LrSchedule schedule = LrSchedule::with_warmup_fraction(o.schedule, total, o.warmup);
   const std::int64_t gh = train.x.size(2), gw = train.x.size(3);
 
   EarlyStopping stopping(o.patience);
@@ -570,7 +571,7 @@ SegHead train_seg_head(const SegSet& train, const SegSet* val, const std::string
       torch::Tensor loss = ce_dice_loss(z, yb);
       opt.zero_grad();
       loss.backward();
-      opt.step(lr_scale(o.schedule, epoch * per_epoch + b, total, warmup));
+      opt.step(schedule(epoch * per_epoch + b));
       loss_sum += loss.item<double>();
     }
     epochs_run = epoch + 1;
