@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "cx/cli/error.hpp"
+#include "cx/cli/names.hpp"
 #include "cx/data/adapter_common.hpp"
 #include "cx/io/file_bytes.hpp"
 #include "cx/io/png.hpp"
@@ -118,7 +119,7 @@ std::unique_ptr<ItemSource> with_mask_files(std::unique_ptr<ItemSource> source, 
 }
 
 LabelMap read_label_map(const IngestItem& item) {
-  const std::string image = item.image_path == "-" ? std::string("standard input") : item.image_path;
+  const std::string image = cli::input_name(item.image_path);
   if (const auto* f = std::get_if<MaskFile>(&item.mask->source)) return read_mask_file(*f, image);
   LabelMap m;
   m.map = std::get<MaskRle>(item.mask->source).decode(item.origin.empty() ? image : item.origin);
