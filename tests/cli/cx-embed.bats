@@ -2,6 +2,8 @@
 # cx-embed: fidelity against the Hugging Face fixtures through the CLI, fields and shapes,
 # provenance, --format npy, bad models and bad inputs.
 
+bats_require_minimum_version 1.5.0
+
 setup() {
   SHARED=${CX_SHARED:-$BATS_TEST_DIRNAME/../../../shared}
   FIX=$SHARED/fixtures/hf
@@ -336,4 +338,17 @@ PY
   run cx-embed --model "$FIX/tiny" --precision f16 "$T/in.tar"
   [ "$status" -eq 2 ]
   [[ "$output" == *"f16 is offered on CUDA only"* ]]
+}
+
+@test "an unknown option is named even when a required one is missing too (exit 2)" {
+  run --separate-stderr cx-embed --bogus
+  [ "$status" -eq 2 ]
+  [[ "$stderr" == "cx-embed: unknown option --bogus"* ]]
+  run --separate-stderr cx-embed --threads 2 --bogus=3 x.png
+  [ "$status" -eq 2 ]
+  [[ "$stderr" == "cx-embed: unknown option --bogus"* ]]
+  # a plain missing requirement still says so
+  run --separate-stderr cx-embed x.png
+  [ "$status" -eq 2 ]
+  [[ "$stderr" == "cx-embed: --model is required"* ]]
 }

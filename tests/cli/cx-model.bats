@@ -1,6 +1,8 @@
 #!/usr/bin/env bats
 # cx-model: new folders load in cx-embed and read in Python exactly; info; usage and errors.
 
+bats_require_minimum_version 1.5.0
+
 setup() {
   T=$BATS_TEST_TMPDIR
   SHARED=${CX_SHARED:-$BATS_TEST_DIRNAME/../../../shared}
@@ -62,4 +64,10 @@ PY
   echo "$output"
   [ "$status" -eq 1 ]
   [[ "$output" == "cx-model: $T/nothing-here: model not found"* ]]
+}
+
+@test "an unknown command is named, not reported as a missing one (exit 2)" {
+  run --separate-stderr cx-model frob
+  [ "$status" -eq 2 ]
+  [[ "$stderr" == "cx-model: unknown command 'frob' (expected one of: init, info)"* ]]
 }

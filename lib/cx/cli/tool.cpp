@@ -128,6 +128,41 @@ bool close_stdout_checked(bool report) {
 }  // namespace
 
 namespace {
+// When CLI11 reports a missing requirement ("--model is required", "A subcommand is required"), an
+// unknown option or command on the line is the real mistake: name it instead.
+std::string first_unknown_argument(CLI::App& app, int argc, char** argv) {
+  CLI::App* current = &app;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--") break;
+    if (arg.size() > 1 && arg[0] == '-' && !(arg[1] >= '0' && arg[1] <= '9') && arg[1] != '.') {
+      const std::string name = arg.substr(0, arg.find('='));
+      // "-abc": short flags bundled; checked by their first letter.
+      const std::string key = name.size() > 2 && name[1] != '-' ? name.substr(0, 2) : name;
+      const CLI::Option* opt = current->get_option_no_throw(key);
+      if (!opt && current != &app) opt = app.get_option_no_throw(key);
+      if (!opt) return "unknown option " + name;
+      if (opt->get_type_size_max() > 0 && name == arg && key == name) ++i;  // its value follows
+      continue;
+    }
+    bool found = false;
+    for (CLI::App* sub : current->get_subcommands([](CLI::App*) { return true; }))
+      if (sub->check_name(arg)) {
+        current = sub;
+        found = true;
+        break;
+      }
+    if (!found && current->get_subcommands([](CLI::App*) { return true; }).size() > 0 && current == &app &&
+        current->get_required() == false && current->get_require_subcommand_min() > 0) {
+      std::string names;
+      for (CLI::App* sub : current->get_subcommands([](CLI::App*) { return true; }))
+        names += (names.empty() ? "" : ", ") + sub->get_name();
+      return "unknown command '" + arg + "' (expected one of: " + names + ")";
+    }
+  }
+  return "";
+}
+
 // --help and --version print to stdout; a failed write (>/dev/full) is exit 1, not 0.
 template <class E>
 int help_or_version_impl(CLI::App& app, const E& e) {
@@ -151,7 +186,12 @@ int Tool::run(int argc, char** argv, const std::function<int()>& body) {
   } catch (const CLI::CallForVersion& e) {
     return help_or_version(e);
   } catch (const CLI::ParseError& e) {
-    log::error(e.what());
+    std::string message = e.what();
+    if (dynamic_cast<const CLI::RequiredError*>(&e)) {
+      const std::string unknown = first_unknown_argument(app_, argc, argv);
+      if (!unknown.empty()) message = unknown;
+    }
+    log::error(message);
     std::fprintf(stderr, "Run with --help for usage.\n");
     return kExitUsage;
   }
