@@ -111,13 +111,6 @@ TEST(Roles, FormsThatDoNotFitAreUsageErrors) {
             "standard input can be only one of the inputs");
 }
 
-TEST(Roles, UncertainPolicyNames) {
-  EXPECT_EQ(eval::parse_uncertain_policy("ignore"), cx::data::UncertainPolicy::ignore);
-  EXPECT_EQ(eval::parse_uncertain_policy("ones"), cx::data::UncertainPolicy::ones);
-  EXPECT_EQ(eval::parse_uncertain_policy("zeros"), cx::data::UncertainPolicy::zeros);
-  EXPECT_THROW(eval::parse_uncertain_policy("maybe"), cx::UsageError);
-}
-
 // ---------------------------------------------------------------- score joins
 
 namespace {

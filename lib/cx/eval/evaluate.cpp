@@ -114,7 +114,7 @@ Evaluation evaluate(const Request& req, cli::BadInputs& bad) {
       throw UsageError(std::string(e.what()) + " (a number or 'youden')");
     }
   }
-  const data::UncertainPolicy uncertain = parse_uncertain_policy(req.uncertain);
+  const data::UncertainPolicy uncertain = data::parse_uncertain_policy(req.uncertain);
   if (!req.plots.empty() && (spec.family != Family::classification || !spec.cls.auroc))
     throw UsageError("--plot draws ROC curves: use it with auroc or cls");
   check_plot_paths(req.plots);

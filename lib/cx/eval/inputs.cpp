@@ -79,7 +79,6 @@ void report_unmatched_keys(const std::vector<std::string>& keys, const std::stri
   for (const auto& k : keys) bad.report(missing_in, "no row for key '" + k + "' of " + present_in);
 }
 
-data::UncertainPolicy parse_uncertain_policy(const std::string& text) { return data::parse_uncertain_policy(text); }
 
 // ---------------------------------------------------------------- scores
 

@@ -46,9 +46,6 @@ Roles resolve_roles(const InputArgs& args, InputKind kind);
 void report_unmatched_keys(const std::vector<std::string>& keys, const std::string& missing_in,
                            const std::string& present_in, cli::BadInputs& bad);
 
-// --uncertain as given on the command line (ignore, ones, zeros).
-data::UncertainPolicy parse_uncertain_policy(const std::string& text);
-
 // ---- scores (classification)
 
 struct ScoreOptions {

@@ -243,6 +243,20 @@ Head load_head(const std::string& folder) {
   return head;
 }
 
+namespace {
+std::string weights_sha(const nlohmann::json& header) {
+  if (!header.contains("model") || !header["model"].is_object()) return "";
+  return header["model"].value("sha256", "");
+}
+}  // namespace
+
+void check_same_encoder(const nlohmann::json& train_header, const nlohmann::json& val_header) {
+  const std::string a = weights_sha(train_header), b = weights_sha(val_header);
+  if (!a.empty() && !b.empty() && a != b)
+    throw Error("the validation stream was embedded with another encoder (sha256 " + b.substr(0, 12) +
+                ") than the training stream (" + a.substr(0, 12) + ")");
+}
+
 void check_encoder(const HeadRecord& head, const nlohmann::json& stream_header, const std::string& where) {
   const std::string want_id = head.encoder.value("id", "");
   const std::string want_sha = head.encoder.value("sha256", "");

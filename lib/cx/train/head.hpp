@@ -118,5 +118,8 @@ using cli::write_folder_atomic;
 // header's "model" id and sha256 must equal the head's encoder. A stream without "model" cannot
 // be checked and is refused too.
 void check_encoder(const HeadRecord& head, const nlohmann::json& stream_header, const std::string& where);
+// Training and validation streams must come from one encoder: both headers' weight hashes, where
+// both name one, are equal; otherwise cx::Error naming both hashes.
+void check_same_encoder(const nlohmann::json& train_header, const nlohmann::json& val_header);
 
 }  // namespace cx::train

@@ -16,10 +16,6 @@ namespace {
 constexpr std::uint64_t kShufflePurpose = 1;
 constexpr std::uint64_t kSplitPurpose = 4;
 
-std::string sha_of(const nlohmann::json& header) {
-  if (!header.contains("model") || !header["model"].is_object()) return "";
-  return header["model"].value("sha256", "");
-}
 }  // namespace
 
 Evaluation evaluate_auroc(const torch::Tensor& probabilities, const torch::Tensor& truth) {
@@ -386,10 +382,7 @@ Head train_head(FeatureSet train, const FeatureSet* val, const std::vector<std::
     if (val->x.size(1) != F)
       throw Error("validation features have " + std::to_string(val->x.size(1)) + " values per record, training " +
                   std::to_string(F));
-    const std::string a = sha_of(train.header), b = sha_of(val->header);
-    if (!a.empty() && !b.empty() && a != b)
-      throw Error("the validation stream was embedded with another encoder (sha256 " + b.substr(0, 12) +
-                  ") than the training stream (" + a.substr(0, 12) + ")");
+    check_same_encoder(train.header, val->header);
   }
 
   Head head;

@@ -23,11 +23,6 @@ constexpr std::uint64_t kShufflePurpose = 11;
 constexpr std::uint64_t kDropoutPurpose = 12;
 constexpr std::uint64_t kAugmentPurpose = 13;
 
-std::string sha_of(const nlohmann::json& header) {
-  if (!header.contains("model") || !header["model"].is_object()) return "";
-  return header["model"].value("sha256", "");
-}
-
 torch::Tensor up2(const torch::Tensor& x) {
   return F::interpolate(x, F::InterpolateFuncOptions()
                                .scale_factor(std::vector<double>{2.0, 2.0})
@@ -524,10 +519,7 @@ SegHead train_seg_head(const SegSet& train, const SegSet* val, const std::string
       throw Error("validation tokens have another shape than the training tokens");
     if (val->classes.size() != train.classes.size())
       throw Error("validation masks have " + std::to_string(val->classes.size()) + " classes, training " + std::to_string(K));
-    const std::string a = sha_of(train.header), b = sha_of(val->header);
-    if (!a.empty() && !b.empty() && a != b)
-      throw Error("the validation stream was embedded with another encoder (sha256 " + b.substr(0, 12) +
-                  ") than the training stream (" + a.substr(0, 12) + ")");
+    check_same_encoder(train.header, val->header);
   }
 
   SegHead head;
