@@ -27,6 +27,7 @@
 #include "cx/image/window.hpp"
 #include "cx/io/sha256.hpp"
 #include "dicom_writer_helper.hpp"
+#include "peak_rss.hpp"
 
 namespace fs = std::filesystem;
 using cx::dicom::DicomImage;
@@ -788,4 +789,94 @@ TEST(DicomErrors, UnsupportedPixelLayouts) {
   write_file(dir / "nopix.dcm", cx_test::part10(nopix, cx_test::kExplicitLE));
   const std::string msg2 = error_of((dir / "nopix.dcm").string());
   EXPECT_NE(msg2.find("no Pixel Data"), std::string::npos) << msg2;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile headers (issue 08, defects 2, 5 and 11): declared sizes are checked against the data
+// present and the image limit before any pixel memory is taken.
+
+namespace {
+
+// Refusing needs DCMTK's dictionary and the file (a few MiB); the hostile headers below claim
+// 64 MiB to 14 GiB, so any allocation of the claimed size fails the test.
+constexpr long kHostileGrowthKib = 24 * 1024;
+
+void expect_refused_small(const fs::path& file, const std::string& want) {
+  const cx_test::ChildRun r = cx_test::run_in_child([&] { read_dicom(file.string()); });
+  EXPECT_EQ(r.status, 1) << "decoded (or crashed) instead of refusing: " << r.what;
+  EXPECT_EQ(r.what.rfind(file.string() + ": ", 0), 0u) << r.what;
+  EXPECT_NE(r.what.find(want), std::string::npos) << r.what;
+  EXPECT_GE(r.growth_kib, 0);
+  EXPECT_LT(r.growth_kib, kHostileGrowthKib) << "peak RSS grew " << r.growth_kib << " KiB for " << file;
+  std::printf("peak RSS refusing %s: +%ld KiB\n", file.filename().c_str(), r.growth_kib);
+}
+
+}  // namespace
+
+TEST(HostileDicom, DeclaredSizeBeyondThePixelDataIsRefusedBeforeAllocating) {
+  TempDir dir;
+  // 60000 x 60000 x 16 bits with 1 KiB of pixel data: beyond the image limit.
+  write_file(dir / "huge.dcm", cx_test::part10(cx_test::image_dataset(60000, 60000, 16, 16, false, "MONOCHROME2",
+                                                                     Bytes(1024, 7)),
+                                               cx_test::kExplicitLE));
+  expect_refused_small(dir / "huge.dcm", "60000x60000 exceeds the image size limit");
+  // 4000 x 4000 x 16 bits is within the limit (64 MiB decoded) but 1 KiB is there.
+  write_file(dir / "big.dcm", cx_test::part10(cx_test::image_dataset(4000, 4000, 16, 16, false, "MONOCHROME2",
+                                                                    Bytes(1024, 7)),
+                                              cx_test::kExplicitLE));
+  expect_refused_small(dir / "big.dcm", "Pixel Data holds 1024 bytes, frame 1 needs 32000000");
+  // The same claim in an encapsulated (JPEG lossless) file, whose codec would decode into it.
+  Dataset enc = cx_test::image_dataset(60000, 60000, 16, 16, false, "MONOCHROME2", {});
+  enc.encapsulated({Bytes(1024, 0x55)});
+  write_file(dir / "huge-enc.dcm", cx_test::part10(enc, "1.2.840.10008.1.2.4.70"));
+  expect_refused_small(dir / "huge-enc.dcm", "exceeds the image size limit");
+}
+
+TEST(HostileDicom, NumberOfFramesBeyondTheDataIsAnError) {
+  TempDir dir;
+  Dataset ds = cx_test::image_dataset(kW, kH, 8, 8, false, "MONOCHROME2", cx_test::pixel_bytes(values8(kW, kH), 8));
+  ds.str(0x0028, 0x0008, "IS", "1000000");
+  write_file(dir / "frames.dcm", cx_test::part10(ds, cx_test::kExplicitLE));
+  const std::string msg = error_of((dir / "frames.dcm").string());
+  EXPECT_EQ(msg.rfind((dir / "frames.dcm").string() + ": Number of Frames is 1000000 but the Pixel Data holds", 0), 0u)
+      << msg;
+  // Encapsulated: fewer fragments than frames.
+  const std::vector<std::uint8_t> gray(64 * 48, 100);
+  Dataset enc = cx_test::image_dataset(64, 48, 8, 8, false, "MONOCHROME2", {});
+  enc.encapsulated({encode_jpeg_gray(gray, 64, 48, 90)});
+  enc.str(0x0028, 0x0008, "IS", "1000000");
+  write_file(dir / "frames-enc.dcm", cx_test::part10(enc, "1.2.840.10008.1.2.4.50"));
+  const std::string msg2 = error_of((dir / "frames-enc.dcm").string());
+  EXPECT_NE(msg2.find("Number of Frames is 1000000 but the Pixel Data holds 1 fragment(s)"), std::string::npos) << msg2;
+}
+
+TEST(HostileDicom, JpegSizeDifferentFromTheHeaderIsAnError) {
+  TempDir dir;
+  std::vector<std::uint8_t> gray(80 * 96);
+  for (std::size_t i = 0; i < gray.size(); ++i) gray[i] = static_cast<std::uint8_t>(i * 7);
+  Dataset ds = cx_test::image_dataset(800, 960, 8, 8, false, "MONOCHROME2", {});  // Columns 800, Rows 960
+  ds.encapsulated({encode_jpeg_gray(gray, 80, 96, 90)});
+  write_file(dir / "smear.dcm", cx_test::part10(ds, "1.2.840.10008.1.2.4.50"));
+  const std::string msg = error_of((dir / "smear.dcm").string());
+  EXPECT_EQ(msg, (dir / "smear.dcm").string() + ": JPEG frame is 80x96x1, the header says 800x960x1");
+  // The same JPEG under a matching header decodes.
+  Dataset ok = cx_test::image_dataset(80, 96, 8, 8, false, "MONOCHROME2", {});
+  ok.encapsulated({encode_jpeg_gray(gray, 80, 96, 90)});
+  write_file(dir / "ok.dcm", cx_test::part10(ok, "1.2.840.10008.1.2.4.50"));
+  EXPECT_EQ(read_dicom((dir / "ok.dcm").string()).stored.size(), gray.size());
+}
+
+TEST(HostileDicom, RescaleSlopeBeyondFiniteRangeIsAnError) {
+  TempDir dir;
+  Dataset ds = cx_test::image_dataset(kW, kH, 16, 12, false, "MONOCHROME2", cx_test::pixel_bytes(values12(kW, kH), 16));
+  ds.str(0x0028, 0x1053, "DS", "1e308");
+  write_file(dir / "slope.dcm", cx_test::part10(ds, cx_test::kExplicitLE));
+  const std::string msg = error_of((dir / "slope.dcm").string());
+  EXPECT_EQ(msg.rfind((dir / "slope.dcm").string() + ": Rescale Slope 1e+308 / Intercept 0 map 12-bit stored values beyond", 0),
+            0u)
+      << msg;
+  // A large but representable slope (CT-like values times 1e6) is read.
+  ds.str(0x0028, 0x1053, "DS", "1e6");
+  write_file(dir / "slope-ok.dcm", cx_test::part10(ds, cx_test::kExplicitLE));
+  EXPECT_DOUBLE_EQ(read_dicom((dir / "slope-ok.dcm").string()).rescale_slope, 1e6);
 }

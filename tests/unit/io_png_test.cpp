@@ -16,6 +16,7 @@
 #include "cx/cli/error.hpp"
 #include "cx/io/npy.hpp"
 #include "cx/io/png.hpp"
+#include "peak_rss.hpp"
 #include "cx/io/png_rows.hpp"
 #include "io_python_helper.hpp"
 
@@ -471,4 +472,61 @@ TEST(PngBroken, CorruptData) {
   got = error_of(bad_data);
   EXPECT_EQ(got.rfind("scan.png: corrupt PNG: ", 0), 0u) << got;
   EXPECT_EQ(got.find('\n'), std::string::npos);
+}
+
+// Hostile headers (issue 08, defect 4): chunk lengths are checked against the bytes present,
+// and a declared size against the image limit and against what the image data can inflate to,
+// before any decoder allocates. Each case runs in a child whose peak RSS is measured.
+namespace {
+
+std::string ihdr_data(std::uint32_t w, std::uint32_t h, int depth, int color) {
+  std::string d;
+  for (std::uint32_t v : {w, h})
+    for (int i = 3; i >= 0; --i) d.push_back(static_cast<char>(v >> (8 * i)));
+  d += {static_cast<char>(depth), static_cast<char>(color), 0, 0, 0};
+  return d;
+}
+
+// Refusing takes well under a MiB; each hostile file below claims from 100 MiB to 2 GiB.
+constexpr long kHostileGrowthKib = 16 * 1024;
+
+void expect_refused_small(const std::string& bytes, const std::string& want, const char* label) {
+  const cx_test::ChildRun r = cx_test::run_in_child([&] { cx::io::decode_png(bytes, "hostile.png"); });
+  EXPECT_EQ(r.status, 1) << label << ": " << r.what;
+  EXPECT_EQ(r.what, want) << label;
+  EXPECT_GE(r.growth_kib, 0) << label;
+  EXPECT_LT(r.growth_kib, kHostileGrowthKib) << label << ": peak RSS grew " << r.growth_kib << " KiB";
+  std::printf("peak RSS refusing %s (%zu bytes): +%ld KiB\n", label, bytes.size(), r.growth_kib);
+}
+
+}  // namespace
+
+TEST(PngHostile, ChunkLengthsBeyondTheFileAndHugeSizesAreRefusedBeforeAllocating) {
+  const std::string sig("\x89PNG\r\n\x1a\n", 8);
+  const std::string ihdr = chunk("IHDR", ihdr_data(64, 64, 8, 0));
+  // A tEXt chunk whose length field says 2^31-1 bytes, in a 44-byte file.
+  std::string text = sig + ihdr + chunk("tEXt", "");
+  text[33] = 0x7f;
+  text[34] = text[35] = text[36] = static_cast<char>(0xff);
+  ASSERT_EQ(text.size(), 45u);
+  expect_refused_small(text.substr(0, 44), "hostile.png: truncated PNG: file ends after 44 bytes", "tEXt 2^31-1");
+  // ... and 2^31, which PNG forbids outright.
+  text[33] = static_cast<char>(0x80);
+  text[34] = text[35] = text[36] = 0;
+  expect_refused_small(text.substr(0, 44), "hostile.png: corrupt PNG: chunk length 2147483648 at byte 33 exceeds 2^31-1",
+                       "tEXt 2^31");
+  // 32000 x 32000 in 68 bytes: beyond the image limit.
+  const std::string tiny_idat = chunk("IDAT", std::string("\x78\x9c\x03\x00\x00\x00\x00\x01", 8));
+  const std::string huge = sig + chunk("IHDR", ihdr_data(32000, 32000, 8, 0)) + tiny_idat + chunk("IEND", "");
+  expect_refused_small(huge, "hostile.png: PNG of 32000x32000 exceeds the image size limit of 134217728 samples "
+                             "(CX_MAX_IMAGE_PIXELS raises it)", "32000x32000");
+  // 10000 x 10000 is within the limit, but 8 bytes of image data cannot inflate to 100 MB.
+  const std::string big = sig + chunk("IHDR", ihdr_data(10000, 10000, 8, 0)) + tiny_idat + chunk("IEND", "");
+  expect_refused_small(big, "hostile.png: corrupt PNG: 8 bytes of image data cannot hold a 10000x10000 image",
+                       "10000x10000");
+  // The same through libpng's path (interlaced: our reader hands it over).
+  const std::string big_interlaced =
+      sig + chunk("IHDR", ihdr_data(10000, 10000, 8, 0).substr(0, 12) + std::string(1, '\1')) + tiny_idat + chunk("IEND", "");
+  expect_refused_small(big_interlaced, "hostile.png: corrupt PNG: 8 bytes of image data cannot hold a 10000x10000 image",
+                       "10000x10000 interlaced");
 }

@@ -26,10 +26,12 @@
 #include <filesystem>
 #include <fstream>
 #include <mutex>
+#include <sstream>
 
 #include "cx/cli/error.hpp"
 #include "cx/cli/log.hpp"
 #include "cx/dicom/j2k.hpp"
+#include "cx/image/limits.hpp"
 #include "cx/util/strings.hpp"
 
 namespace cx::dicom {
@@ -214,6 +216,57 @@ std::vector<std::uint8_t> first_frame_bytes(DcmPixelSequence& seq, int frames, c
   return out;
 }
 
+struct CodestreamSize {
+  int width = 0, height = 0, components = 0;
+};
+
+// The frame size a JPEG (ITU T.81) or JPEG-LS (T.87) codestream declares in its SOF segment, or
+// nullopt when none is found in `n` bytes. DCMTK's codecs trust the DICOM header and write the
+// decoded pixels into a buffer of the header's size, so a smaller codestream would come out as a
+// smear inside a black image: the sizes are compared before decoding.
+std::optional<CodestreamSize> jpeg_frame_size(const std::uint8_t* p, std::size_t n) {
+  if (n < 4 || p[0] != 0xFF || p[1] != 0xD8) return std::nullopt;
+  std::size_t pos = 2;
+  while (pos + 4 <= n) {
+    if (p[pos] != 0xFF) return std::nullopt;
+    const std::uint8_t marker = p[pos + 1];
+    if (marker == 0xFF) {  // fill byte
+      ++pos;
+      continue;
+    }
+    if (marker == 0x01 || (marker >= 0xD0 && marker <= 0xD7)) {  // no length
+      pos += 2;
+      continue;
+    }
+    const std::size_t length = static_cast<std::size_t>(p[pos + 2]) << 8 | p[pos + 3];
+    const bool sof = (marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 && marker != 0xCC) ||
+                     marker == 0xF7;  // SOF55: JPEG-LS
+    if (sof) {
+      if (pos + 10 > n || length < 8) return std::nullopt;
+      CodestreamSize s;
+      s.height = p[pos + 5] << 8 | p[pos + 6];
+      s.width = p[pos + 7] << 8 | p[pos + 8];
+      s.components = p[pos + 9];
+      return s;
+    }
+    if (marker == 0xDA || length < 2) return std::nullopt;  // scan data before any SOF
+    pos += 2 + length;
+  }
+  return std::nullopt;
+}
+
+// The first fragment of the encapsulated Pixel Data (item 1, after the offset table), or null.
+const std::uint8_t* first_fragment(DcmPixelSequence& seq, std::size_t& length) {
+  DcmPixelItem* item = nullptr;
+  Uint8* bytes = nullptr;
+  length = 0;
+  if (seq.card() < 2 || seq.getItem(item, 1).bad() || !item || item->getLength() == 0 ||
+      item->getUint8Array(bytes).bad() || !bytes)
+    return nullptr;
+  length = item->getLength();
+  return bytes;
+}
+
 // DCMTK reports data that ends inside an element as "I/O suspension or premature end of stream"
 // (the element header is cut) or "Invalid stream" (its value is longer than what is left).
 bool is_truncation(const OFCondition& c) {
@@ -281,11 +334,55 @@ DicomImage decode(DcmFileFormat& file, const std::string& name) {
   if (im.samples_per_pixel != 1 && im.samples_per_pixel != 3) {
     throw Error(at(name, "unsupported Samples per Pixel " + std::to_string(im.samples_per_pixel)));
   }
+  // Declared sizes are checked against the limit and the data present before any pixel memory
+  // is taken (a 1.5 KB file may claim 60000 x 60000).
+  image::check_image_size(static_cast<std::uint64_t>(im.width), static_cast<std::uint64_t>(im.height),
+                          static_cast<std::uint64_t>(im.samples_per_pixel), name, "DICOM image");
+  const std::size_t samples = im.pixel_count() * im.samples_per_pixel;
+  const std::size_t frame_bytes = samples * static_cast<std::size_t>(im.bits_allocated / 8);
+  if (native) {
+    const std::uint64_t have = pixel_data->getLength();
+    if (have < frame_bytes) {
+      throw TruncatedError(at(name, "Pixel Data holds " + std::to_string(have) + " bytes, frame 1 needs " +
+                                        std::to_string(frame_bytes)));
+    }
+    if (have / frame_bytes < static_cast<std::uint64_t>(im.frames)) {
+      throw Error(at(name, "Number of Frames is " + std::to_string(im.frames) + " but the Pixel Data holds " +
+                               std::to_string(have) + " bytes, " + std::to_string(have / frame_bytes) +
+                               " frame(s) of " + std::to_string(frame_bytes)));
+    }
+  } else {
+    DcmPixelSequence* seq = nullptr;
+    if (pixel_data->getEncapsulatedRepresentation(xfer, nullptr, seq).bad() || !seq) {
+      throw Error(at(name, im.transfer_syntax_name + " transfer syntax but the Pixel Data is not encapsulated"));
+    }
+    const unsigned long fragments = seq->card() > 0 ? seq->card() - 1 : 0;
+    if (fragments == 0) throw Error(at(name, "encapsulated pixel data holds no fragments"));
+    if (fragments < static_cast<unsigned long>(im.frames)) {
+      throw Error(at(name, "Number of Frames is " + std::to_string(im.frames) + " but the Pixel Data holds " +
+                               std::to_string(fragments) + " fragment(s)"));
+    }
+    if (!j2k) {
+      // DCMTK's codecs decode every frame at once: the whole must fit the limit too.
+      image::check_image_size(static_cast<std::uint64_t>(im.width), static_cast<std::uint64_t>(im.height),
+                              static_cast<std::uint64_t>(im.samples_per_pixel) * static_cast<std::uint64_t>(im.frames),
+                              name, "DICOM Pixel Data (" + std::to_string(im.frames) + " frames, decoded at once)");
+      std::size_t length = 0;
+      const std::uint8_t* code = first_fragment(*seq, length);
+      const auto declared = code ? jpeg_frame_size(code, length) : std::nullopt;
+      if (declared && (declared->width != im.width || declared->height != im.height ||
+                       declared->components != im.samples_per_pixel)) {
+        throw Error(at(name, "JPEG frame is " + std::to_string(declared->width) + "x" + std::to_string(declared->height) +
+                                 "x" + std::to_string(declared->components) + ", the header says " +
+                                 std::to_string(im.width) + "x" + std::to_string(im.height) + "x" +
+                                 std::to_string(im.samples_per_pixel)));
+      }
+    }
+  }
   if (im.frames > 1) {
-    log::debug(name + ": " + std::to_string(im.frames) + " frames; decoding frame 1 only");
+    log::warn(name + ": " + std::to_string(im.frames) + " frames; reading frame 1 only");
   }
 
-  const std::size_t samples = im.pixel_count() * im.samples_per_pixel;
   im.stored.resize(samples);
   int planar = 0;
 
@@ -295,7 +392,7 @@ DicomImage decode(DcmFileFormat& file, const std::string& name) {
       throw Error(at(name, "JPEG 2000 transfer syntax but the Pixel Data is not encapsulated"));
     }
     const std::vector<std::uint8_t> code = first_frame_bytes(*seq, im.frames, name);
-    J2kFrame f = decode_j2k(code.data(), code.size(), name);
+    J2kFrame f = decode_j2k(code.data(), code.size(), name, {im.width, im.height, im.samples_per_pixel});
     if (f.width != im.width || f.height != im.height || f.components != im.samples_per_pixel) {
       throw Error(at(name, "JPEG 2000 frame is " + std::to_string(f.width) + "x" + std::to_string(f.height) + "x" +
                                std::to_string(f.components) + ", the header says " + std::to_string(im.width) + "x" +
@@ -329,12 +426,10 @@ DicomImage decode(DcmFileFormat& file, const std::string& name) {
     }
     planar = get_int(ds, DCM_PlanarConfiguration, 0);
 
-    const std::size_t bytes_per = static_cast<std::size_t>(im.bits_allocated / 8);
-    const std::size_t need = samples * bytes_per;
-    const std::size_t have = pixel_data->getLength();
-    if (have < need) {
+    const std::size_t have = pixel_data->getLength();  // a codec's output: check it again
+    if (have < frame_bytes) {
       throw TruncatedError(at(name, "Pixel Data holds " + std::to_string(have) + " bytes, frame 1 needs " +
-                                        std::to_string(need)));
+                                        std::to_string(frame_bytes)));
     }
     const int shift = high_bit - im.bits_stored + 1;
     const std::uint32_t mask = im.bits_stored >= 32 ? 0xFFFFFFFFu : ((1u << im.bits_stored) - 1);
@@ -382,6 +477,17 @@ DicomImage decode(DcmFileFormat& file, const std::string& name) {
               std::to_string(im.rescale_intercept));
     im.rescale_slope = 1.0;
     im.rescale_intercept = 0.0;
+  }
+  {
+    // Finite but huge (1e308): the rescaled values, and the window arithmetic on them
+    // (differences, halves), would overflow to inf and give a black image.
+    const double reach = std::fabs(im.rescale_slope) * std::ldexp(1.0, im.bits_stored) + std::fabs(im.rescale_intercept);
+    if (!std::isfinite(reach * 16)) {
+      std::ostringstream msg;
+      msg << "Rescale Slope " << im.rescale_slope << " / Intercept " << im.rescale_intercept << " map " << im.bits_stored
+          << "-bit stored values beyond the range of finite numbers";
+      throw Error(at(name, msg.str()));
+    }
   }
   im.modality_lut = read_lut(ds, DCM_ModalityLUTSequence, im.is_signed, name);
   const auto centers = get_doubles(ds, DCM_WindowCenter);

@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "cx/cli/error.hpp"
+#include "cx/image/limits.hpp"
 
 namespace cx::dicom {
 namespace {
@@ -69,7 +70,8 @@ bool looks_like_j2k(const std::uint8_t* data, std::size_t size) {
          (size >= sizeof kJp2Magic && std::memcmp(data, kJp2Magic, sizeof kJp2Magic) == 0);
 }
 
-J2kFrame decode_j2k(const std::uint8_t* data, std::size_t size, const std::string& name) {
+J2kFrame decode_j2k(const std::uint8_t* data, std::size_t size, const std::string& name,
+                    const J2kExpected& expected) {
   OPJ_CODEC_FORMAT format;
   if (size >= sizeof kJ2kMagic && std::memcmp(data, kJ2kMagic, sizeof kJ2kMagic) == 0) {
     format = OPJ_CODEC_J2K;
@@ -108,6 +110,17 @@ J2kFrame decode_j2k(const std::uint8_t* data, std::size_t size, const std::strin
     throw fail("header");
   }
   std::unique_ptr<opj_image_t, ImageDeleter> image(raw);
+  // OpenJPEG allocates the whole image from the SIZ segment: check that first.
+  const std::uint64_t declared_w = image->x1 > image->x0 ? image->x1 - image->x0 : 0;
+  const std::uint64_t declared_h = image->y1 > image->y0 ? image->y1 - image->y0 : 0;
+  image::check_image_size(declared_w, declared_h, image->numcomps, name, "JPEG 2000 frame");
+  if (expected.width > 0 && (declared_w != static_cast<std::uint64_t>(expected.width) ||
+                             declared_h != static_cast<std::uint64_t>(expected.height) ||
+                             image->numcomps != static_cast<OPJ_UINT32>(expected.components))) {
+    throw Error(at(name, "JPEG 2000 frame is " + std::to_string(declared_w) + "x" + std::to_string(declared_h) + "x" +
+                             std::to_string(image->numcomps) + ", the header says " + std::to_string(expected.width) +
+                             "x" + std::to_string(expected.height) + "x" + std::to_string(expected.components)));
+  }
   if (!opj_decode(codec.get(), stream.get(), image.get()) || !opj_end_decompress(codec.get(), stream.get())) {
     throw fail("decode");
   }

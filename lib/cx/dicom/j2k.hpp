@@ -20,7 +20,13 @@ struct J2kFrame {
 // Decodes a raw J2K codestream (FF 4F FF 51) or a JP2 file (signature box); the format is
 // told by the magic bytes. Throws cx::Error naming `name` when the data is not a valid or
 // complete codestream (strict mode: a truncated codestream is an error, not a partial image).
-J2kFrame decode_j2k(const std::uint8_t* data, std::size_t size, const std::string& name);
+// The size the codestream declares is checked against the image limit (cx/image/limits.hpp) and,
+// when `expected` has a nonzero width, against it (the DICOM header's), before decoding.
+struct J2kExpected {
+  int width = 0, height = 0, components = 0;
+};
+J2kFrame decode_j2k(const std::uint8_t* data, std::size_t size, const std::string& name,
+                    const J2kExpected& expected = {});
 
 // True when `data` starts with a J2K codestream SOC+SIZ marker or a JP2 signature box.
 bool looks_like_j2k(const std::uint8_t* data, std::size_t size);

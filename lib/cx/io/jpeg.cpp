@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "cx/cli/error.hpp"
+#include "cx/image/limits.hpp"
 #include "cx/cli/log.hpp"
 #include "cx/io/file_bytes.hpp"
 
@@ -24,8 +25,6 @@
 namespace cx::io {
 
 namespace {
-
-constexpr std::uint64_t kMaxDecodedBytes = 1ull << 30;  // as for PNG: far beyond any radiograph
 
 struct ErrorManager {
   jpeg_error_mgr pub;  // first: libjpeg sees a jpeg_error_mgr*
@@ -67,7 +66,8 @@ struct Decoder {
 
 enum class Step { ok, failed, cmyk, precision, too_large };
 
-Step start(Decoder* d, const unsigned char* data, unsigned long size) {
+// `max_samples`: the image size limit (cx/image/limits.hpp), read before any setjmp.
+Step start(Decoder* d, const unsigned char* data, unsigned long size, std::uint64_t max_samples) {
   if (setjmp(d->err.jump)) return Step::failed;
   jpeg_create_decompress(&d->cinfo);
   d->created = true;
@@ -76,9 +76,9 @@ Step start(Decoder* d, const unsigned char* data, unsigned long size) {
   if (d->cinfo.jpeg_color_space == JCS_CMYK || d->cinfo.jpeg_color_space == JCS_YCCK) return Step::cmyk;
   if (d->cinfo.data_precision != 8) return Step::precision;
   d->cinfo.out_color_space = d->cinfo.num_components == 1 ? JCS_GRAYSCALE : JCS_RGB;
-  const std::uint64_t bytes = static_cast<std::uint64_t>(d->cinfo.image_width) * d->cinfo.image_height *
-                              (d->cinfo.num_components == 1 ? 1 : 3);
-  if (bytes > kMaxDecodedBytes) return Step::too_large;
+  const std::uint64_t samples = static_cast<std::uint64_t>(d->cinfo.image_width) * d->cinfo.image_height *
+                                (d->cinfo.num_components == 1 ? 1 : 3);
+  if (samples > max_samples) return Step::too_large;
   jpeg_start_decompress(&d->cinfo);
   return Step::ok;
 }
@@ -167,8 +167,9 @@ Image decode_jpeg(const std::string& bytes, const std::string& where) {
   init_errors(&d.err);
   d.cinfo.err = &d.err.pub;
   DecoderGuard guard(&d);
+  const std::uint64_t max_samples = image::max_image_samples();
   const Step step = start(&d, reinterpret_cast<const unsigned char*>(bytes.data()),
-                          static_cast<unsigned long>(bytes.size()));
+                          static_cast<unsigned long>(bytes.size()), max_samples);
   switch (step) {
     case Step::ok: break;
     case Step::failed: fail(where, d.err);
@@ -176,8 +177,9 @@ Image decode_jpeg(const std::string& bytes, const std::string& where) {
     case Step::precision:
       throw Error(at(where, std::to_string(d.cinfo.data_precision) + "-bit JPEG is not supported (only 8-bit)"));
     case Step::too_large:
-      throw Error(at(where, "JPEG of " + std::to_string(d.cinfo.image_width) + "x" +
-                                std::to_string(d.cinfo.image_height) + " is too large to decode (over 1 GiB)"));
+      image::check_image_size(d.cinfo.image_width, d.cinfo.image_height, d.cinfo.num_components == 1 ? 1 : 3, where,
+                              "JPEG");
+      throw Error(at(where, "JPEG too large"));  // not reached: the check above throws
   }
   const int channels = d.cinfo.output_components;
   if (channels != 1 && channels != 3)

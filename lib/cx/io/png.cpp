@@ -16,6 +16,7 @@
 
 #include "cx/cli/error.hpp"
 #include "cx/cli/output.hpp"
+#include "cx/image/limits.hpp"
 #include "cx/io/file_bytes.hpp"
 #include "cx/io/png_rows.hpp"
 
@@ -27,8 +28,11 @@ namespace cx::io {
 
 namespace {
 
-// Refuse absurd dimensions before allocating: 1 GiB of decoded samples is far beyond any radiograph.
-constexpr std::uint64_t kMaxDecodedBytes = 1ull << 30;
+// Deflate turns one compressed byte into at most 1032 (a 258-byte match per 2 bits); the image
+// data present therefore bounds the image a file can hold, whatever its header claims.
+constexpr std::uint64_t kMaxInflateRatio = 1032;
+// Ancillary chunks (text, ICC profiles) that libpng keeps in memory, compressed or not.
+constexpr png_alloc_size_t kMaxAncillaryChunkBytes = 16u << 20;
 
 bool host_is_little_endian() {
   const std::uint16_t one = 1;
@@ -291,8 +295,7 @@ bool decode_png_fast(const std::string& bytes, Image& im) {
   if ((depth != 8 && depth != 16) || (color != 0 && color != 2) || p[26] != 0 || p[27] != 0 || p[28] != 0) return false;
   const int channels = color == 2 ? 3 : 1;
   const int bpp = channels * depth / 8;
-  const std::uint64_t row_bytes = std::uint64_t{width} * bpp;
-  if (row_bytes * height > kMaxDecodedBytes) return false;
+  const std::uint64_t row_bytes = std::uint64_t{width} * bpp;  // within the limit: check_png_layout
   const std::size_t stride = static_cast<std::size_t>(row_bytes) + 1;
   const std::size_t raw_size = stride * height;
   std::unique_ptr<unsigned char[]> raw(new unsigned char[raw_size]);
@@ -405,6 +408,53 @@ std::string encode_png_fast(const Image& im, int level) {
   return out;
 }
 
+// Before any decoder allocates: every chunk lies within the file (a cut file is truncated, as
+// libpng would find later), the header's size is within the image limit, and the image data
+// present can inflate to that size. A 68-byte file claiming 32000 x 32000, or a tEXt chunk
+// claiming 2 GiB, is refused here for the price of reading its chunk headers.
+void check_png_layout(const std::string& bytes, const std::string& where) {
+  const auto* p = reinterpret_cast<const unsigned char*>(bytes.data());
+  const std::size_t size = bytes.size();
+  auto truncated = [&] {
+    throw TruncatedError(at(where, "truncated PNG: file ends after " + std::to_string(size) + " bytes"));
+  };
+  std::uint64_t idat_bytes = 0;
+  bool iend = false, ihdr = false;
+  std::uint32_t width = 0, height = 0;
+  int depth = 0, color = 0;
+  std::size_t pos = 8;
+  while (!iend) {
+    if (size - pos < 8) truncated();
+    const std::uint32_t length = be32(p + pos);
+    if (length > 0x7fffffffu)
+      throw Error(at(where, "corrupt PNG: chunk length " + std::to_string(length) + " at byte " + std::to_string(pos) +
+                                " exceeds 2^31-1"));
+    if (size - pos - 8 < std::uint64_t{length} + 4) truncated();
+    const unsigned char* type = p + pos + 4;
+    if (pos == 8) {
+      if (std::memcmp(type, "IHDR", 4) != 0 || length != 13) return;  // libpng names what is wrong
+      ihdr = true;
+      width = be32(p + pos + 8);
+      height = be32(p + pos + 12);
+      depth = p[pos + 16];
+      color = p[pos + 17];
+    }
+    if (std::memcmp(type, "IDAT", 4) == 0) idat_bytes += length;
+    if (std::memcmp(type, "IEND", 4) == 0) iend = true;
+    pos += 12 + static_cast<std::size_t>(length);
+  }
+  if (!ihdr || width == 0 || height == 0 || depth == 0) return;  // libpng refuses these by name
+  const int in_channels = color == 2 ? 3 : color == 4 ? 2 : color == 6 ? 4 : 1;  // palette: 1 index
+  const int out_channels = (color & 2) ? 3 : 1;
+  image::check_image_size(width, height, out_channels, where, "PNG");
+  // The fewest filtered bytes a non-interlaced WxH image has (interlaced ones have more).
+  const std::uint64_t row_bits = std::uint64_t{width} * in_channels * static_cast<unsigned>(depth);
+  const std::uint64_t raw = (row_bits / 8 + (row_bits % 8 != 0) + 1) * height;
+  if (raw > idat_bytes * kMaxInflateRatio + 64)
+    throw Error(at(where, "corrupt PNG: " + std::to_string(idat_bytes) + " bytes of image data cannot hold a " +
+                              std::to_string(width) + "x" + std::to_string(height) + " image"));
+}
+
 }  // namespace
 
 Image decode_png(const std::string& bytes, const std::string& where) {
@@ -412,6 +462,7 @@ Image decode_png(const std::string& bytes, const std::string& where) {
   const std::size_t have = std::min<std::size_t>(bytes.size(), 8);
   if (std::memcmp(bytes.data(), kSignature, have) != 0) throw Error(at(where, "not a PNG file (bad signature)"));
   if (have < 8) throw TruncatedError(at(where, "truncated PNG: file ends after " + std::to_string(bytes.size()) + " bytes"));
+  check_png_layout(bytes, where);
   {
     Image im;
     if (decode_png_fast(bytes, im)) return im;
@@ -419,6 +470,7 @@ Image decode_png(const std::string& bytes, const std::string& where) {
   ErrorState err{};
   ReadStruct rs(&err);
   if (!rs.png() || !rs.info()) throw Error(at(where, "cannot initialise libpng"));
+  png_set_chunk_malloc_max(rs.png(), kMaxAncillaryChunkBytes);
   MemoryReader reader{reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size(), 0};
   png_set_read_fn(rs.png(), &reader, read_from_memory);
 
@@ -428,9 +480,7 @@ Image decode_png(const std::string& bytes, const std::string& where) {
     throw Error(at(where, "unexpected PNG layout after conversion: " + std::to_string(h.channels) + " channels of " +
                               std::to_string(h.bits) + " bits"));
   const std::uint64_t row_bytes = static_cast<std::uint64_t>(h.width) * h.channels * (h.bits / 8);
-  if (row_bytes * h.height > kMaxDecodedBytes)
-    throw Error(at(where, "PNG of " + std::to_string(h.width) + "x" + std::to_string(h.height) +
-                              " is too large to decode (over 1 GiB)"));
+  image::check_image_size(h.width, h.height, h.channels, where, "PNG");
   if (png_get_rowbytes(rs.png(), rs.info()) != row_bytes) throw Error(at(where, "unexpected PNG row size"));
 
   Image im = Image::make(static_cast<int>(h.width), static_cast<int>(h.height), h.channels, h.bits);
