@@ -83,7 +83,8 @@ int main(int argc, char** argv) {
     cx::cli::BadInputs bad(tool.common().skip_bad);
     cx::model::Embedder embedder(loaded.model, options,
                                  bad.skipping() ? cx::model::Embedder::BadRecord([&](const std::string& key, const std::string& why) {
-                                   bad.report(key, why);
+                                   (void)key;  // the message names the record already
+                                   bad.report(why);
                                  })
                                                 : nullptr);
 

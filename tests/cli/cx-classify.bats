@@ -154,3 +154,36 @@ setup() {
   # 0.01: the tolerance of issue 11 (the L2 strength is chosen, scikit-learn's C = 1 is fixed).
   awk -v a="$ours" -v b="$ref" 'BEGIN { exit !(a >= b - 0.01) }'
 }
+
+@test "a head/feature size mismatch: the encoder check explains it first; with --ignore-encoder the stream and both sizes are named" {
+  cx-model init --preset tiny "$D/wide"   # hidden 64, where the head's encoder has 48
+  cx-phantom -n 4 --size 112 --seed 9 | cx-embed --model "$D/wide" --emit cx5 > "$D/wide.cx"
+  run -1 --separate-stderr cx-classify predict "$D/head" "$D/wide.cx"
+  [[ "$stderr" == "cx-classify: $D/wide.cx: embedded with encoder 'wide'"*"trained on encoder 'tiny'"* ]]
+  run -1 --separate-stderr cx-classify predict --ignore-encoder "$D/head" "$D/wide.cx"
+  [ "$stderr" = "cx-classify: $D/wide.cx: phantom-000000.cx5.npy: holds 320 values, the head takes 144" ]
+  [ -z "$output" ]
+}
+
+@test "non-finite features are refused by record, in training and prediction (issue 08 defect 6)" {
+  /usr/bin/python3 - "$D/train.cx" "$D/nan.cx" <<'PY'
+import io, sys, tarfile, numpy as np
+src, dst = sys.argv[1:]
+with tarfile.open(src) as tin, tarfile.open(dst, "w", format=tarfile.USTAR_FORMAT) as tout:
+    for m in tin:
+        data = tin.extractfile(m).read()
+        if m.name == "phantom-000003.cx5.npy":
+            a = np.load(io.BytesIO(data)); a[7] = np.nan
+            b = io.BytesIO(); np.save(b, a); data = b.getvalue(); m.size = len(data)
+        tout.addfile(m, io.BytesIO(data))
+PY
+  run -1 --separate-stderr cx-classify train "$D/nan.cx" -o "$D/nanhead"
+  [ "$stderr" = "cx-classify: $D/nan.cx: phantom-000003.cx5.npy: holds non-finite values (NaN or inf)" ]
+  [ ! -e "$D/nanhead" ]
+  run -1 --separate-stderr cx-classify predict "$D/head" "$D/nan.cx"
+  [ "$stderr" = "cx-classify: $D/nan.cx: phantom-000003.cx5.npy: holds non-finite values (NaN or inf)" ]
+  # Finite features, a learning rate that blows the weights up: no NaN head is written.
+  run -1 --separate-stderr cx-classify train --solver adamw --lr 1e30 --epochs 20 "$D/train.cx" -o "$D/blown"
+  [[ "$stderr" == "cx-classify: training diverged: the loss is "*" at epoch "*"(lower --lr, or check the input for extreme values); nothing was written" ]]
+  [ ! -e "$D/blown" ]
+}

@@ -352,3 +352,26 @@ PY
   [ "$status" -eq 2 ]
   [[ "$stderr" == "cx-embed: --model is required"* ]]
 }
+
+@test "non-finite encoder output is an error naming the record; --skip-bad skips it with exit 3 (issue 08 defect 6)" {
+  cx-model init --preset tiny "$T/m"
+  # Finite weights whose output overflows: the final norm's scale at 3e38 makes inf of any value above 1.
+  /usr/bin/python3 - "$T/m/model.safetensors" <<'PY'
+import json, struct, sys
+p = sys.argv[1]
+raw = bytearray(open(p, "rb").read())
+n = struct.unpack("<Q", raw[:8])[0]
+h = json.loads(raw[8:8 + n])
+a, b = h["layernorm.weight"]["data_offsets"]
+for o in range(8 + n + a, 8 + n + b, 4):
+    raw[o:o + 4] = struct.pack("<f", 3e38)
+open(p, "wb").write(raw)
+PY
+  cx-phantom -n 2 --size 64 -o "$T/p.cx"
+  run -1 --separate-stderr cx-embed --model "$T/m" -o "$T/e.cx" "$T/p.cx"
+  [ "$stderr" = "cx-embed: phantom-000000: the encoder's output holds non-finite values (NaN or inf, or patch tokens beyond float16's range)" ]
+  [ ! -e "$T/e.cx" ]
+  run -3 --separate-stderr cx-embed --model "$T/m" --skip-bad -o "$T/e.cx" "$T/p.cx"
+  [[ "$stderr" == *"cx-embed: phantom-000001: the encoder's output holds non-finite values"*"(skipped)"* ]]
+  [[ "$stderr" == *"2 of 2 records skipped"* ]]
+}

@@ -71,3 +71,52 @@ PY
   [ "$status" -eq 2 ]
   [[ "$stderr" == "cx-model: unknown command 'frob' (expected one of: init, info)"* ]]
 }
+
+@test "config.json values are bounded before anything is built (issue 08 defect 3), and checked against the tensors" {
+  cx-model init --preset tiny "$T/m"
+  cp -r "$T/m" "$T/deep"
+  jq '.num_hidden_layers = 1000000000' "$T/m/config.json" > "$T/deep/config.json"
+  # Before: 10-11 GB allocated. Now refused at once, naming the file, the key and the range.
+  run -1 --separate-stderr bash -c 'ulimit -v 4000000; exec cx-model info "$0"' "$T/deep"
+  [ "$stderr" = "cx-model: $T/deep/config.json: \"num_hidden_layers\" must be in 1-512, got 1000000000" ]
+  [ -z "$output" ]
+  for kv in 'hidden_size=1000000' 'num_attention_heads=100000' 'patch_size=100000' 'image_size=1000000' \
+            'num_register_tokens=100000' 'num_channels=1000'; do
+    cp -r "$T/m" "$T/k"
+    jq ".${kv%=*} = ${kv#*=}" "$T/m/config.json" > "$T/k/config.json"
+    run -1 --separate-stderr cx-model info "$T/k"
+    [[ "$stderr" == *"\"${kv%=*}\" must be in "*", got ${kv#*=}" ]] || { echo "$kv: $stderr"; false; }
+    rm -rf "$T/k"
+  done
+  # Within bounds but not what the file holds: the tensors present decide, before building.
+  cp -r "$T/m" "$T/six"
+  jq '.num_hidden_layers = 6' "$T/m/config.json" > "$T/six/config.json"
+  run -1 --separate-stderr cx-model info "$T/six"
+  [[ "$stderr" == "cx-model: $T/six: weights do not match the config (dinov2_with_registers, 6 layers, hidden 64): missing "* ]]
+}
+
+@test "layer_norm_eps -1 and a NaN weight are refused at load, naming the model (issue 08 defect 6)" {
+  cx-model init --preset tiny "$T/m"
+  cp -r "$T/m" "$T/eps"
+  jq '.layer_norm_eps = -1' "$T/m/config.json" > "$T/eps/config.json"
+  run -1 --separate-stderr cx-model info "$T/eps"
+  [ "$stderr" = "cx-model: $T/eps/config.json: \"layer_norm_eps\" must be a finite number in (0, 0.1], got -1" ]
+  cp -r "$T/m" "$T/nan"
+  # One NaN (f32 0x7fc00000) into layernorm.weight, located from the safetensors header.
+  /usr/bin/python3 - "$T/nan/model.safetensors" <<'PY'
+import json, struct, sys
+p = sys.argv[1]
+raw = bytearray(open(p, "rb").read())
+n = struct.unpack("<Q", raw[:8])[0]
+h = json.loads(raw[8:8 + n])
+start = 8 + n + h["layernorm.weight"]["data_offsets"][0]
+raw[start + 8:start + 12] = struct.pack("<I", 0x7fc00000)
+open(p, "wb").write(raw)
+PY
+  run -1 --separate-stderr cx-model info "$T/nan"
+  [ "$stderr" = "cx-model: $T/nan/model.safetensors: tensor \"layernorm.weight\" holds 1 non-finite value(s) (NaN or inf): the weights are damaged" ]
+  cx-phantom -n 1 --size 64 -o "$T/p.cx"
+  run -1 --separate-stderr cx-embed --model "$T/nan" -o "$T/e.cx" "$T/p.cx"
+  [[ "$stderr" == *"$T/nan/model.safetensors: tensor \"layernorm.weight\" holds 1 non-finite"* ]]
+  [ ! -e "$T/e.cx" ]
+}

@@ -188,7 +188,7 @@ TEST(HeadPredictor, EncoderCheckAndErrorsNameTheRecord) {
   o.ignore_encoder = true;
   HeadPredictor lax(fixed_head(), "h", other, "test.cx", o);
   EXPECT_EQ(lax.probabilities({with_feature("k", {1, 2, 3, 4})}).sizes(), (std::vector<std::int64_t>{1, 2}));
-  EXPECT_EQ(message_of([&] { lax.probabilities({with_feature("k2", {1, 2, 3})}); }), "k2.cx5.npy: expected 4 values for this head");
+  EXPECT_EQ(message_of([&] { lax.probabilities({with_feature("k2", {1, 2, 3})}); }), "test.cx: k2.cx5.npy: holds 3 values, the head takes 4");
   EXPECT_EQ(message_of([&] { lax.probabilities({record("k3", json::object())}); }),
             "k3: no cx5.npy field (embed the stream with cx-embed --emit cx5)");
   // A fine-tuned head asks for an image instead (its encoder is loaded only when one is there).

@@ -1,6 +1,7 @@
 #include "cx/io/json_file.hpp"
 #include "cx/model/config.hpp"
 
+#include <cmath>
 #include <fstream>
 #include <sstream>
 
@@ -60,8 +61,20 @@ std::string optional_string(const json& j, const char* key, const std::string& w
   return v->get<std::string>();
 }
 
-void check_positive(std::int64_t value, const char* key, const std::string& where) {
-  if (value <= 0) throw Error(at(where, std::string("\"") + key + "\" must be positive, got " + std::to_string(value)));
+void check_range(std::int64_t value, std::int64_t lo, std::int64_t hi, const char* key, const std::string& where) {
+  if (value < lo || value > hi)
+    throw Error(at(where, std::string("\"") + key + "\" must be in " + std::to_string(lo) + "-" + std::to_string(hi) +
+                              ", got " + std::to_string(value)));
+}
+
+void check_real(double value, double lo, double hi, bool lo_open, const char* key, const std::string& where) {
+  std::ostringstream range;
+  range << (lo_open ? "(" : "[") << lo << ", " << hi << "]";
+  if (!std::isfinite(value) || value > hi || (lo_open ? value <= lo : value < lo)) {
+    std::ostringstream got;
+    got << value;
+    throw Error(at(where, std::string("\"") + key + "\" must be a finite number in " + range.str() + ", got " + got.str()));
+  }
 }
 
 }  // namespace
@@ -96,11 +109,11 @@ VitConfig parse_vit_config(const json& j, const std::string& where) {
   c.num_attention_heads = require_int(j, "num_attention_heads", where);
   c.patch_size = require_int(j, "patch_size", where);
   c.image_size = require_int(j, "image_size", where);
-  check_positive(c.hidden_size, "hidden_size", where);
-  check_positive(c.num_hidden_layers, "num_hidden_layers", where);
-  check_positive(c.num_attention_heads, "num_attention_heads", where);
-  check_positive(c.patch_size, "patch_size", where);
-  check_positive(c.image_size, "image_size", where);
+  check_range(c.hidden_size, 1, 16384, "hidden_size", where);
+  check_range(c.num_hidden_layers, 1, 512, "num_hidden_layers", where);
+  check_range(c.num_attention_heads, 1, c.hidden_size, "num_attention_heads", where);
+  check_range(c.patch_size, 1, 1024, "patch_size", where);
+  check_range(c.image_size, 1, 16384, "image_size", where);
   if (c.hidden_size % c.num_attention_heads != 0)
     throw Error(at(where, "hidden_size " + std::to_string(c.hidden_size) + " is not a multiple of num_attention_heads " +
                               std::to_string(c.num_attention_heads)));
@@ -109,17 +122,20 @@ VitConfig parse_vit_config(const json& j, const std::string& where) {
                               std::to_string(c.patch_size)));
 
   c.mlp_ratio = optional_double(j, "mlp_ratio", where, 4.0);
-  if (!(c.mlp_ratio > 0)) throw Error(at(where, "\"mlp_ratio\" must be positive"));
+  check_real(c.mlp_ratio, 0, 64, true, "mlp_ratio", where);
   // Dinov2Model has no registers; its config has no such key (a stray one would be ignored by HF too).
   c.num_register_tokens = c.registers_model() ? optional_int(j, "num_register_tokens", where, 4) : 0;
-  if (c.num_register_tokens < 0) throw Error(at(where, "\"num_register_tokens\" must not be negative"));
+  check_range(c.num_register_tokens, 0, 1024, "num_register_tokens", where);
   c.num_channels = optional_int(j, "num_channels", where, 3);
-  check_positive(c.num_channels, "num_channels", where);
+  check_range(c.num_channels, 1, 16, "num_channels", where);
   c.layer_norm_eps = optional_double(j, "layer_norm_eps", where, 1e-6);
+  // -1 (or 0 with a constant feature) puts NaN in every embedding.
+  check_real(c.layer_norm_eps, 0, 0.1, true, "layer_norm_eps", where);
   c.hidden_act = optional_string(j, "hidden_act", where, "gelu");
   c.activation = parse_activation(c.hidden_act, where);
   c.use_swiglu_ffn = optional_bool(j, "use_swiglu_ffn", where, false);
   c.layerscale_value = optional_double(j, "layerscale_value", where, 1.0);
+  check_real(c.layerscale_value, -1e6, 1e6, false, "layerscale_value", where);
   c.use_mask_token = optional_bool(j, "use_mask_token", where, true);
   c.qkv_bias = optional_bool(j, "qkv_bias", where, true);
   // transformers >= 4.56 writes "dtype"; older versions "torch_dtype".

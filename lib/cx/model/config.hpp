@@ -5,6 +5,11 @@
 // Keys absent from the file take the defaults of the transformers config classes, except the
 // structural ones (model_type, hidden_size, num_hidden_layers, num_attention_heads, patch_size,
 // image_size), which must be present. Errors name the file and the key.
+// Every value is bounded before anything is built from it (a config is outside data): hidden_size
+// 1-16384, num_hidden_layers 1-512, num_attention_heads dividing hidden_size, patch_size 1-1024,
+// image_size patch_size-16384, num_register_tokens 0-1024, num_channels 1-16, mlp_ratio in
+// (0, 64], layer_norm_eps in (0, 0.1], layerscale_value in [-1e6, 1e6]. ViT-g/14 (1536 wide, 40 layers) is
+// far inside; a loader then compares the config with the tensors present before building.
 #include <cstdint>
 #include <string>
 

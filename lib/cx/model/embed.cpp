@@ -158,9 +158,28 @@ void Embedder::run_batch(std::vector<io::Record>& done) {
     patch4 = torch::stack(layers, 1);
   }
 
+  // Non-finite outputs are errors, not results (a NaN weight, an overflow in low precision).
+  // Patch tokens written as f16 must also fit its range (65504), or they would become inf there.
+  torch::Tensor finite = torch::isfinite(last).flatten(1).all(1);
+  if (cx5.defined()) finite = finite.logical_and(torch::isfinite(cx5).flatten(1).all(1));
+  if (patch4.defined()) finite = finite.logical_and(torch::isfinite(patch4).flatten(1).all(1));
+  if (options_.patch_f16 && (options_.emit.count("patch") || options_.emit.count("patch4"))) {
+    torch::Tensor big = (patch4.defined() ? patch4.flatten(1) : last.slice(1, prefix).flatten(1)).abs().amax(1);
+    finite = finite.logical_and(big.le(65504.0));
+  }
+  const auto finite_at = finite.accessor<bool, 1>();
+
   for (std::size_t i = 0; i < pending_.size(); ++i) {
     io::Record& r = pending_[i].record;
     const auto idx = static_cast<std::int64_t>(i);
+    if (!finite_at[idx]) {
+      const std::string why = at(r.key, "the encoder's output holds non-finite values (NaN or inf" +
+                                            std::string(options_.patch_f16 ? ", or patch tokens beyond float16's range" : "") +
+                                            ")");
+      if (!on_bad_) throw Error(why);
+      on_bad_(r.key, why);
+      continue;
+    }
     if (!options_.keep_image)
       for (const auto& f : kImageFields) r.erase(f);
     if (!options_.emit.count("pixel_values")) r.erase("pixel_values.npy");

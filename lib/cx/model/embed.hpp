@@ -49,7 +49,8 @@ struct EmbedOptions {
 
 class Embedder {
  public:
-  // A record that cannot be embedded (no image, undecodable, too small): the key and the reason.
+  // A record that cannot be embedded (no image, undecodable, too small, non-finite output): its key
+  // and the one-line error, which names the record (or its field) already.
   using BadRecord = std::function<void(const std::string& key, const std::string& why)>;
 
   Embedder(std::shared_ptr<VitModel> model, EmbedOptions options, BadRecord on_bad = nullptr);

@@ -202,10 +202,22 @@ torch::Tensor tensor_from_view(const io::TensorView& view, const std::string& wh
   return t;
 }
 
+void check_finite_weight(const torch::Tensor& t, const std::string& key, const std::string& where) {
+  const torch::Tensor bad = torch::isfinite(t).logical_not();
+  const std::int64_t n = bad.sum().item<std::int64_t>();
+  if (n > 0)
+    throw Error(at(where, "tensor " + in_quotes(key) + " holds " + std::to_string(n) +
+                              " non-finite value(s) (NaN or inf): the weights are damaged"));
+}
+
 NamedTensors read_hf_weights(const std::string& folder) {
   WeightSource source = open_weights(folder);
   NamedTensors out;
-  for (const auto& [key, entry] : source.entries) out.emplace_back(key, tensor_from_view(*entry.view, entry.file));
+  for (const auto& [key, entry] : source.entries) {
+    torch::Tensor t = tensor_from_view(*entry.view, entry.file);
+    check_finite_weight(t, key, entry.file);
+    out.emplace_back(key, std::move(t));
+  }
   return out;
 }
 
@@ -240,7 +252,9 @@ LoadedVit load_hf_vit(const std::string& folder, const LoadOptions& options) {
     torch::NoGradGuard no_grad;
     for (auto& item : out.model->named_parameters(true)) {
       const Entry& entry = source.entries.at(item.key());
-      item.value().copy_(tensor_from_view(*entry.view, entry.file));
+      torch::Tensor t = tensor_from_view(*entry.view, entry.file);
+      check_finite_weight(t, item.key(), entry.file);
+      item.value().copy_(t);
     }
   }
   out.model->to(options.device, options.dtype);

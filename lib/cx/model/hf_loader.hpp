@@ -56,6 +56,10 @@ NamedTensors read_hf_weights(const std::string& folder);
 // Copies `weights` into the model after the strict key and shape check; `where` names the source.
 void load_weights(VitModel& model, const NamedTensors& weights, const std::string& where);
 
+// Throws cx::Error naming `where` and `key` when `t` holds a NaN or an infinity (every weight read
+// from outside is checked: a damaged checkpoint must not give NaN embeddings with exit 0).
+void check_finite_weight(const torch::Tensor& t, const std::string& key, const std::string& where);
+
 // Writes config.json and model.safetensors (keys exactly as HF names them, metadata format=pt,
 // tensors in `dtype`), each to a temporary name then renamed; creates the folder if needed.
 // The weights are checked against the config like a load would.

@@ -1,5 +1,6 @@
 #include "cx/train/dataset.hpp"
 
+#include <cmath>
 #include <cstring>
 #include <memory>
 #include <optional>
@@ -80,6 +81,7 @@ FeatureSet load_features(data::RecordSource& source, const std::string& field, c
       chunks.back()->reserve(static_cast<std::size_t>(kChunkRows * F));
     }
     auto& chunk = *chunks.back();
+    const std::size_t at_row = chunk.size();
     if (a.dtype == io::DType::f32) {
       const float* p = a.as<float>();
       chunk.insert(chunk.end(), p, p + F);
@@ -87,6 +89,10 @@ FeatureSet load_features(data::RecordSource& source, const std::string& field, c
       std::vector<float> v = a.to_floats();
       chunk.insert(chunk.end(), v.begin(), v.end());
     }
+    // A NaN feature would train a NaN head with exit 0.
+    for (std::size_t k = at_row; k < chunk.size(); ++k)
+      if (!std::isfinite(chunk[k]))
+        throw Error(at(where, record.key + "." + name + ": holds non-finite values (NaN or inf)"));
     for (auto v : record_labels(record, labels)) truth.push_back(data::label_code(v));
     set.keys.push_back(record.key);
     ++n;

@@ -253,6 +253,7 @@ FinetuneLoopResult finetune_loop(model::VitModel& encoder, const nlohmann::json&
       loss.backward();
       step_loss += loss.item<double>();
     }
+    check_finite_loss(step_loss, "step " + std::to_string(step + 1));
     opt.step(lr_schedule(step));
 
     FinetuneProgress progress;

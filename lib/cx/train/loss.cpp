@@ -1,5 +1,9 @@
 #include "cx/train/loss.hpp"
 
+#include <cmath>
+
+#include "cx/cli/error.hpp"
+
 namespace cx::train {
 
 torch::Tensor masked_bce_with_logits(const torch::Tensor& logits, const torch::Tensor& targets,
@@ -43,6 +47,13 @@ std::pair<torch::Tensor, torch::Tensor> multiclass_targets(const torch::Tensor& 
   torch::Tensor row_mask = (all_used & (positives == 1)).to(torch::kFloat32);
   torch::Tensor cls = (targets * mask).argmax(1).to(torch::kInt64);
   return {cls, row_mask};
+}
+
+void check_finite_loss(double loss, const std::string& where) {
+  if (std::isfinite(loss)) return;
+  const std::string v = std::isnan(loss) ? "NaN" : loss > 0 ? "inf" : "-inf";
+  throw Error("training diverged: the loss is " + v + " at " + where +
+              " (lower --lr, or check the input for extreme values); nothing was written");
 }
 
 }  // namespace cx::train

@@ -2,6 +2,7 @@
 // Losses of the heads. Masked entries (label policy "ignore") contribute nothing, to the value or
 // to the gradient: the per-entry loss is multiplied by the mask before the sum, so their logits
 // get an exact zero gradient whatever their target.
+#include <string>
 #include <torch/torch.h>
 
 namespace cx::train {
@@ -27,5 +28,9 @@ torch::Tensor balanced_class_weight(const torch::Tensor& target, const torch::Te
 // Multi-class targets from a multi-label target matrix: a row is used when every entry is used and
 // exactly one is positive; its class is that entry. Returns (class index int64 [N], row mask float [N]).
 std::pair<torch::Tensor, torch::Tensor> multiclass_targets(const torch::Tensor& targets, const torch::Tensor& mask);
+
+// Throws cx::Error "training diverged: the loss is nan at <where> (lower --lr ...)" when `loss`
+// is not finite: training on would write NaN weights with exit 0.
+void check_finite_loss(double loss, const std::string& where);
 
 }  // namespace cx::train

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 
 #include "cx/cli/error.hpp"
@@ -18,10 +19,17 @@ double seconds_since(Clock::time_point t) { return std::chrono::duration<double>
 torch::Tensor record_feature(const io::Record& r, const std::string& feature, std::int64_t width) {
   const io::Field* f = r.find(feature + ".npy");
   if (!f) return {};
-  io::NdArray a = io::read_npy(f->data, r.key + "." + feature + ".npy");
-  if (a.shape.size() != 1 || a.shape[0] != width)
-    throw Error(at(r.key + "." + feature + ".npy", "expected " + std::to_string(width) + " values for this head"));
+  const std::string name = r.key + "." + feature + ".npy";
+  io::NdArray a = io::read_npy(f->data, name);
+  if (a.shape.size() != 1 || a.shape[0] != width) {
+    std::string got;
+    for (std::size_t i = 0; i < a.shape.size(); ++i) got += (i ? "x" : "") + std::to_string(a.shape[i]);
+    throw Error(at(name, "holds " + (a.shape.size() == 1 ? std::to_string(a.shape[0]) + " values" : "an array of " + got) +
+                             ", the head takes " + std::to_string(width)));
+  }
   std::vector<float> v = a.to_floats();
+  for (float x : v)
+    if (!std::isfinite(x)) throw Error(at(name, "holds non-finite values (NaN or inf)"));
   return torch::from_blob(v.data(), {width}, torch::kFloat32).clone();
 }
 
@@ -40,8 +48,24 @@ torch::Tensor HeadPredictor::probabilities(const std::vector<io::Record>& record
   // Features from the records, or (fine-tuned heads, records with images) from the encoder.
   std::vector<torch::Tensor> feats;
   std::vector<std::size_t> need_image;
+  // Features from a stream are checked against the head's encoder once, before their size: a
+  // stream from another encoder explains a size mismatch (images are embedded by the head's own
+  // encoder and need no check).
+  if (!checked_) {
+    for (const auto& r : records)
+      if (r.find(info.feature + ".npy")) {
+        check_encoder(info, header_, where_);
+        checked_ = true;
+        break;
+      }
+  }
   for (std::size_t i = 0; i < records.size(); ++i) {
-    torch::Tensor f = record_feature(records[i], info.feature, info.shape.in);
+    torch::Tensor f;
+    try {
+      f = record_feature(records[i], info.feature, info.shape.in);
+    } catch (const Error& e) {
+      throw Error(at(where_, e.what()));
+    }
     if (!f.defined()) {
       if (info.encoder_folder.empty())
         throw Error(at(records[i].key, "no " + info.feature + ".npy field (embed the stream with cx-embed --emit " +
@@ -49,12 +73,6 @@ torch::Tensor HeadPredictor::probabilities(const std::vector<io::Record>& record
       need_image.push_back(i);
     }
     feats.push_back(f);
-  }
-  // Features from a stream are checked against the head's encoder once (images are embedded by the
-  // head's own encoder and need no check).
-  if (need_image.size() < records.size() && !checked_) {
-    check_encoder(info, header_, where_);
-    checked_ = true;
   }
   torch::Tensor probs = torch::empty({static_cast<std::int64_t>(records.size()), L}, torch::kFloat32);
   if (need_image.size() < records.size()) {
@@ -88,6 +106,11 @@ torch::Tensor HeadPredictor::probabilities(const std::vector<io::Record>& record
     probs.index_copy_(0, torch::tensor(positions, torch::kInt64), p);
     encoder_seconds_ += seconds_since(t0);
   }
+  const torch::Tensor finite = torch::isfinite(probs).all(1);
+  const auto finite_at = finite.accessor<bool, 1>();
+  for (std::size_t i = 0; i < records.size(); ++i)
+    if (!finite_at[static_cast<std::int64_t>(i)])
+      throw Error(at(records[i].key, "the head (" + head_dir_ + ") gave non-finite scores (NaN or inf)"));
   return probs;
 }
 

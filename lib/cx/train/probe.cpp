@@ -149,6 +149,7 @@ LinearFit fit_linear(const ProbeData& d, const torch::Tensor& X, const torch::Te
   // The objective and gradient where L-BFGS stopped (its last evaluation may have been a trial point).
   torch::Tensor loss = closure();
   fit.loss = loss.item<double>();
+  check_finite_loss(fit.loss, "the L-BFGS fit");
   fit.grad_max = std::max(w.grad().abs().max().item<double>(), b.grad().abs().max().item<double>());
   fit.w = w.detach();
   fit.b = b.detach();
@@ -335,6 +336,7 @@ void train_adamw(Head& head, const ProbeData& d, const FeatureSet* val, const Pr
     EpochReport report;
     report.epoch = epoch + 1;
     report.train_loss = loss_sum.item<double>() / static_cast<double>(per_epoch);
+    check_finite_loss(report.train_loss, "epoch " + std::to_string(epoch + 1));
     if (val) {
       head.module->eval();
       Evaluation e = evaluate_auroc(head.probabilities(val->x), val->truth);

@@ -1,3 +1,4 @@
+#include "cx/train/loss.hpp"
 #include "cx/train/segment.hpp"
 
 #include <algorithm>
@@ -561,6 +562,7 @@ SegHead train_seg_head(const SegSet& train, const SegSet* val, const std::string
       torch::Tensor yb = train.y.index_select(0, idx).to(o.device, torch::kInt64);
       torch::Tensor z = resize_logits(head.module->forward(xb), H, W);
       torch::Tensor loss = ce_dice_loss(z, yb);
+      check_finite_loss(loss.item<double>(), "epoch " + std::to_string(epoch + 1) + ", batch " + std::to_string(b + 1));
       opt.zero_grad();
       loss.backward();
       opt.step(schedule(epoch * per_epoch + b));

@@ -45,7 +45,9 @@ model::NamedTensors read_tensors(const std::string& path) {
   for (const auto& [name, view] : file.tensors()) {
     if (view.dtype == io::DType::f32 || view.dtype == io::DType::f16 || view.dtype == io::DType::bf16 ||
         view.dtype == io::DType::f64) {
-      out.emplace_back(name, model::tensor_from_view(view, path));
+      torch::Tensor t = model::tensor_from_view(view, path);
+      model::check_finite_weight(t, name, path);
+      out.emplace_back(name, std::move(t));
       continue;
     }
     torch::ScalarType st;
