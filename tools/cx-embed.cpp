@@ -79,8 +79,10 @@ int main(int argc, char** argv) {
     cx::log::debug("model " + loaded.model_id + " sha256 " + loaded.weights_sha256 + " from " + folder);
 
     // HF's processors convert to RGB themselves: with --preprocess hf a colour file stays colour.
-    auto source = cx::data::RecordSource::open(tool.inputs_or_stdin(inputs), preprocess == "hf");
     cx::cli::BadInputs bad(tool.common().skip_bad);
+    auto source = cx::data::RecordSource::open(
+        tool.inputs_or_stdin(inputs), preprocess == "hf",
+        bad.skipping() ? cx::data::RecordSource::BadImage([&](const std::string& why) { bad.report(why); }) : nullptr);
     cx::model::Embedder embedder(loaded.model, options,
                                  bad.skipping() ? cx::model::Embedder::BadRecord([&](const std::string& key, const std::string& why) {
                                    (void)key;  // the message names the record already

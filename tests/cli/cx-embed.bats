@@ -375,3 +375,22 @@ PY
   [[ "$stderr" == *"cx-embed: phantom-000001: the encoder's output holds non-finite values"*"(skipped)"* ]]
   [[ "$stderr" == *"2 of 2 records skipped"* ]]
 }
+
+@test "image files: a .dcm that is not DICOM says so; --skip-bad skips bad files by name and exits 3 (issue 08 defect 8)" {
+  m=$(tiny_model)
+  /usr/bin/python3 -c "
+from PIL import Image; import numpy as np
+Image.fromarray((np.arange(64*64).reshape(64,64)%256).astype('uint8')).save('$T/ok.png')" || skip "needs Pillow"
+  echo "not an image at all" > "$T/bad.dcm"
+  head -c 100 "$T/ok.png" > "$T/cut.png"
+  run -1 --separate-stderr cx-embed --model "$m" -o "$T/x.cx" "$T/ok.png" "$T/bad.dcm" "$T/cut.png"
+  [ "$stderr" = "cx-embed: $T/bad.dcm: not a DICOM file (no DICM marker and no DICOM data elements at the start)" ]
+  [ ! -e "$T/x.cx" ]
+  run -3 --separate-stderr cx-embed --model "$m" --skip-bad -o "$T/x.cx" "$T/ok.png" "$T/bad.dcm" "$T/cut.png"
+  [ "${#stderr_lines[@]}" -eq 3 ]
+  [ "${stderr_lines[0]}" = "cx-embed: $T/bad.dcm: not a DICOM file (no DICM marker and no DICOM data elements at the start) (skipped)" ]
+  [[ "${stderr_lines[1]}" == "cx-embed: $T/cut.png: truncated PNG: file ends after 100 bytes (skipped)" ]]
+  [ "${stderr_lines[2]}" = "cx-embed: 2 of 3 records skipped (bad input); 1 embedding written" ]
+  run tar tf "$T/x.cx"
+  [ "$output" = "$(printf '__cx__\nok.json\nok.cls.npy\n__end__')" ]
+}

@@ -6,6 +6,8 @@
 # PATH must hold the build's bin (ctest sets it; by hand:
 # PATH=$PWD/build-ingest/bin:$PATH bats tests/cli/cx-ingest.bats).
 
+bats_require_minimum_version 1.5.0
+
 load helpers/common
 
 setup() {
@@ -457,4 +459,40 @@ Image.fromarray(np.zeros((15, 20), np.uint8)).save('$T/masks/c.mask.png')"
   [[ "$output" == *"--masks: the chexmask dataset brings its own masks"* ]]
   run cx-ingest --masks "$T/masks" - < "$T/img/a.png"
   [ "$status" -eq 2 ]
+}
+
+@test "a symbolic link loop under --dataset folder lists each image once, with a warning (issue 08 defect 11)" {
+  mkdir -p "$T/d/sub"
+  cx-phantom -n 1 --size 64 -o "$T/p.cx"
+  (cd "$T" && tar xf p.cx phantom-000000.png && mv phantom-000000.png d/sub/a.png)
+  ln -s .. "$T/d/sub/up"        # d/sub/up -> d: a loop
+  ln -s sub "$T/d/again"        # a second link to d/sub
+  run --separate-stderr cx-ingest --dataset folder "$T/d" -o "$T/out.cx"
+  [ "$status" -eq 0 ]
+  [[ "$stderr" == *"a folder already listed (a symbolic link loop or a second link to it): not entered again"* ]]
+  run tar tf "$T/out.cx"
+  [ "$(grep -c '\.png$' <<< "$output")" -eq 1 ]
+}
+
+@test "a label file's Path resolves inside --root or is refused by name (issue 08 defect 9)" {
+  require_python_module numpy PIL
+  mkdir -p "$T/root"
+  make_image "$T/root/in/a.jpg" 40 48
+  make_image "$T/outside.jpg" 40 48        # exists, but above the root
+  h=$(gzip -dc "$SHARED/samples/labels/chexpert_train.csv.gz" 2>/dev/null | head -1) || true
+  [ -n "$h" ] || skip "no CheXpert sample for the header"
+  labels=',1.0,,,,,,,,,0.0,,,,1.0'
+  printf '%s\n%s\n' "$h" "in/a.jpg,Female,68,Frontal,AP$labels" > "$T/root/ok.csv"
+  printf '%s\n%s\n' "$h" "../outside.jpg,Female,68,Frontal,AP$labels" > "$T/root/up.csv"
+  printf '%s\n%s\n' "$h" "$T/outside.jpg,Female,68,Frontal,AP$labels" > "$T/root/abs.csv"
+  printf '%s\n%s\n' "$h" "in/../../outside.jpg,Female,68,Frontal,AP$labels" > "$T/root/mid.csv"
+  cx-ingest --dataset chexpert --root "$T/root" "$T/root/ok.csv" -o "$T/ok.cx"
+  for f in up abs mid; do
+    run -1 --separate-stderr cx-ingest --dataset chexpert --root "$T/root" "$T/root/$f.csv" -o "$T/$f.cx"
+    [[ "$stderr" == "cx-ingest: $T/root/$f.csv:2: Path '"*"outside.jpg' leaves the image root (an absolute path or '..' above it); label files name images inside --root" ]] || { echo "$f: $stderr"; false; }
+    [ ! -e "$T/$f.cx" ]
+  done
+  # A '..' that stays inside is fine.
+  printf '%s\n%s\n' "$h" "in/../in/a.jpg,Female,68,Frontal,AP$labels" > "$T/root/inner.csv"
+  cx-ingest --dataset chexpert --root "$T/root" "$T/root/inner.csv" -o "$T/inner.cx"
 }

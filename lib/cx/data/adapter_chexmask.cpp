@@ -49,6 +49,7 @@ class ChexmaskSource : public ItemSource {
     item = IngestItem{};
     const std::string id = util::trim(row_[id_]);
     if (id.empty()) throw Error(at(where, "empty " + csv_.columns()[id_]));
+    inside_root(id, where, csv_.columns()[id_]);
     item.origin = where;
     auto& m = item.meta;
     m["dataset"] = "chexmask";

@@ -32,6 +32,7 @@ class ChexpertSource : public ItemSource {
     item = IngestItem{};
     const std::string rel = util::trim(row_[path_]);
     if (rel.empty()) throw Error(at(where, "empty Path"));
+    inside_root(rel, where, "Path");
     item.image_path = join_path(root_, rel);
     item.origin = where;
 

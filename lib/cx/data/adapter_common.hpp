@@ -25,6 +25,10 @@ std::unique_ptr<ItemSource> open_reports(const AdapterOptions& options);
 // The folder holding `path` ("." for a bare name; the working folder for "-").
 std::string parent_folder(const std::string& path);
 std::string join_path(const std::string& a, const std::string& b);
+// A path or file name taken from a label file, checked to stay inside the image root: an absolute
+// path, or one whose ".." parts climb out of the root ("../../etc/x.png"), is refused by name
+// (cx::Error "<where>: <what> '<value>' leaves the image root ..."). Returns `rel` unchanged.
+const std::string& inside_root(const std::string& rel, const std::string& where, const std::string& what);
 bool is_file(const std::string& path);
 bool is_dir(const std::string& path);
 // `name` in `dir` with or without a trailing ".gz"; empty when neither exists.

@@ -68,7 +68,7 @@ class MimicSource : public ItemSource {
     if (!csv_.next(row_)) return false;
     const std::string where = csv_.where();
     item = IngestItem{};
-    const std::string dicom_id = util::trim(row_[dicom_]);
+    const std::string dicom_id = inside_root(util::trim(row_[dicom_]), where, "dicom_id");
     std::int64_t subject = parse_id(row_[subject_], where, "subject_id");
     std::int64_t study = parse_id(row_[study_], where, "study_id");
     const std::string subj = std::to_string(subject), stud = std::to_string(study);

@@ -80,6 +80,7 @@ class NihSource : public ItemSource {
     item = IngestItem{};
     const std::string name = util::trim(row_[image_]);
     if (name.empty()) throw Error(at(where, "empty Image Index"));
+    inside_root(name, where, "Image Index");
     item.key = sanitize_key(file_stem(name), where);
     item.origin = where;
     item.image_path = locate(name);

@@ -61,13 +61,13 @@ class PadchestSource : public ItemSource {
     if (name.empty()) throw Error(at(where, "empty ImageID"));
     item.key = sanitize_key(file_stem(name), where);
     item.origin = where;
-    std::string rel = name;
+    std::string rel = inside_root(name, where, "ImageID");
     if (dir_ >= 0) {
       std::string d = util::trim(row_[dir_]);
       if (!d.empty() && d.find('.') != std::string::npos) {  // pandas wrote 12.0
         if (auto v = parse_optional_number(d, where + ": ImageDir")) d = std::to_string(static_cast<long long>(*v));
       }
-      if (!d.empty() && is_dir(join_path(root_, d))) rel = d + "/" + name;
+      if (!d.empty() && is_dir(join_path(root_, inside_root(d, where, "ImageDir")))) rel = d + "/" + name;
     }
     item.image_path = join_path(root_, rel);
     auto& m = item.meta;

@@ -201,6 +201,7 @@ class ReportsSource : public ItemSource {
       return;
     }
     for (const auto& id : r.images) {
+      inside_root(id, path, "image id");
       IngestItem item;
       item.key = sanitize_key(id, path);
       item.origin = path;

@@ -71,7 +71,7 @@ class RsnaSource : public ItemSource {
     ++i_;
     item = IngestItem{};
     item.key = sanitize_key(pid, p.origin);
-    item.image_path = join_path(root_, pid + ".dcm");
+    item.image_path = join_path(root_, inside_root(pid, p.origin, "patientId") + ".dcm");
     item.origin = p.origin;
     auto& m = item.meta;
     m["dataset"] = "rsna";

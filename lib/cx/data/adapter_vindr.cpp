@@ -76,7 +76,7 @@ class VindrSource : public ItemSource {
     ++i_;
     item = IngestItem{};
     item.key = sanitize_key(image, im.origin);
-    item.image_path = locate(image);
+    item.image_path = locate(inside_root(image, im.origin, "image_id"));
     item.origin = im.origin;
     auto& m = item.meta;
     m["dataset"] = "vindr";

@@ -1,5 +1,7 @@
 #include "cx/data/adapters.hpp"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <cctype>
 #include <cmath>
@@ -8,8 +10,10 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 
 #include "cx/cli/error.hpp"
+#include "cx/cli/log.hpp"
 #include "cx/data/adapter_common.hpp"
 #include "cx/data/rle.hpp"
 #include "cx/util/strings.hpp"
@@ -31,6 +35,21 @@ std::string join_path(const std::string& a, const std::string& b) {
   if (a.empty() || a == ".") return b;
   if (!b.empty() && b.front() == '/') return b;
   return a.back() == '/' ? a + b : a + "/" + b;
+}
+
+const std::string& inside_root(const std::string& rel, const std::string& where, const std::string& what) {
+  const fs::path p(rel);
+  bool escapes = p.is_absolute() || p.has_root_name() || p.has_root_directory();
+  int depth = 0;
+  for (const auto& part : p) {
+    if (escapes) break;
+    if (part == "..") escapes = --depth < 0;
+    else if (part != "." && !part.empty()) ++depth;
+  }
+  if (escapes)
+    throw Error(at(where, what + " '" + rel + "' leaves the image root (an absolute path or '..' above it); label files name "
+                                             "images inside --root"));
+  return rel;
 }
 
 bool is_file(const std::string& path) {
@@ -146,9 +165,22 @@ std::vector<std::string> list_image_files(const std::string& dir) {
   std::error_code ec;
   fs::recursive_directory_iterator it(dir, fs::directory_options::follow_directory_symlink, ec), end;
   if (ec) throw Error(at(dir, "cannot read folder: " + ec.message()));
+  // Symbolic links to folders are followed (datasets are often assembled from links), but each
+  // folder is entered once: a link back up the tree would otherwise list the same images until
+  // the path length gives out (41 times over for a loop to the root).
+  std::set<std::pair<dev_t, ino_t>> entered;
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) == 0) entered.insert({st.st_dev, st.st_ino});
   for (; it != end; it.increment(ec)) {
     if (ec) throw Error(at(dir, "cannot read folder: " + ec.message()));
     std::error_code e2;
+    if (it->is_directory(e2)) {
+      if (::stat(it->path().c_str(), &st) == 0 && !entered.insert({st.st_dev, st.st_ino}).second) {
+        log::warn(at(it->path().string(), "a folder already listed (a symbolic link loop or a second link to it): not entered again"));
+        it.disable_recursion_pending();
+      }
+      continue;
+    }
     if (!it->is_regular_file(e2)) continue;
     std::string name = it->path().filename().string();
     if (!name.empty() && name[0] == '.') continue;  // hidden files (.DS_Store, ._x.png)

@@ -24,7 +24,8 @@ bool is_image_input(const std::string& path) {
   head.resize(static_cast<std::size_t>(f.gcount()));
   if (head.size() >= 132 && head.compare(128, 4, "DICM") == 0) return true;
   if (head.size() >= 8 && io::sniff_image_format(head) != io::ImageFormat::unknown) return true;
-  return false;
+  // By name: a damaged scan.dcm is a bad DICOM file ("not a DICOM file"), not a stream.
+  return looks_like_image_file(path);
 }
 
 namespace {
@@ -56,7 +57,8 @@ class StreamSource : public RecordSource {
 
 class ImageSource : public RecordSource {
  public:
-  ImageSource(const std::vector<std::string>& inputs, bool keep_rgb) : items_(open_files(inputs)) {
+  ImageSource(const std::vector<std::string>& inputs, bool keep_rgb, BadImage on_bad)
+      : items_(open_files(inputs)), on_bad_(std::move(on_bad)) {
     options_.keep_rgb = keep_rgb;
     header_ = io::new_stream_header();
     header_["fields"] = ingest_fields(8, *items_);
@@ -64,26 +66,34 @@ class ImageSource : public RecordSource {
   const nlohmann::json& header() const override { return header_; }
   bool next(io::Record& record) override {
     IngestItem item;
-    if (!items_->next(item)) return false;
-    record = ingest_item(item, options_).record;
-    return true;
+    while (items_->next(item)) {
+      try {
+        record = ingest_item(item, options_).record;
+        return true;
+      } catch (const Error& e) {
+        if (!on_bad_) throw;
+        on_bad_(e.what());
+      }
+    }
+    return false;
   }
 
  private:
   std::unique_ptr<ItemSource> items_;
+  BadImage on_bad_;
   IngestOptions options_;
   nlohmann::json header_;
 };
 
 }  // namespace
 
-std::unique_ptr<RecordSource> RecordSource::open(const std::vector<std::string>& inputs, bool keep_rgb) {
+std::unique_ptr<RecordSource> RecordSource::open(const std::vector<std::string>& inputs, bool keep_rgb, BadImage on_bad) {
   if (inputs.empty()) throw UsageError("no input");
   std::size_t images = 0;
   for (const auto& in : inputs) images += is_image_input(in) ? 1 : 0;
   if (images != 0 && images != inputs.size())
     throw UsageError("give either cx streams or image files and folders, not both in one call");
-  if (images) return std::make_unique<ImageSource>(inputs, keep_rgb);
+  if (images) return std::make_unique<ImageSource>(inputs, keep_rgb, std::move(on_bad));
   return std::make_unique<StreamSource>(inputs);
 }
 

@@ -3,6 +3,7 @@
 // files and folders (DICOM, PNG, JPEG), each ingested on the fly as cx-ingest would with default
 // options (one record per file, keyed by the file-name stem). Streams and images are not mixed in
 // one call. Several streams are read one after the other; their label lists must agree.
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -15,8 +16,12 @@ namespace cx::data {
 
 class RecordSource {
  public:
+  // An image file that cannot be read, with its one-line error (naming the file); the file is then
+  // skipped. Without one, the error is thrown. Streams do not skip: a bad stream ends the run.
+  using BadImage = std::function<void(const std::string& message)>;
   // keep_rgb: image files in colour stay RGB (IngestOptions::keep_rgb), for a model's own processor.
-  static std::unique_ptr<RecordSource> open(const std::vector<std::string>& inputs, bool keep_rgb = false);
+  static std::unique_ptr<RecordSource> open(const std::vector<std::string>& inputs, bool keep_rgb = false,
+                                            BadImage on_bad = nullptr);
   virtual ~RecordSource() = default;
   // The first stream's header (a fresh one for image inputs).
   virtual const nlohmann::json& header() const = 0;
