@@ -394,3 +394,13 @@ Image.fromarray((np.arange(64*64).reshape(64,64)%256).astype('uint8')).save('$T/
   run tar tf "$T/x.cx"
   [ "$output" = "$(printf '__cx__\nok.json\nok.cls.npy\n__end__')" ]
 }
+
+@test "--threads beyond the CPUs available computes on those CPUs, with a warning (issue 08 defect 10)" {
+  m=$(tiny_model)
+  cx-phantom -n 2 --size 64 -o "$T/p.cx"
+  cpus=$(nproc)
+  run -0 --separate-stderr timeout 120 cx-embed --model "$m" --threads 1024 -o "$T/a.cx" "$T/p.cx"
+  [ "$stderr" = "cx-embed: warning: --threads 1024 is more than the $cpus CPU(s) available; computing on $cpus" ]
+  cx-embed --model "$m" --threads "$cpus" -o "$T/b.cx" "$T/p.cx"
+  cmp <(tar xOf "$T/a.cx" phantom-000001.cls.npy) <(tar xOf "$T/b.cx" phantom-000001.cls.npy)
+}

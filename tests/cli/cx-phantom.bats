@@ -307,3 +307,18 @@ __end__" ]
   [ "$status" -eq 0 ]
   [ "$(echo "$output" | grep -c '"No Finding":1')" -eq 3 ]
 }
+
+@test "when the system refuses threads, the pool goes on with those started, or fails cleanly: never an abort (issue 08 defect 10)" {
+  # Under a 1 GiB address-space limit only some of 1024 thread stacks (8 MiB each) can be mapped.
+  run --separate-stderr bash -c 'ulimit -v 1000000; exec cx-phantom -n 4 --size 64 --threads 1024 -o "$0"' "$T/t.cx"
+  [ "$status" -ne 134 ]                      # std::terminate before the fix
+  [[ "$stderr" != *"terminate called"* ]]
+  [[ "$stderr" == *"cx-phantom: warning: started "*" of 1024 worker threads"* ]]
+  if [ "$status" -eq 0 ]; then
+    cx-phantom -n 4 --size 64 --threads 1 -o "$T/one.cx"
+    cmp <(tar xOf "$T/t.cx" phantom-000003.png) <(tar xOf "$T/one.cx" phantom-000003.png)
+  else
+    [ "$status" -eq 1 ]
+    [ ! -e "$T/t.cx" ]
+  fi
+}

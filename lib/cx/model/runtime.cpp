@@ -1,5 +1,7 @@
 #include "cx/model/runtime.hpp"
 
+#include <sched.h>
+
 #include <cpuid.h>
 #include <dlfcn.h>
 #include <malloc.h>
@@ -9,6 +11,7 @@
 #include <ATen/autocast_mode.h>
 
 #include "cx/cli/error.hpp"
+#include "cx/cli/log.hpp"
 
 namespace cx::model {
 
@@ -96,6 +99,18 @@ torch::Device parse_device(const std::string& name) {
 
 void set_threads(int threads) {
   if (threads < 1) threads = 1;
+  // More compute threads than CPUs only makes OpenMP's workers wait on each other (at 1024 on 2
+  // cores a forward took minutes); use the CPUs this process may run on.
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) == 0) {
+    const int cpus = CPU_COUNT(&set);
+    if (cpus > 0 && threads > cpus) {
+      log::warn("--threads " + std::to_string(threads) + " is more than the " + std::to_string(cpus) +
+                " CPU(s) available; computing on " + std::to_string(cpus));
+      threads = cpus;
+    }
+  }
   at::set_num_threads(threads);
 }
 

@@ -24,8 +24,13 @@
 #include <mutex>
 #include <optional>
 #include <queue>
+#include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
+
+#include "cx/cli/error.hpp"
+#include "cx/cli/log.hpp"
 
 namespace cx::util {
 
@@ -100,7 +105,18 @@ void run_ordered(int threads, std::size_t window, const std::function<bool(Item&
     }
   } joiner{m, job_ready, stop, pool};
   pool.reserve(static_cast<std::size_t>(threads));
-  for (int i = 0; i < threads; ++i) pool.emplace_back(worker);
+  // The system may refuse threads (ulimit -u, memory): work on with those started, or fail
+  // cleanly when none could be (a std::thread destroyed unjoined would call std::terminate).
+  for (int i = 0; i < threads; ++i) {
+    try {
+      pool.emplace_back(worker);
+    } catch (const std::system_error& e) {
+      if (pool.empty()) throw cx::Error(std::string("cannot start a worker thread: ") + e.what());
+      cx::log::warn("started " + std::to_string(pool.size()) + " of " + std::to_string(threads) +
+                    " worker threads (" + e.what() + "); going on with those");
+      break;
+    }
+  }
 
   std::deque<std::shared_ptr<Slot>> in_flight;
   bool more = true;
