@@ -187,3 +187,20 @@ PY
   [[ "$stderr" == "cx-classify: training diverged: the loss is "*" at epoch "*"(lower --lr, or check the input for extreme values); nothing was written" ]]
   [ ! -e "$D/blown" ]
 }
+
+@test "a damaged .npy in a stream is named with the stream and the member (issue 08 defect 12)" {
+  /usr/bin/python3 - "$D/train.cx" "$D/badnpy.cx" <<'PY'
+import io, sys, tarfile
+src, dst = sys.argv[1:]
+with tarfile.open(src) as tin, tarfile.open(dst, "w", format=tarfile.USTAR_FORMAT) as tout:
+    for m in tin:
+        data = tin.extractfile(m).read()
+        if m.name == "phantom-000002.cx5.npy":
+            data = b"NOTNUMPY" + data[8:]
+        tout.addfile(m, io.BytesIO(data))
+PY
+  run -1 --separate-stderr cx-classify train "$D/badnpy.cx" -o "$D/badhead"
+  [ "$stderr" = "cx-classify: $D/badnpy.cx: phantom-000002.cx5.npy: not a .npy file (bad magic)" ]
+  run -1 --separate-stderr cx-classify predict "$D/head" "$D/badnpy.cx"
+  [ "$stderr" = "cx-classify: $D/badnpy.cx: phantom-000002.cx5.npy: not a .npy file (bad magic)" ]
+}

@@ -457,3 +457,24 @@ assert 0 < f1["estimate"] < 1, f1
 assert len([k for k in rows if k[0] == "chexpert-f1"]) == 14 + 2  # 14 labels, micro, macro
 PY
 }
+
+@test "one table: a repeated key and a header-only table are errors, not metrics (issue 08 defect 11)" {
+  printf 'key\tCardiomegaly\tCardiomegaly.score\na\t1\t0.9\nb\t0\t0.2\na\t1\t0.8\nc\t1\t0.3\n' > "$T/dup.tsv"
+  run -1 --separate-stderr cx-eval auroc "$T/dup.tsv"
+  [ "$stderr" = "cx-eval: $T/dup.tsv: line 4: key 'a' appears twice" ]
+  [ -z "$output" ]
+  printf 'key\tCardiomegaly\tCardiomegaly.score\n' > "$T/empty.tsv"
+  run -1 --separate-stderr cx-eval auroc "$T/empty.tsv"
+  [ "$stderr" = "cx-eval: $T/empty.tsv: no rows (only a header)" ]
+  run -1 --separate-stderr cx-eval auroc "$T/empty.tsv" "$T/empty.tsv"
+  [ "$stderr" = "cx-eval: $T/empty.tsv: no rows (only a header)" ]
+}
+
+@test "dice: a mask of the wrong size is the first and only line on stderr (issue 08 defect 12)" {
+  cx-phantom -n 2 --size 64 -o "$T/a.cx"
+  cx-phantom -n 2 --size 96 --seed 5 -o "$T/b.cx"
+  run -1 --separate-stderr cx-eval dice "$T/a.cx" "$T/b.cx"
+  [ "${#stderr_lines[@]}" -eq 1 ]
+  [ "$stderr" = "cx-eval: $T/b.cx: key 'phantom-000000': mask is 96x96, the truth is 64x64" ]
+  [ -z "$output" ]
+}

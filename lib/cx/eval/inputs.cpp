@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "cx/cli/error.hpp"
 #include "cx/cli/log.hpp"
@@ -95,6 +96,13 @@ ScoreInputs join_scores(const data::Table* truth_table, const std::vector<data::
   for (int m = 0; m < M; ++m) {
     pred_row[m].assign(truth.rows.size(), kNoRow);
     if (m == 0 && truth_is_pred0) {
+      // One table: no join checks its keys, so check them here (a repeated key would count twice).
+      if (const int kc = truth.find_column(key); kc >= 0) {
+        std::unordered_set<std::string> seen;
+        for (std::size_t i = 0; i < truth.rows.size(); ++i)
+          if (!seen.insert(truth.rows[i][kc]).second)
+            throw Error(at(truth.where_row(i), "key '" + truth.rows[i][kc] + "' appears twice"));
+      }
       for (std::size_t i = 0; i < truth.rows.size(); ++i) pred_row[m][i] = i;
       continue;
     }
@@ -108,6 +116,9 @@ ScoreInputs join_scores(const data::Table* truth_table, const std::vector<data::
   std::vector<std::size_t> records;
   for (std::size_t i = 0; i < truth.rows.size(); ++i)
     if (keep[i]) records.push_back(i);
+  // A metric of nothing is not a result: a header-only table (or no key in common) is an error.
+  if (records.empty())
+    throw Error(at(truth.source, truth.rows.empty() ? "no rows (only a header)" : "no record has a row in every table"));
 
   auto score_column = [&](int m, const std::string& label) -> int {
     int c = preds[m].find_column(label + ".score");

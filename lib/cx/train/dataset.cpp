@@ -69,31 +69,36 @@ FeatureSet load_features(data::RecordSource& source, const std::string& field, c
   std::int64_t F = -1, n = 0;
   io::Record record;
   while (source.next(record)) {
-    const io::Field* f = record.find(name);
-    if (!f) throw Error(at(record.key, "no " + name + " field (embed the stream with cx-embed --emit " + field + ")"));
-    io::NdArray a = io::read_npy(f->data, record.key + "." + name);
-    if (a.shape.size() != 1) throw Error(at(record.key + "." + name, "expected a vector [F], got " + std::to_string(a.shape.size()) + " dimensions"));
-    if (F < 0) F = a.shape[0];
-    if (a.shape[0] != F)
-      throw Error(at(record.key + "." + name, "has " + std::to_string(a.shape[0]) + " values, earlier records " + std::to_string(F)));
-    if (n % kChunkRows == 0) {
-      chunks.push_back(std::make_unique<std::vector<float>>());
-      chunks.back()->reserve(static_cast<std::size_t>(kChunkRows * F));
+    // A record's problem is named with the stream it came from: "<stream>: <key>.cx5.npy: ...".
+    try {
+      const io::Field* f = record.find(name);
+      if (!f) throw Error(at(record.key, "no " + name + " field (embed the stream with cx-embed --emit " + field + ")"));
+      io::NdArray a = io::read_npy(f->data, record.key + "." + name);
+      if (a.shape.size() != 1) throw Error(at(record.key + "." + name, "expected a vector [F], got " + std::to_string(a.shape.size()) + " dimensions"));
+      if (F < 0) F = a.shape[0];
+      if (a.shape[0] != F)
+        throw Error(at(record.key + "." + name, "has " + std::to_string(a.shape[0]) + " values, earlier records " + std::to_string(F)));
+      if (n % kChunkRows == 0) {
+        chunks.push_back(std::make_unique<std::vector<float>>());
+        chunks.back()->reserve(static_cast<std::size_t>(kChunkRows * F));
+      }
+      auto& chunk = *chunks.back();
+      const std::size_t at_row = chunk.size();
+      if (a.dtype == io::DType::f32) {
+        const float* p = a.as<float>();
+        chunk.insert(chunk.end(), p, p + F);
+      } else {
+        std::vector<float> v = a.to_floats();
+        chunk.insert(chunk.end(), v.begin(), v.end());
+      }
+      // A NaN feature would train a NaN head with exit 0.
+      for (std::size_t k = at_row; k < chunk.size(); ++k)
+        if (!std::isfinite(chunk[k]))
+          throw Error(at(record.key + "." + name, "holds non-finite values (NaN or inf)"));
+      for (auto v : record_labels(record, labels)) truth.push_back(data::label_code(v));
+    } catch (const Error& e) {
+      throw Error(at(where, e.what()));
     }
-    auto& chunk = *chunks.back();
-    const std::size_t at_row = chunk.size();
-    if (a.dtype == io::DType::f32) {
-      const float* p = a.as<float>();
-      chunk.insert(chunk.end(), p, p + F);
-    } else {
-      std::vector<float> v = a.to_floats();
-      chunk.insert(chunk.end(), v.begin(), v.end());
-    }
-    // A NaN feature would train a NaN head with exit 0.
-    for (std::size_t k = at_row; k < chunk.size(); ++k)
-      if (!std::isfinite(chunk[k]))
-        throw Error(at(where, record.key + "." + name + ": holds non-finite values (NaN or inf)"));
-    for (auto v : record_labels(record, labels)) truth.push_back(data::label_code(v));
     set.keys.push_back(record.key);
     ++n;
   }

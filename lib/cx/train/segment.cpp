@@ -410,24 +410,28 @@ SegSet load_seg_set(data::RecordSource& source, const std::string& feature, int 
   std::vector<std::int64_t> shape;
   io::Record r;
   while (source.next(r)) {
-    torch::Tensor t = record_tokens(r, feature);
-    if (!t.defined())
-      throw Error(at(r.key, "no " + feature + ".npy field (embed with cx-embed --emit " + feature + ")"));
-    if (shape.empty()) {
-      shape.assign(t.sizes().begin(), t.sizes().end());
-    } else if (!t.sizes().equals(shape)) {
-      throw Error(at(r.key + "." + feature + ".npy", "tokens of another shape than the first record's"));
+    try {
+      torch::Tensor t = record_tokens(r, feature);
+      if (!t.defined())
+        throw Error(at(r.key, "no " + feature + ".npy field (embed with cx-embed --emit " + feature + ")"));
+      if (shape.empty()) {
+        shape.assign(t.sizes().begin(), t.sizes().end());
+      } else if (!t.sizes().equals(shape)) {
+        throw Error(at(r.key + "." + feature + ".npy", "tokens of another shape than the first record's"));
+      }
+      Image mask = mc.mask_of(r);
+      PatchGrid g;
+      record_patch_grid(r, g, mask.width, mask.height);
+      g.h = t.size(1);
+      g.w = t.size(2);
+      torch::Tensor y = sample_label_map(mask, g, g.h * stride, g.w * stride);
+      mc.check(y, r.key);
+      s.keys.push_back(r.key);
+      xs.push_back(std::move(t));
+      ys.push_back(std::move(y));
+    } catch (const Error& e) {
+      throw Error(at(where, e.what()));  // the stream's name, then the record's problem
     }
-    Image mask = mc.mask_of(r);
-    PatchGrid g;
-    record_patch_grid(r, g, mask.width, mask.height);
-    g.h = t.size(1);
-    g.w = t.size(2);
-    torch::Tensor y = sample_label_map(mask, g, g.h * stride, g.w * stride);
-    mc.check(y, r.key);
-    s.keys.push_back(r.key);
-    xs.push_back(std::move(t));
-    ys.push_back(std::move(y));
   }
   if (xs.empty()) throw Error(at(where, "no records"));
   s.classes = mc.names();
