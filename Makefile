@@ -5,7 +5,7 @@ JOBS    ?= $(shell nproc 2>/dev/null || echo 2)
 GEN     := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
 CMAKE_ARGS ?=
 
-.PHONY: all deps configure build test demo clean bench
+.PHONY: all deps configure build test demo clean bench test-asan test-tsan
 
 all: build
 
@@ -31,3 +31,23 @@ bench: build
 
 clean:
 	rm -rf $(BUILD)
+
+# Sanitizer builds, each in its own folder (not part of `make test`; see SECURITY.md).
+# test-asan: every unit and CLI test under ASan + UBSan (LeakSanitizer off: LibTorch's and DCMTK's
+# process-lifetime globals are reported as leaks). test-tsan: the threaded paths that are ours
+# (ordered worker pools of cx-ingest and cx-phantom, concurrent DICOM decoding, prefetching
+# readers); LibTorch's OpenMP is not TSan-instrumented, so its tests would report its own pool.
+TSAN_TARGETS = util_test data_ingest_test dicom_test phantom_test io_stream_test cx-ingest cx-phantom cx-eval
+TSAN_TESTS   = unit/(util|data_ingest|dicom|phantom|io_stream)_test|cli/cx-(ingest|phantom)
+
+test-asan: deps
+	cmake -S . -B build-asan $(GEN) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCX_SANITIZE=address $(CMAKE_ARGS)
+	cmake --build build-asan -j $(JOBS)
+	cd build-asan && ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:detect_stack_use_after_return=1 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j $(JOBS) $(CTEST_ARGS)
+
+test-tsan: deps
+	cmake -S . -B build-tsan $(GEN) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCX_SANITIZE=thread $(CMAKE_ARGS)
+	cmake --build build-tsan -j $(JOBS) --target $(TSAN_TARGETS)
+	cd build-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+	  ctest --output-on-failure -j $(JOBS) -R '$(TSAN_TESTS)' $(CTEST_ARGS)

@@ -1,5 +1,6 @@
 // cx-model: make and inspect encoder folders (Hugging Face layout). See man/cx-model.1.
 #include <cstdio>
+#include <filesystem>
 
 #include "cx/cli/error.hpp"
 #include "cx/cli/log.hpp"
@@ -32,9 +33,16 @@ int main(int argc, char** argv) {
           config_path.empty() ? cx::model::preset_config(preset) : cx::model::read_vit_config(config_path);
       auto weights = cx::model::random_vit_weights(config, tool.common().seed);
       torch::Dtype td = dtype == "f16" ? torch::kHalf : dtype == "bf16" ? torch::kBFloat16 : torch::kFloat32;
-      cx::model::save_hf_folder(out_dir, config, weights, td);
-      cx::cli::write_file_atomic(out_dir + "/preprocessor_config.json",
-                                 cx::model::preprocessor_config_for(config).dump(2) + "\n");
+      auto fill = [&](const std::string& dir) {
+        cx::model::save_hf_folder(dir, config, weights, td);
+        cx::cli::write_file_atomic(dir + "/preprocessor_config.json",
+                                   cx::model::preprocessor_config_for(config).dump(2) + "\n");
+      };
+      // A new folder appears whole or not at all (a full disk leaves nothing behind); into an
+      // existing folder the three files are written one by one, each atomically, beside the rest.
+      std::error_code ec;
+      if (std::filesystem::exists(out_dir, ec)) fill(out_dir);
+      else cx::cli::write_folder_atomic(out_dir, fill);
       cx::log::info("wrote " + out_dir + " (" + config.model_type + ", hidden " + std::to_string(config.hidden_size) +
                     ", " + std::to_string(config.num_hidden_layers) + " layers, seed " + std::to_string(tool.common().seed) + ")");
       return cx::kExitOk;

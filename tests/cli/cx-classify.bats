@@ -204,3 +204,44 @@ PY
   run -1 --separate-stderr cx-classify predict "$D/head" "$D/badnpy.cx"
   [ "$stderr" = "cx-classify: $D/badnpy.cx: phantom-000002.cx5.npy: not a .npy file (bad magic)" ]
 }
+
+@test "finetune killed with SIGKILL at random moments, checkpoints included, resumes to the bytes of an uninterrupted run" {
+  cx-phantom -n 12 --size 64 --seed 5 --p-cardiomegaly 0.5 > "$D/kill.cx"
+  ft=(cx-classify finetune "$D/kill.cx" --model "$D/tiny" --labels Cardiomegaly --steps 8 --batch 3
+      --lr-backbone 1e-4 --seed 2 --threads 1)
+  start=$(date +%s%N)
+  "${ft[@]}" -o "$D/kref" 2>/dev/null
+  run_ms=$(( ($(date +%s%N) - start) / 1000000 ))
+  # A checkpoint after every update, so that kills land inside checkpoint writes as well; each
+  # attempt is killed at a random moment of the time a whole run takes.
+  RANDOM=42
+  kills=0
+  for attempt in $(seq 1 40); do
+    resume=()
+    [ -e "$D/kck/state.json" ] && resume=(--resume "$D/kck")
+    "${ft[@]}" -o "$D/kout" --checkpoint "$D/kck" --checkpoint-every 1 "${resume[@]}" 2>/dev/null &
+    pid=$!
+    delay_ms=$(( RANDOM % run_ms ))
+    sleep "$((delay_ms / 1000)).$(printf '%03d' $((delay_ms % 1000)))"
+    if kill -9 "$pid" 2>/dev/null; then
+      wait "$pid" || true
+      kills=$((kills + 1))
+      # Whatever the moment, the checkpoint folder is absent (killed before the first) or complete.
+      if [ -e "$D/kck" ]; then
+        [ -f "$D/kck/state.json" ]
+        [ "$(jq -r .step "$D/kck/state.json")" -ge 1 ]
+      fi
+      [ ! -e "$D/kout" ]                     # no head passed off as complete
+    else
+      wait "$pid"
+      break
+    fi
+  done
+  echo "# $kills kills (run ${run_ms} ms) before the run completed" >&3
+  [ "$kills" -ge 3 ]
+  [ -f "$D/kout/head.safetensors" ] || "${ft[@]}" -o "$D/kout" --checkpoint "$D/kck" --resume "$D/kck"
+  cmp "$D/kref/head.safetensors" "$D/kout/head.safetensors"
+  cmp "$D/kref/encoder/model.safetensors" "$D/kout/encoder/model.safetensors"
+  # The next runs removed what the killed ones left behind (hidden .tmp/.old folders of dead PIDs).
+  [ -z "$(ls -A "$D" | grep -E '^\.(kck|kout)\.(tmp|old)\.')" ]
+}

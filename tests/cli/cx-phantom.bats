@@ -8,6 +8,8 @@ bats_require_minimum_version 1.5.0
 load helpers/common
 
 setup() { cx_setup; }
+# A test that mounts a small tmpfs (a full disk) unmounts it whatever happens.
+teardown() { if [ -n "${SMALL:-}" ] && mountpoint -q "$SMALL"; then umount "$SMALL"; fi; }
 
 @test "tar tvf lists __cx__, 8 records of 4 members in order, then __end__" {
   cx-phantom -n 8 > "$T/s.cx"
@@ -321,4 +323,23 @@ __end__" ]
     [ "$status" -eq 1 ]
     [ ! -e "$T/t.cx" ]
   fi
+}
+
+@test "a full disk (a 256 KiB tmpfs): every tool says so, exit 1, and leaves no file behind" {
+  SMALL=$T/small
+  mkdir -p "$SMALL"
+  mount -t tmpfs -o size=256k tmpfs "$SMALL" 2>/dev/null || skip "cannot mount a tmpfs here (not root, or no privilege)"
+  run -1 --separate-stderr cx-phantom -n 100 --size 128 -o "$SMALL/out.cx"
+  [ "$stderr" = "cx-phantom: $SMALL/out.cx: write failed: No space left on device" ]
+  [ -z "$(ls -A "$SMALL")" ]
+  # Through a pipeline: the writer at the end fails; the tools before it end on the broken pipe.
+  cx-model init --preset tiny "$T/m" 2>/dev/null
+  run -1 --separate-stderr bash -o pipefail -c 'cx-phantom -n 100 --size 128 | cx-embed --model "$1" --emit patch -o "$0/emb.cx"' "$SMALL" "$T/m"
+  [[ "$stderr" == *"cx-embed: $SMALL/emb.cx: write failed: No space left on device"* ]]
+  [ -z "$(ls -A "$SMALL")" ]
+  # A folder output (a model) on the full disk.
+  run -1 --separate-stderr cx-model init --preset small "$SMALL/model"
+  [[ "$stderr" == *"No space left on device"* ]]
+  [ -z "$(ls -A "$SMALL")" ]
+  umount "$SMALL"
 }

@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <stdio.h>  // renameat2, RENAME_EXCHANGE (glibc 2.28)
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -11,6 +12,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <vector>
 
 #include "cx/cli/error.hpp"
 
@@ -21,10 +23,37 @@ namespace fs = std::filesystem;
 namespace {
 std::string errno_text() { return std::strerror(errno); }
 
+// Removes ".<base>.tmp.<pid>" and ".<base>.old.<pid>" beside `base` in `dir` left by a process
+// that no longer exists (SIGKILL, power loss: nothing could clean them then). A live process's
+// temporaries, ours included, are left alone.
+void remove_stale_temporaries(const std::string& dir, const std::string& base) {
+  DIR* d = ::opendir(dir.empty() ? "." : dir.c_str());
+  if (!d) return;
+  std::vector<std::string> stale;
+  const std::string prefix = "." + base + ".";
+  while (const dirent* e = ::readdir(d)) {
+    const std::string name = e->d_name;
+    if (name.compare(0, prefix.size(), prefix) != 0) continue;
+    const std::string rest = name.substr(prefix.size());
+    if (rest.compare(0, 4, "tmp.") != 0 && rest.compare(0, 4, "old.") != 0) continue;
+    const std::string digits = rest.substr(4);
+    if (digits.empty() || digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) continue;
+    const pid_t pid = static_cast<pid_t>(std::stol(digits));
+    if (pid == ::getpid() || ::kill(pid, 0) == 0 || errno != ESRCH) continue;
+    stale.push_back((dir.empty() ? std::string() : dir + "/") + name);
+  }
+  ::closedir(d);
+  for (const auto& p : stale) {
+    std::error_code ec;
+    fs::remove_all(p, ec);
+  }
+}
+
 std::string temp_name_for(const std::string& path) {
   auto slash = path.rfind('/');
   std::string dir = slash == std::string::npos ? "" : path.substr(0, slash + 1);
   std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
+  remove_stale_temporaries(slash == std::string::npos ? "" : path.substr(0, slash), base);
   return dir + "." + base + ".tmp." + std::to_string(::getpid());
 }
 
@@ -199,6 +228,7 @@ void write_folder_atomic(const std::string& target, const std::function<void(con
   const std::string pid = std::to_string(::getpid());
   fs::path temp = t.parent_path() / ("." + t.filename().string() + ".tmp." + pid);
   fs::path aside = t.parent_path() / ("." + t.filename().string() + ".old." + pid);
+  remove_stale_temporaries(t.parent_path().string(), t.filename().string());
   std::error_code ec;
   fs::remove_all(temp, ec);
   fs::create_directories(temp, ec);
@@ -219,6 +249,13 @@ void write_folder_atomic(const std::string& target, const std::function<void(con
     throw Error(at(t.string(), "exists and is not a folder"));
   }
   if (existed) {
+    // Swap the new folder in with one atomic exchange (Linux renameat2): at every moment the
+    // target is the old folder or the new one, so a SIGKILL here cannot lose the last complete
+    // checkpoint. Where the file system cannot exchange, the old folder is moved aside first.
+    if (::renameat2(AT_FDCWD, temp.c_str(), AT_FDCWD, t.c_str(), RENAME_EXCHANGE) == 0) {
+      fs::remove_all(temp, ec);  // now the old folder
+      return;
+    }
     fs::remove_all(aside, ec);
     fs::rename(t, aside, ec);
     if (ec) {
