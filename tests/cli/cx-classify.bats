@@ -245,3 +245,28 @@ PY
   # The next runs removed what the killed ones left behind (hidden .tmp/.old folders of dead PIDs).
   [ -z "$(ls -A "$D" | grep -E '^\.(kck|kout)\.(tmp|old)\.')" ]
 }
+
+@test "pipes cut in the middle of cx-ingest | cx-embed | cx-classify predict: each tool ends with its documented status, nothing passed off as complete" {
+  mkdir -p "$D/pngs"
+  (cd "$D/pngs" && tar xf "$D/test.phantom" --wildcards '*.png' && rm -f ./*.mask.png)
+  # Cut between cx-ingest and cx-embed: cx-ingest ends on the broken pipe (SIGPIPE, 141, or 0 when
+  # it had finished), cx-embed finds the stream truncated (exit 1) and leaves no output file.
+  run bash -c 'cx-ingest --dataset folder "$0/pngs" | head -c 50000 | cx-embed --model "$0/tiny" --emit cx5 -o "$0/cut1.cx"; echo "status ${PIPESTATUS[*]}"' "$D"
+  [[ "${lines[-1]}" =~ ^status\ (0|141)\ 0\ 1$ ]] || { echo "$output"; false; }
+  [[ "$output" == *"cx-embed: standard input: truncated"* ]]
+  [ ! -e "$D/cut1.cx" ]
+  # Cut between cx-embed and cx-classify predict.
+  run bash -c 'cx-ingest --dataset folder "$0/pngs" | cx-embed --model "$0/tiny" --emit cx5 | head -c 30000 | cx-classify predict --ignore-encoder "$0/head" - -o "$0/cut2.tsv"; echo "status ${PIPESTATUS[*]}"' "$D"
+  [[ "${lines[-1]}" =~ ^status\ (0|141)\ (0|141)\ 0\ 1$ ]] || { echo "$output"; false; }
+  [[ "$output" == *"cx-classify: standard input: truncated"* ]]
+  [ ! -e "$D/cut2.tsv" ]
+  # The middle tool killed: the last one sees a truncated stream, never a short complete one.
+  run bash -c 'cx-ingest --dataset folder "$0/pngs" | (cx-embed --model "$0/tiny" --emit cx5 & p=$!; sleep 2; kill -9 $p; wait $p) | cx-classify predict --ignore-encoder "$0/head" - -o "$0/cut3.tsv"; echo "status ${PIPESTATUS[*]}"' "$D"
+  [[ "${lines[-1]}" =~ ^status\ (0|141)\ (137|0)\ (1|0)$ ]] || { echo "$output"; false; }
+  if [[ "${lines[-1]}" =~ 137\ 1$ ]]; then
+    [[ "$output" == *"truncated"* ]]
+    [ ! -e "$D/cut3.tsv" ]
+  else
+    [ "$(wc -l < "$D/cut3.tsv")" -eq 201 ]   # it finished within 2 s: the whole table
+  fi
+}
