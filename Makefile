@@ -5,7 +5,7 @@ JOBS    ?= $(shell nproc 2>/dev/null || echo 2)
 GEN     := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
 CMAKE_ARGS ?=
 
-.PHONY: all deps configure build test demo clean bench test-asan test-tsan
+.PHONY: all deps configure build test demo clean bench test-asan test-tsan fuzz fuzz-build fuzz-smoke
 
 all: build
 
@@ -28,6 +28,27 @@ demo: build
 
 bench: build
 	sh bench/run-all.sh $(BUILD)
+
+# Fuzzing (fuzz/README.md): clang, libFuzzer, ASan + UBSan, in build-fuzz/ beside the normal build.
+# `make fuzz` runs every target FUZZ_TIME seconds, one after the other (FUZZ_TARGETS="png nih ..."
+# picks some); `make fuzz-smoke` replays the committed seeds and fuzzes each target ~20 s.
+# Neither is part of `make test`.
+FUZZ_BUILD   ?= build-fuzz
+FUZZ_TIME    ?= 600
+FUZZ_TARGETS ?=
+
+$(FUZZ_BUILD)/CMakeCache.txt:
+	cmake -S . -B $(FUZZ_BUILD) $(GEN) -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
+	  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCX_FUZZ=ON -DCX_BUILD_TESTS=OFF -DCCACHE_PROGRAM=CCACHE_PROGRAM-NOTFOUND
+
+fuzz-build: deps $(FUZZ_BUILD)/CMakeCache.txt
+	cmake --build $(FUZZ_BUILD) --target cx_fuzzers -j $(JOBS)
+
+fuzz: fuzz-build
+	sh fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_TIME) $(FUZZ_TARGETS)
+
+fuzz-smoke: fuzz-build
+	sh fuzz/run.sh --smoke $(FUZZ_BUILD) 20 $(FUZZ_TARGETS)
 
 clean:
 	rm -rf $(BUILD)

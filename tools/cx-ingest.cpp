@@ -71,7 +71,7 @@ int main(int argc, char** argv) {
   app.add_option("--split", splits, "Keep only these splits, e.g. train or validate,test")->type_name("LIST");
   app.add_option("--limit", limit, "Take at most N inputs (after --view, --split and --shard)")
       ->type_name("N")
-      ->check(CLI::NonNegativeNumber);
+      ->check(cx::cli::count_range(0, 1000000000000));
   app.add_option("--shard", shard, "Take every n-th input starting at i (0 <= i < n), after --view and --split")
       ->type_name("i/n");
   app.add_option("--depth", depth, "Bits per sample of the written images: 8 or 16")
@@ -81,7 +81,7 @@ int main(int argc, char** argv) {
   app.add_flag("--equalize", equalize, "Histogram-equalise the image (Pillow's ImageOps.equalize), before resizing");
   app.add_option("--size", size, "Resize so the shorter side is N pixels (default: keep the size)")
       ->type_name("N")
-      ->check(CLI::NonNegativeNumber);
+      ->check(cx::cli::count_range(0, 1000000000000));
   app.add_option("--filter", filter, "Resize filter: bicubic (Pillow's, antialiased), area, bilinear, lanczos, nearest")
       ->type_name("NAME")
       ->capture_default_str();

@@ -137,6 +137,29 @@ TEST(Rle, BrokenRleIsRefusedByName) {
   EXPECT_THROW(rle_decode("1 1", 0, 4, "t"), cx::Error);
 }
 
+// Found by fuzz/rle (fuzz/README.md): a CheXmask row claiming 3 x 666666639 pixels took 2 GB for
+// a mask of empty runs; a run whose start + length passed INT64_MAX wrapped the bound check and
+// wrote past the mask.
+TEST(Rle, SizesAndRunsFromTheFileAreBoundedBeforeUse) {
+  auto message = [](auto&& f) {
+    try {
+      f();
+    } catch (const cx::Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_EQ(message([] { cx::data::chexmask_label_map("", "", "", 3, 666666639, "m.csv:2"); }),
+            "m.csv:2: RLE mask size 3x666666639 is above the limit of 67108864 pixels");
+  EXPECT_EQ(message([] { rle_decode("", 8193, 8192, "m.csv:2"); }),
+            "m.csv:2: RLE mask size 8193x8192 is above the limit of 67108864 pixels");
+  EXPECT_EQ(rle_decode("1 1", 8192, 8192, "m.csv:2").size(), std::size_t{8192} * 8192);  // the limit itself is fine
+  EXPECT_EQ(message([] { rle_decode("9223372036854775000 9223372036854775000", 2, 2, "m.csv:3"); }),
+            "m.csv:3: RLE run 9223372036854775000 9223372036854775000 ends past the 2x2 mask");
+  EXPECT_EQ(message([] { rle_decode("3 9223372036854775000", 2, 2, "m.csv:4"); }),
+            "m.csv:4: RLE run 3 9223372036854775000 ends past the 2x2 mask");
+}
+
 TEST(Rle, LabelMapPaintsHeartLast) {
   // Left lung pixels 1-6, right lung 5-9, heart 6-7 of a 3x4 map.
   cx::Image map = cx::data::chexmask_label_map("1 6", "5 5", "6 2", 3, 4, "row");

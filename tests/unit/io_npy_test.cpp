@@ -303,6 +303,17 @@ TEST(NpyBroken, DataShorterOrLongerThanShape) {
             "0001.cls.npy: data holds 0 bytes, shape (4294967296, 4294967296) of <f4 needs more");
 }
 
+// Found by fuzz/npy: with a zero dimension the data check passed (0 bytes needed), and the other
+// dimensions' product then overflowed int64 in numel() (UBSan: signed integer overflow) for
+// every reader that asked the array its size.
+TEST(NpyBroken, ZeroDimensionBesideAnOverflowingProduct) {
+  EXPECT_EQ(error_of(handmade("{'descr': '<f4', 'fortran_order': False, 'shape': (5000000000, 0, 5000000000), }", "")),
+            "0001.cls.npy: shape (5000000000, 0, 5000000000) has more than 2^63 elements besides its zero");
+  const NdArray a = cx::io::read_npy(handmade("{'descr': '<f4', 'fortran_order': False, 'shape': (0, 4000000000), }", ""), "x");
+  EXPECT_EQ(a.numel(), 0);
+  EXPECT_TRUE(a.to_floats().empty());
+}
+
 TEST(NpyBroken, FortranOrder) {
   EXPECT_EQ(error_of(handmade("{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3), }", std::string(24, '\0'))),
             "0001.cls.npy: Fortran-order arrays are not supported (fortran_order: True)");

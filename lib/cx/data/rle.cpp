@@ -31,12 +31,19 @@ bool next_number(std::string_view s, std::size_t& pos, std::int64_t& out, const 
   return true;
 }
 
+void check_mask_size(int height, int width, const std::string& where) {
+  if (height <= 0 || width <= 0)
+    throw Error(at(where, "RLE mask size " + std::to_string(height) + "x" + std::to_string(width) + " is not positive"));
+  if (static_cast<std::int64_t>(height) * width > kMaxMaskPixels)
+    throw Error(at(where, "RLE mask size " + std::to_string(height) + "x" + std::to_string(width) + " is above the limit of " +
+                              std::to_string(kMaxMaskPixels) + " pixels"));
+}
+
 }  // namespace
 
 void rle_paint(std::string_view rle, int height, int width, std::uint8_t value, std::uint8_t* labels,
                const std::string& where) {
-  if (height <= 0 || width <= 0)
-    throw Error(at(where, "RLE mask size " + std::to_string(height) + "x" + std::to_string(width) + " is not positive"));
+  check_mask_size(height, width, where);
   const std::int64_t total = static_cast<std::int64_t>(height) * width;
   std::size_t pos = 0;
   std::int64_t start = 0, length = 0;
@@ -44,7 +51,7 @@ void rle_paint(std::string_view rle, int height, int width, std::uint8_t value, 
     if (!next_number(rle, pos, length, where))
       throw Error(at(where, "RLE has an odd number of values (a start without its length)"));
     if (start < 1) throw Error(at(where, "RLE start 0: starts are 1-based"));
-    if (start - 1 + length > total)
+    if (start > total || length > total - (start - 1))  // start - 1 + length > total, without overflow
       throw Error(at(where, "RLE run " + std::to_string(start) + " " + std::to_string(length) +
                                 " ends past the " + std::to_string(height) + "x" + std::to_string(width) + " mask"));
     std::memset(labels + (start - 1), value, static_cast<std::size_t>(length));
@@ -52,8 +59,7 @@ void rle_paint(std::string_view rle, int height, int width, std::uint8_t value, 
 }
 
 std::vector<std::uint8_t> rle_decode(std::string_view rle, int height, int width, const std::string& where) {
-  if (height <= 0 || width <= 0)
-    throw Error(at(where, "RLE mask size " + std::to_string(height) + "x" + std::to_string(width) + " is not positive"));
+  check_mask_size(height, width, where);
   std::vector<std::uint8_t> mask(static_cast<std::size_t>(height) * width, 0);
   rle_paint(rle, height, width, 1, mask.data(), where);
   return mask;
@@ -125,8 +131,7 @@ std::string rle_csv_row(const std::string& key, const Image& label_map, int clas
 
 Image chexmask_label_map(std::string_view left_lung, std::string_view right_lung, std::string_view heart,
                          int height, int width, const std::string& where) {
-  if (height <= 0 || width <= 0 || static_cast<std::int64_t>(height) * width > (std::int64_t{1} << 31))
-    throw Error(at(where, "mask size " + std::to_string(height) + "x" + std::to_string(width) + " is out of range"));
+  check_mask_size(height, width, where);
   Image map = Image::gray8(width, height);
   rle_paint(left_lung, height, width, kLeftLung, map.u8(), where + ": Left Lung");
   rle_paint(right_lung, height, width, kRightLung, map.u8(), where + ": Right Lung");

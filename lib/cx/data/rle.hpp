@@ -12,8 +12,14 @@
 
 namespace cx::data {
 
+// The largest mask the decoders make: 2^26 pixels (8192 x 8192, 64 MiB at 8 bits), four times the
+// largest radiograph (CheXmask's are at most 4k x 4k). The size comes from a label file's Height
+// and Width cells, which no data backs: a larger one is refused before anything is allocated.
+inline constexpr std::int64_t kMaxMaskPixels = std::int64_t{1} << 26;
+
 // Sets labels[i] = value for every pixel i the runs cover (labels holds height*width bytes).
-// Throws cx::Error naming `where` on a non-number, an odd count, start < 1 or a run past H*W.
+// Throws cx::Error naming `where` on a non-number, an odd count, start < 1, a run past H*W, or a
+// size that is not positive or above kMaxMaskPixels.
 void rle_paint(std::string_view rle, int height, int width, std::uint8_t value, std::uint8_t* labels,
                const std::string& where);
 // A 0/1 mask of height*width bytes.

@@ -21,6 +21,12 @@ nlohmann::json parse_json(const std::string& text, const std::string& where, boo
     const auto colon = what.find(": ");
     if (colon != std::string::npos) what = what.substr(colon + 2);
     throw Error(at(where, "not valid JSON: " + what + " (byte " + std::to_string(e.byte) + ")"));
+  } catch (const nlohmann::json::exception& e) {
+    // Not a parse_error but as fatal: a number beyond double's range ("1e400") is out_of_range.406.
+    std::string what = e.what();
+    const auto bracket = what.find("] ");
+    if (bracket != std::string::npos) what = what.substr(bracket + 2);
+    throw Error(at(where, "not valid JSON: " + what));
   }
   if (require_object && !j.is_object()) throw Error(at(where, "not a JSON object"));
   return j;

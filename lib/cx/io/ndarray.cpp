@@ -86,7 +86,10 @@ DType dtype_from_npy_descr(const std::string& descr, const std::string& where) {
 
 std::int64_t NdArray::numel() const {
   std::int64_t n = 1;
-  for (auto d : shape) n *= d;
+  for (auto d : shape) {
+    if (d == 0) return 0;  // before any product of the others can overflow
+    n *= d;
+  }
   return n;
 }
 

@@ -209,14 +209,21 @@ NdArray read_npy(const std::string& bytes, const std::string& where) {
   a.dtype = dtype_from_npy_descr(descr.text, where);
   a.shape = dict["shape"].ints;
   const std::uint64_t remaining = size - prefix - header_len;
-  std::uint64_t need = dtype_size(a.dtype);
+  // The element count of the nonzero dimensions, within int64 (numel() and every consumer's
+  // row * column); then the bytes it needs.
+  std::uint64_t elements = 1, need = 0;
   bool zero = false, overflow = false;
   for (auto d : a.shape) {
     if (d < 0) throw Error(at(where, "negative dimension in shape " + shape_text(a.shape)));
     if (d == 0) zero = true;
-    else if (need > UINT64_MAX / static_cast<std::uint64_t>(d)) overflow = true;
-    else need *= static_cast<std::uint64_t>(d);
+    else if (elements > static_cast<std::uint64_t>(INT64_MAX) / static_cast<std::uint64_t>(d)) overflow = true;
+    else elements *= static_cast<std::uint64_t>(d);
   }
+  if (!overflow && elements > UINT64_MAX / dtype_size(a.dtype)) overflow = true;
+  if (!overflow) need = elements * dtype_size(a.dtype);
+  // An empty array needs no data, but its other dimensions must still multiply within int64.
+  if (zero && overflow)
+    throw Error(at(where, "shape " + shape_text(a.shape) + " has more than 2^63 elements besides its zero"));
   if (zero) need = 0;
   if ((overflow && !zero) || need > remaining)
     throw TruncatedError(at(where, "data holds " + std::to_string(remaining) + " bytes, shape " + shape_text(a.shape) +
