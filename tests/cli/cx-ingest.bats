@@ -496,3 +496,24 @@ Image.fromarray(np.zeros((15, 20), np.uint8)).save('$T/masks/c.mask.png')"
   printf '%s\n%s\n' "$h" "in/../in/a.jpg,Female,68,Frontal,AP$labels" > "$T/root/inner.csv"
   cx-ingest --dataset chexpert --root "$T/root" "$T/root/inner.csv" -o "$T/inner.cx"
 }
+
+@test "fuzz findings replayed: DICOM element lengths beyond the bytes, non-UTF-8 names and attributes (issue 08 fuzzing F3-F5)" {
+  F=$SRC/tests/data/fuzz
+  # F3: a 12-byte file whose element claims 4 GB: refused as truncated without reserving the 4 GB
+  # (under a 2 GB address-space limit the old code said "Virtual Memory exhausted").
+  for f in F3-dicom-bytes-12-byte-element-4gb.dcm F3-dicom-bytes-pixel-item-4gb.dcm; do
+    run -1 --separate-stderr bash -c 'ulimit -v 2000000; exec cx-ingest "$0" -o "$1"' "$F/$f" "$T/f3.cx"
+    [ "$stderr" = "cx-ingest: $F/$f: truncated DICOM file: the data ends inside an element (DCMTK: I/O suspension or premature end of stream)" ]
+  done
+  # F5: a Latin-1 DICOM attribute; F4: a Latin-1 file name: ingested, the JSON stays valid UTF-8.
+  cx-ingest "$F/F5-dicom-metadata-not-utf8.dcm" -o "$T/f5.cx"
+  mkdir -p "$T/lat"
+  cx-phantom -n 1 --size 64 -o "$T/p.cx"
+  (cd "$T/lat" && tar xf ../p.cx phantom-000000.png && mv phantom-000000.png "caf$(printf '\xe9').png")
+  cx-ingest --dataset folder "$T/lat" -o "$T/lat.cx"
+  for s in f5 lat; do
+    run read_stream "$T/$s.cx"
+    [ "$status" -eq 0 ]
+  done
+  [[ "$(tar xOf "$T/lat.cx" --wildcards '*.json')" == *$'caf\xef\xbf\xbd.png'* ]]   # U+FFFD for the 0xE9 byte
+}

@@ -120,3 +120,12 @@ PY
   [[ "$stderr" == *"$T/nan/model.safetensors: tensor \"layernorm.weight\" holds 1 non-finite"* ]]
   [ ! -e "$T/e.cx" ]
 }
+
+@test "a config number beyond int64 is refused, not cast (fuzz finding F6)" {
+  cx-model init --preset tiny "$T/m"
+  cp -r "$T/m" "$T/big"
+  sed 's/"num_register_tokens": [0-9]*/"num_register_tokens": 1e36/' "$T/m/config.json" > "$T/big/config.json"
+  grep -q '1e36' "$T/big/config.json"
+  run -1 --separate-stderr cx-model info "$T/big"
+  [ "$stderr" = "cx-model: $T/big/config.json: \"num_register_tokens\" must be an integer, got 1e+36" ]
+}

@@ -227,3 +227,28 @@ TEST(Schedule, LrMultiplierClosedForm) {
 }
 
 }  // namespace
+
+TEST(Checkpoint, NamesInStateJsonStayInsideTheFolder) {
+  TempDir tmp;
+  TrainingRun a(1);
+  const std::string ck = tmp / "ck";
+  write_checkpoint(ck, a.checkpoint(2));
+  const json good = json::parse(std::ifstream(ck + "/state.json"));
+  // A file list naming a path outside the checkpoint (it would be looked up there).
+  json s = good;
+  s["files"]["/etc/passwd"] = 1;
+  std::ofstream(ck + "/state.json") << s.dump();
+  EXPECT_NE(message([&] { read_checkpoint(ck, "cx-test-checkpoint"); }).find("file '/etc/passwd' is not inside the checkpoint folder"),
+            std::string::npos);
+  s = good;
+  s["files"]["../x.safetensors"] = 1;
+  std::ofstream(ck + "/state.json") << s.dump();
+  EXPECT_NE(message([&] { read_checkpoint(ck, "cx-test-checkpoint"); }).find("file '../x.safetensors' is not inside"),
+            std::string::npos);
+  // A group name with a folder part.
+  s = good;
+  s["groups"].push_back("../student");
+  std::ofstream(ck + "/state.json") << s.dump();
+  EXPECT_NE(message([&] { read_checkpoint(ck, "cx-test-checkpoint"); }).find("group name '../student' is not a file name"),
+            std::string::npos);
+}

@@ -240,7 +240,9 @@ IngestResult ingest_item(const IngestItem& item, const IngestOptions& o) {
     }
 
     res.record.key = item.key;
-    res.record.fields.push_back({"json", meta.dump()});
+    // Label cells, file names and DICOM strings need not be UTF-8 (Latin-1 CSVs, ISO_IR 100
+    // attributes): invalid bytes become U+FFFD rather than failing the record.
+    res.record.fields.push_back({"json", meta.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)});
     res.record.fields.push_back({"png", io::encode_png(r.image, o.png_compression)});
     if (item.mask) res.record.fields.push_back({"mask.png", std::move(mask_png)});
     if (item.report) res.record.fields.push_back({"txt", *item.report});

@@ -1,5 +1,8 @@
 #include "cx/dicom/dicom.hpp"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <dcmtk/config/osconfig.h>  // must come first among DCMTK headers
 #include <dcmtk/dcmdata/dccodec.h>
 #include <dcmtk/dcmdata/dcdatset.h>
@@ -593,6 +596,29 @@ DicomImage read_dicom_bytes(const std::uint8_t* data, std::size_t size, const st
   init_dcmtk_once();
   check_dictionary(name);
   check_looks_like_dicom(data, std::min<std::size_t>(size, 132), size, name);
+  // From a memory buffer DCMTK allocates each element's declared length before it finds the bytes
+  // missing (a 12-byte file asked for 4 GB, fuzz finding F3). Through a file it checks the length
+  // against the file and loads large values lazily: give it the bytes as an in-memory file.
+  const int fd = ::memfd_create("cx-dicom", MFD_CLOEXEC);
+  if (fd >= 0) {
+    struct Closer {
+      int fd;
+      ~Closer() { ::close(fd); }
+    } closer{fd};
+    std::size_t done = 0;
+    while (done < size) {
+      const ssize_t n = ::write(fd, data + done, size - done);
+      if (n <= 0) break;
+      done += static_cast<std::size_t>(n);
+    }
+    if (done == size) {
+      const std::string path = "/proc/self/fd/" + std::to_string(fd);
+      DcmFileFormat file;
+      const OFCondition c = file.loadFile(path.c_str(), EXS_Unknown, EGL_noChange, DCM_MaxReadLength, ERM_autoDetect);
+      if (c.bad()) throw_load_error(c, name);
+      return decode(file, name);  // lazily loaded values are read while the file is open
+    }
+  }
   DcmInputBufferStream stream;
   stream.setBuffer(data, static_cast<offile_off_t>(size));
   stream.setEos();  // the whole file is here: running out of bytes is truncation

@@ -143,7 +143,7 @@ std::string render_json(const Report& r, const JsonHeader& h) {
     rows.push_back(row);
   }
   j["rows"] = rows;
-  return j.dump(2) + "\n";
+  return j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }
 
 }  // namespace cx::eval

@@ -28,7 +28,8 @@ std::int64_t get_int(const json& j, const char* key, const std::string& where, c
   // save_pretrained writes Python ints, but a hand-edited file may say 14.0.
   if (v->is_number_float()) {
     double d = v->get<double>();
-    if (d == static_cast<double>(static_cast<std::int64_t>(d))) return static_cast<std::int64_t>(d);
+    // Only a double within int64's range may be cast (beyond it the cast is undefined).
+    if (std::fabs(d) < 9.2e18 && d == std::trunc(d)) return static_cast<std::int64_t>(d);
   }
   throw Error(at(where, std::string("\"") + key + "\" must be an integer, got " + v->dump()));
 }

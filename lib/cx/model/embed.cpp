@@ -206,7 +206,7 @@ void Embedder::run_batch(std::vector<io::Record>& done) {
       meta["patch_grid"] = {{"image_size", {p.image_width, p.image_height}},
                             {"box", {p.window.x0, p.window.y0, p.window.x1, p.window.y1}},
                             {"grid", {out.grid_h, out.grid_w}}};
-      r.set("json", meta.dump());
+      r.set("json", meta.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
     }
     done.push_back(std::move(r));
   }

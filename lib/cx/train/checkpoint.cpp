@@ -31,6 +31,11 @@ nlohmann::json read_state(const std::string& folder, const std::string& format) 
   if (!j.contains("files") || !j["files"].is_object()) throw Error(at(path, "no file list"));
   for (auto it = j["files"].begin(); it != j["files"].end(); ++it) {
     std::error_code ec;
+    // Files of the checkpoint only: a name leaving the folder would make us look elsewhere.
+    const fs::path rel(it.key());
+    bool outside = rel.empty() || rel.is_absolute();
+    for (const auto& part : rel) outside = outside || part == "..";
+    if (outside) throw Error(at(path, "file '" + it.key() + "' is not inside the checkpoint folder"));
     const fs::path p = fs::path(folder) / it.key();
     const auto size = fs::file_size(p, ec);
     if (ec) throw Error(at(folder, "not a complete checkpoint (" + it.key() + " is missing)"));
@@ -86,6 +91,9 @@ Checkpoint read_checkpoint(const std::string& folder, const std::string& format)
   for (const auto& g : j.value("groups", nlohmann::json::array())) {
     if (!g.is_string()) throw Error(at(folder + "/" + kState, "a group name is not a string"));
     const std::string name = g.get<std::string>();
+    // The names a checkpoint writes (one file name, no folder part); anything else is refused.
+    if (name.empty() || name.find('/') != std::string::npos || name == "state" || name == "." || name == "..")
+      throw Error(at(folder + "/" + kState, "group name '" + name + "' is not a file name of the checkpoint"));
     c.groups[name] = read_tensors(folder + "/" + name + ".safetensors");
   }
   return c;
