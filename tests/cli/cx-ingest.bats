@@ -517,3 +517,29 @@ Image.fromarray(np.zeros((15, 20), np.uint8)).save('$T/masks/c.mask.png')"
   done
   [[ "$(tar xOf "$T/lat.cx" --wildcards '*.json')" == *$'caf\xef\xbf\xbd.png'* ]]   # U+FFFD for the 0xE9 byte
 }
+
+@test "a multi-frame DICOM says that frame 1 is read, without -v (issue 08 defect 11)" {
+  require_python_module pydicom numpy
+  "$PY" - "$T/mf.dcm" <<'PY'
+import sys, numpy as np, pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+meta = FileMetaDataset()
+meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"
+meta.MediaStorageSOPInstanceUID = generate_uid()
+meta.TransferSyntaxUID = ExplicitVRLittleEndian
+ds = Dataset()
+ds.file_meta = meta
+ds.SOPClassUID = meta.MediaStorageSOPClassUID
+ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+ds.Modality = "CR"
+ds.Rows, ds.Columns, ds.NumberOfFrames = 16, 16, 3
+ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+ds.PixelData = (np.arange(3 * 16 * 16) % 251).astype(np.uint8).tobytes()
+ds.is_little_endian, ds.is_implicit_VR = True, False
+pydicom.dcmwrite(sys.argv[1], ds, write_like_original=False)
+PY
+  run -0 --separate-stderr cx-ingest "$T/mf.dcm" -o "$T/mf.cx"
+  [ "$stderr" = "cx-ingest: warning: $T/mf.dcm: 3 frames; reading frame 1 only" ]
+}
