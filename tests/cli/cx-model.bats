@@ -129,3 +129,11 @@ PY
   run -1 --separate-stderr cx-model info "$T/big"
   [ "$stderr" = "cx-model: $T/big/config.json: \"num_register_tokens\" must be an integer, got 1e+36" ]
 }
+
+@test "-q and -v are accepted after the subcommand as before it" {
+  run -0 --separate-stderr cx-model init -q --preset tiny "$T/a"
+  [ -z "$stderr" ]
+  run -0 --separate-stderr cx-model -q init --preset tiny "$T/b"
+  [ -z "$stderr" ]
+  cmp "$T/a/model.safetensors" "$T/b/model.safetensors"
+}

@@ -23,6 +23,8 @@ Tool::Tool(std::string name, std::string description) : name_(std::move(name)), 
   app_.set_version_flag("--version", [this] { return name_ + " " + version_string(); });
   app_.add_flag("-q,--quiet", common_.quiet, "Print nothing but errors on stderr");
   app_.add_flag("-v,--verbose", common_.verbose, "Print more detail on stderr");
+  // Subcommands inherit this: -q and -v are accepted after the subcommand too (cx-model init -q).
+  app_.fallthrough();
   app_.footer(
       "Exit status: 0 success, 1 data or runtime failure, 2 usage error, 3 partial success "
       "(inputs skipped with --skip-bad).");
