@@ -58,17 +58,18 @@ clean:
 # process-lifetime globals are reported as leaks). test-tsan: the threaded paths that are ours
 # (ordered worker pools of cx-ingest and cx-phantom, concurrent DICOM decoding, prefetching
 # readers); LibTorch's OpenMP is not TSan-instrumented, so its tests would report its own pool.
+# CX_SANITIZED tells the Bats tests that use address-space limits (ulimit -v) to skip.
 TSAN_TARGETS = util_test data_ingest_test dicom_test phantom_test io_stream_test cx-ingest cx-phantom cx-eval
 TSAN_TESTS   = unit/(util|data_ingest|dicom|phantom|io_stream)_test|cli/cx-(ingest|phantom)
 
 test-asan: deps
 	cmake -S . -B build-asan $(GEN) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCX_SANITIZE=address $(CMAKE_ARGS)
 	cmake --build build-asan -j $(JOBS)
-	cd build-asan && ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:detect_stack_use_after_return=1 \
+	cd build-asan && CX_SANITIZED=address ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:detect_stack_use_after_return=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j $(JOBS) $(CTEST_ARGS)
 
 test-tsan: deps
 	cmake -S . -B build-tsan $(GEN) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCX_SANITIZE=thread $(CMAKE_ARGS)
 	cmake --build build-tsan -j $(JOBS) --target $(TSAN_TARGETS)
-	cd build-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+	cd build-tsan && CX_SANITIZED=thread TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
 	  ctest --output-on-failure -j $(JOBS) -R '$(TSAN_TESTS)' $(CTEST_ARGS)
