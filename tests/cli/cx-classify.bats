@@ -35,6 +35,22 @@ setup() {
   [ -f "$D/head/head.json" ] || skip "no tiny encoder fixture (../shared/fixtures/hf/tiny) or setup failed"
 }
 
+# rewrite_member SRC DST MEMBER CODE: copies stream SRC to DST with Python's tarfile, running CODE
+# on MEMBER's bytes (`data`; numpy is `np`, io is `io`) on the way.
+rewrite_member() {
+  /usr/bin/python3 - "$@" <<'PY'
+import io, sys, tarfile, numpy as np
+src, dst, member, code = sys.argv[1:]
+with tarfile.open(src) as tin, tarfile.open(dst, "w", format=tarfile.USTAR_FORMAT) as tout:
+    for m in tin:
+        data = tin.extractfile(m).read()
+        if m.name == member:
+            exec(code)
+            m.size = len(data)
+        tout.addfile(m, io.BytesIO(data))
+PY
+}
+
 @test "--help and --version exit 0; no subcommand or a bad option is a usage error (exit 2)" {
   run cx-classify --help
   [ "$status" -eq 0 ]
@@ -166,17 +182,8 @@ setup() {
 }
 
 @test "non-finite features are refused by record, in training and prediction (issue 08 defect 6)" {
-  /usr/bin/python3 - "$D/train.cx" "$D/nan.cx" <<'PY'
-import io, sys, tarfile, numpy as np
-src, dst = sys.argv[1:]
-with tarfile.open(src) as tin, tarfile.open(dst, "w", format=tarfile.USTAR_FORMAT) as tout:
-    for m in tin:
-        data = tin.extractfile(m).read()
-        if m.name == "phantom-000003.cx5.npy":
-            a = np.load(io.BytesIO(data)); a[7] = np.nan
-            b = io.BytesIO(); np.save(b, a); data = b.getvalue(); m.size = len(data)
-        tout.addfile(m, io.BytesIO(data))
-PY
+  rewrite_member "$D/train.cx" "$D/nan.cx" phantom-000003.cx5.npy \
+    'a = np.load(io.BytesIO(data)); a[7] = np.nan; b = io.BytesIO(); np.save(b, a); data = b.getvalue()'
   run -1 --separate-stderr cx-classify train "$D/nan.cx" -o "$D/nanhead"
   [ "$stderr" = "cx-classify: $D/nan.cx: phantom-000003.cx5.npy: holds non-finite values (NaN or inf)" ]
   [ ! -e "$D/nanhead" ]
@@ -189,16 +196,7 @@ PY
 }
 
 @test "a damaged .npy in a stream is named with the stream and the member (issue 08 defect 12)" {
-  /usr/bin/python3 - "$D/train.cx" "$D/badnpy.cx" <<'PY'
-import io, sys, tarfile
-src, dst = sys.argv[1:]
-with tarfile.open(src) as tin, tarfile.open(dst, "w", format=tarfile.USTAR_FORMAT) as tout:
-    for m in tin:
-        data = tin.extractfile(m).read()
-        if m.name == "phantom-000002.cx5.npy":
-            data = b"NOTNUMPY" + data[8:]
-        tout.addfile(m, io.BytesIO(data))
-PY
+  rewrite_member "$D/train.cx" "$D/badnpy.cx" phantom-000002.cx5.npy 'data = b"NOTNUMPY" + data[8:]'
   run -1 --separate-stderr cx-classify train "$D/badnpy.cx" -o "$D/badhead"
   [ "$stderr" = "cx-classify: $D/badnpy.cx: phantom-000002.cx5.npy: not a .npy file (bad magic)" ]
   run -1 --separate-stderr cx-classify predict "$D/head" "$D/badnpy.cx"
