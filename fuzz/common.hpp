@@ -72,20 +72,10 @@ inline int report_fd() {
   std::abort();
 }
 
-// j.dump() as cx-ingest writes a record's .json. Strings that are not UTF-8 (a Latin-1 label-file cell
-// or DICOM attribute) make nlohmann throw type_error.316, naming no file: open findings F4/F5 of
-// fuzz/README.md, in files this branch does not own; ignored unless CX_FUZZ_UTF8=1 so that the
-// targets can go on past them.
-inline bool utf8_strict() {
-  static const bool strict = std::getenv("CX_FUZZ_UTF8") && *std::getenv("CX_FUZZ_UTF8") == '1';
-  return strict;
-}
+// j.dump() as cx-ingest writes a record's .json: strings that are not UTF-8 (a Latin-1 label-file
+// cell or DICOM attribute) become U+FFFD (findings F4/F5, fixed); any exception here is a finding.
 inline void dump_like_ingest(const nlohmann::json& j) {
-  try {
-    (void)j.dump();
-  } catch (const nlohmann::json::type_error& e) {
-    if (e.id != 316 || utf8_strict()) throw;
-  }
+  (void)j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 // Runs `body` and sorts its exceptions as the header says.
