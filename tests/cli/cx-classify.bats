@@ -236,7 +236,7 @@ PY
     fi
   done
   echo "# $kills kills (run ${run_ms} ms) before the run completed" >&3
-  [ "$kills" -ge 3 ]
+  [ "$kills" -ge 2 ]
   [ -f "$D/kout/head.safetensors" ] || "${ft[@]}" -o "$D/kout" --checkpoint "$D/kck" --resume "$D/kck"
   cmp "$D/kref/head.safetensors" "$D/kout/head.safetensors"
   cmp "$D/kref/encoder/model.safetensors" "$D/kout/encoder/model.safetensors"
