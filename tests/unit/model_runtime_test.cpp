@@ -32,6 +32,9 @@ long minor_faults() {
 // allocation faults its pages in, later ones find them mapped. tcmalloc gives some pages back to
 // the kernel as it goes, so a few re-fault; 3 tensors' worth (15% of the glibc figure) is the bound.
 TEST(Allocator, LargeTensorsAreReusedWithoutFaultingTheirPagesAgain) {
+#ifdef CX_SANITIZED_BUILD
+  GTEST_SKIP() << "a sanitizer build: the sanitizer's allocator replaces malloc (and tcmalloc is left out)";
+#endif
   const std::string allocator = cx::model::allocator_name();
   const std::int64_t bytes = 64 << 20;
   const long pages = static_cast<long>(bytes / sysconf(_SC_PAGESIZE));
