@@ -229,7 +229,11 @@ PY
         [ -f "$D/kck/state.json" ]
         [ "$(jq -r .step "$D/kck/state.json")" -ge 1 ]
       fi
-      [ ! -e "$D/kout" ]                     # no head passed off as complete
+      # The head appears whole or not at all: killed after its swap-in (while exiting), it is complete.
+      if [ -e "$D/kout" ]; then
+        [ -f "$D/kout/head.json" ] && [ -f "$D/kout/head.safetensors" ] && [ -f "$D/kout/encoder/model.safetensors" ]
+        break
+      fi
     else
       wait "$pid"
       break
