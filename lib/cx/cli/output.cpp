@@ -12,6 +12,8 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <map>
+#include <mutex>
 #include <vector>
 
 #include "cx/cli/error.hpp"
@@ -25,27 +27,48 @@ std::string errno_text() { return std::strerror(errno); }
 
 // Removes ".<base>.tmp.<pid>" and ".<base>.old.<pid>" beside `base` in `dir` left by a process
 // that no longer exists (SIGKILL, power loss: nothing could clean them then). A live process's
-// temporaries, ours included, are left alone.
+// temporaries, ours included, are left alone. A folder is read once per process and what it held
+// of that shape remembered: a tool writing one file per record (a folder of masks) must not read
+// the folder again for each of them.
 void remove_stale_temporaries(const std::string& dir, const std::string& base) {
-  DIR* d = ::opendir(dir.empty() ? "." : dir.c_str());
-  if (!d) return;
-  std::vector<std::string> stale;
-  const std::string prefix = "." + base + ".";
-  while (const dirent* e = ::readdir(d)) {
-    const std::string name = e->d_name;
-    if (name.compare(0, prefix.size(), prefix) != 0) continue;
-    const std::string rest = name.substr(prefix.size());
-    if (rest.compare(0, 4, "tmp.") != 0 && rest.compare(0, 4, "old.") != 0) continue;
-    const std::string digits = rest.substr(4);
-    if (digits.empty() || digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) continue;
-    const pid_t pid = static_cast<pid_t>(std::stol(digits));
-    if (pid == ::getpid() || ::kill(pid, 0) == 0 || errno != ESRCH) continue;
-    stale.push_back((dir.empty() ? std::string() : dir + "/") + name);
+  static std::mutex m;
+  static std::map<std::string, std::vector<std::string>> stale_in;  // folder -> dead processes' temporaries
+  std::vector<std::string> remove;
+  {
+    std::lock_guard<std::mutex> lk(m);
+    auto [it, fresh] = stale_in.try_emplace(dir);
+    if (fresh) {
+      if (DIR* d = ::opendir(dir.empty() ? "." : dir.c_str())) {
+        while (const dirent* e = ::readdir(d)) {
+          const std::string name = e->d_name;
+          const auto last = name.rfind('.');
+          if (name.empty() || name[0] != '.' || last == std::string::npos || last < 5) continue;
+          const std::string kind = name.substr(last - 4, 5);  // ".tmp." or ".old."
+          if (kind != ".tmp." && kind != ".old.") continue;
+          const std::string digits = name.substr(last + 1);
+          if (digits.empty() || digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) continue;
+          const pid_t pid = static_cast<pid_t>(std::stol(digits));
+          if (pid == ::getpid() || ::kill(pid, 0) == 0 || errno != ESRCH) continue;
+          it->second.push_back(name);
+        }
+        ::closedir(d);
+      }
+    }
+    const std::string prefix = "." + base + ".";
+    auto& names = it->second;
+    for (auto n = names.begin(); n != names.end();) {
+      // ".<base>" then exactly ".tmp.<pid>" or ".old.<pid>" (kind and pid checked when listed)
+      if (n->compare(0, prefix.size(), prefix) == 0 && n->rfind('.') == prefix.size() + 3) {
+        remove.push_back(*n);
+        n = names.erase(n);
+      } else {
+        ++n;
+      }
+    }
   }
-  ::closedir(d);
-  for (const auto& p : stale) {
+  for (const auto& name : remove) {
     std::error_code ec;
-    fs::remove_all(p, ec);
+    fs::remove_all((dir.empty() ? std::string() : dir + "/") + name, ec);
   }
 }
 
