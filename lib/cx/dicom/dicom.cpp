@@ -162,20 +162,23 @@ void ybr_full_to_rgb(std::vector<std::int32_t>& v, int bits) {
   }
 }
 
+// Item `i` of an encapsulated Pixel Data (0: the offset table; `p` null when empty).
+void fragment_bytes(DcmPixelSequence& seq, unsigned long i, const std::string& name, const Uint8*& p, Uint32& len) {
+  DcmPixelItem* item = nullptr;
+  Uint8* bytes = nullptr;
+  if (seq.getItem(item, i).bad() || !item) throw Error(at(name, "cannot read pixel data fragment " + std::to_string(i)));
+  len = item->getLength();
+  if (len > 0 && (item->getUint8Array(bytes).bad() || !bytes)) {
+    throw Error(at(name, "cannot read pixel data fragment " + std::to_string(i)));
+  }
+  p = bytes;
+}
+
 // The fragments of frame 1 of an encapsulated Pixel Data, concatenated (PS3.5 A.4).
 std::vector<std::uint8_t> first_frame_bytes(DcmPixelSequence& seq, int frames, const std::string& name) {
   const unsigned long count = seq.card();
   if (count < 2) throw Error(at(name, "encapsulated pixel data holds no fragments"));
-  auto fragment = [&](unsigned long i, const Uint8*& p, Uint32& len) {
-    DcmPixelItem* item = nullptr;
-    Uint8* bytes = nullptr;
-    if (seq.getItem(item, i).bad() || !item) throw Error(at(name, "cannot read pixel data fragment " + std::to_string(i)));
-    len = item->getLength();
-    if (len > 0 && (item->getUint8Array(bytes).bad() || !bytes)) {
-      throw Error(at(name, "cannot read pixel data fragment " + std::to_string(i)));
-    }
-    p = bytes;
-  };
+  auto fragment = [&](unsigned long i, const Uint8*& p, Uint32& len) { fragment_bytes(seq, i, name, p, len); };
   const Uint8* bot = nullptr;
   Uint32 bot_len = 0;
   fragment(0, bot, bot_len);
@@ -256,18 +259,6 @@ std::optional<CodestreamSize> jpeg_frame_size(const std::uint8_t* p, std::size_t
     pos += 2 + length;
   }
   return std::nullopt;
-}
-
-// The first fragment of the encapsulated Pixel Data (item 1, after the offset table), or null.
-const std::uint8_t* first_fragment(DcmPixelSequence& seq, std::size_t& length) {
-  DcmPixelItem* item = nullptr;
-  Uint8* bytes = nullptr;
-  length = 0;
-  if (seq.card() < 2 || seq.getItem(item, 1).bad() || !item || item->getLength() == 0 ||
-      item->getUint8Array(bytes).bad() || !bytes)
-    return nullptr;
-  length = item->getLength();
-  return bytes;
 }
 
 // DCMTK reports data that ends inside an element as "I/O suspension or premature end of stream"
@@ -370,8 +361,9 @@ DicomImage decode(DcmFileFormat& file, const std::string& name) {
       image::check_image_size(static_cast<std::uint64_t>(im.width), static_cast<std::uint64_t>(im.height),
                               static_cast<std::uint64_t>(im.samples_per_pixel) * static_cast<std::uint64_t>(im.frames),
                               name, "DICOM Pixel Data (" + std::to_string(im.frames) + " frames, decoded at once)");
-      std::size_t length = 0;
-      const std::uint8_t* code = first_fragment(*seq, length);
+      const Uint8* code = nullptr;
+      Uint32 length = 0;
+      fragment_bytes(*seq, 1, name, code, length);  // the first fragment holds the SOF
       const auto declared = code ? jpeg_frame_size(code, length) : std::nullopt;
       if (declared && (declared->width != im.width || declared->height != im.height ||
                        declared->components != im.samples_per_pixel)) {
