@@ -271,6 +271,10 @@ put("vit_config", "dinov2_registers.json", json.dumps({
 put("vit_config", "dinov2_swiglu.json", json.dumps({
     "model_type": "dinov2", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "patch_size": 16,
     "image_size": 64, "use_swiglu_ffn": True, "hidden_act": "silu", "dtype": "bfloat16"}))
+# --- cx-pretrain recipes: the presets as they are, and one with overrides-like first line -----------
+for preset in ("tiny", "cxformer-small", "dinov2-vits14"):
+    put("recipe", preset + ".yaml", open(os.path.join(HERE, "..", "share", "cx", "recipes", preset + ".yaml")).read())
+put("recipe", "override.yaml", "optim.base_lr=2e-4\ncrops:\n  global_crops_scale: [0.4, 1.0]\n  hist_equalize: yes\n")
 put("preprocess_config", "bit.json", json.dumps({
     "image_processor_type": "BitImageProcessor", "do_resize": True, "size": {"shortest_edge": 16}, "resample": 3,
     "do_center_crop": True, "crop_size": {"height": 12, "width": 12}, "do_rescale": True,
