@@ -221,3 +221,91 @@ TEST(Vit, RunsOnCudaWhenPresent) {
 }
 
 }  // namespace
+
+namespace {
+
+VitModel small_training_model() {
+  cx::model::VitConfig c = cx::model::vit_small_registers_config();
+  c.hidden_size = 32;
+  c.num_attention_heads = 2;
+  c.num_hidden_layers = 3;
+  c.image_size = 28;
+  VitModel model(c);
+  model.init_random(7);
+  return model;
+}
+
+}  // namespace
+
+// iBOT's masked image modelling (HF's bool_masked_pos): a masked patch's embedding is the mask token
+// plus its position; unmasked ones and the prefix tokens are untouched.
+TEST(Vit, MasksReplacePatchEmbeddingsWithTheMaskToken) {
+  VitModel model = small_training_model();
+  torch::NoGradGuard no_grad;
+  const auto x = torch::randn({2, 3, 28, 42});  // 2 x 3 grid
+  auto masks = torch::zeros({2, 6}, torch::kBool);
+  masks[0][1] = true;
+  masks[1][4] = true;
+  masks[1][5] = true;
+  const auto plain = model.embeddings(x);
+  const auto masked = model.embeddings(x, masks);
+  const auto pos = model.position_embeddings_for(28, 42);  // [1, 1 + 6, D], CLS first
+  const std::int64_t prefix = model.num_prefix_tokens();
+  const auto token = model.parameter("embeddings.mask_token");
+  for (std::int64_t b = 0; b < 2; ++b)
+    for (std::int64_t i = 0; i < 6; ++i) {
+      const auto got = masked[b][prefix + i];
+      if (masks[b][i].item<bool>())
+        EXPECT_TRUE(torch::allclose(got, token[0] + pos[0][1 + i], 0, 1e-6)) << b << "," << i;
+      else
+        EXPECT_TRUE(torch::equal(got, plain[b][prefix + i])) << b << "," << i;
+    }
+  EXPECT_TRUE(torch::equal(masked.narrow(1, 0, prefix), plain.narrow(1, 0, prefix)));
+  EXPECT_THROW(model.embeddings(x, torch::zeros({2, 5}, torch::kBool)), cx::Error);
+}
+
+// Stochastic depth: factor 1 everywhere changes nothing; factor 0 for a sample removes both residual
+// branches of that block for it (its output is its input); 1/(1-p) scales the branches.
+TEST(Vit, DropPathScalesEachSamplesResidualBranches) {
+  VitModel model = small_training_model();
+  torch::NoGradGuard no_grad;
+  const auto x = torch::randn({3, 11, 32});
+  const auto plain = model.block(1, x);
+  EXPECT_TRUE(torch::allclose(model.block(1, x, torch::ones({3})), plain, 1e-6, 1e-6));
+  const auto dropped = model.block(1, x, torch::tensor({1.0f, 0.0f, 2.0f}));
+  EXPECT_TRUE(torch::allclose(dropped[0], plain[0], 1e-6, 1e-6));
+  EXPECT_TRUE(torch::equal(dropped[1], x[1]));
+  EXPECT_FALSE(torch::allclose(dropped[2], plain[2], 1e-3, 1e-3));
+  cx::model::VitForwardOptions o;
+  o.drop_path_scales = {torch::ones({3}), torch::ones({3})};  // 2 for 3 blocks
+  EXPECT_THROW(model.forward(torch::randn({3, 3, 28, 28}), o), cx::Error);
+}
+
+// Activation checkpointing recomputes each block in the backward pass: the same outputs and the same
+// gradients for every parameter (masks and drop path included) as the plain graph. Both sides run the
+// same float32 kernels in the same order, so they agree to rounding (1e-6 relative).
+TEST(Vit, ActivationCheckpointingGivesTheSameGradients) {
+  const auto x = torch::randn({2, 3, 28, 28});
+  auto masks = torch::zeros({2, 4}, torch::kBool);
+  masks[1][2] = true;
+  std::vector<torch::Tensor> grads[2];
+  torch::Tensor outs[2];
+  for (int checkpoint = 0; checkpoint < 2; ++checkpoint) {
+    VitModel model = small_training_model();
+    model.train();
+    cx::model::VitForwardOptions o;
+    o.masks = masks;
+    o.drop_path_scales = {torch::tensor({1.25f, 0.0f}), torch::tensor({1.25f, 1.25f}), torch::tensor({0.0f, 1.25f})};
+    o.checkpoint_blocks = checkpoint == 1;
+    auto out = model.forward(x, o).last_hidden_state;
+    out.pow(2).mean().backward();
+    outs[checkpoint] = out.detach();
+    for (const auto& p : model.parameters()) grads[checkpoint].push_back(p.grad().defined() ? p.grad().clone() : torch::Tensor());
+  }
+  EXPECT_TRUE(torch::allclose(outs[0], outs[1], 1e-6, 1e-7));
+  ASSERT_EQ(grads[0].size(), grads[1].size());
+  for (std::size_t i = 0; i < grads[0].size(); ++i) {
+    ASSERT_EQ(grads[0][i].defined(), grads[1][i].defined()) << i;
+    if (grads[0][i].defined()) EXPECT_TRUE(torch::allclose(grads[0][i], grads[1][i], 1e-5, 1e-8)) << i;
+  }
+}

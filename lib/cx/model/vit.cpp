@@ -3,6 +3,8 @@
 #include <cmath>
 #include <map>
 
+#include <ATen/autocast_mode.h>
+
 #include "cx/cli/error.hpp"
 
 namespace cx::model {
@@ -170,7 +172,7 @@ torch::Tensor VitModel::position_embeddings_for(std::int64_t height, std::int64_
   return torch::cat({cls_pos, resized}, 1);
 }
 
-torch::Tensor VitModel::embeddings(const torch::Tensor& pixel_values) {
+torch::Tensor VitModel::embeddings(const torch::Tensor& pixel_values, const torch::Tensor& masks) {
   if (pixel_values.dim() != 4 || pixel_values.size(1) != config_.num_channels)
     throw Error("pixel_values: expected [B, " + std::to_string(config_.num_channels) + ", H, W], got " +
                 shape_string(pixel_values.sizes()));
@@ -182,6 +184,13 @@ torch::Tensor VitModel::embeddings(const torch::Tensor& pixel_values) {
   torch::Tensor x = pixel_values.to(patch_w_.device(), patch_w_.scalar_type());
   torch::Tensor patches = at::conv2d(x, patch_w_, patch_b_, {p, p});  // [B, D, h, w], remainder dropped
   patches = patches.flatten(2).transpose(1, 2);                       // [B, h*w, D]
+  if (masks.defined()) {
+    if (masks.dim() != 2 || masks.size(0) != B || masks.size(1) != patches.size(1))
+      throw Error("masks: expected [" + std::to_string(B) + ", " + std::to_string(patches.size(1)) + "], got " +
+                  shape_string(masks.sizes()));
+    patches = torch::where(masks.to(patches.device(), torch::kBool).unsqueeze(-1),
+                           mask_token_.to(patches.scalar_type()).unsqueeze(0), patches);
+  }
   torch::Tensor tokens = torch::cat({cls_token_.expand({B, 1, -1}), patches}, 1);
   tokens = tokens + position_embeddings_for(H, W);
   if (config_.num_register_tokens > 0) {
@@ -208,7 +217,16 @@ torch::Tensor VitModel::mlp(const Block& b, const torch::Tensor& x) const {
   return at::linear(h, b.fc2_w, b.fc2_b);
 }
 
-torch::Tensor VitModel::block(std::int64_t index, const torch::Tensor& x) {
+std::vector<torch::Tensor> VitModel::block_parameters(std::int64_t index) const {
+  const Block& b = blocks_.at(static_cast<size_t>(index));
+  std::vector<torch::Tensor> p;
+  for (const torch::Tensor* t : {&b.norm1_w, &b.norm1_b, &b.q_w, &b.q_b, &b.k_w, &b.k_b, &b.v_w, &b.v_b, &b.o_w, &b.o_b,
+                                 &b.ls1, &b.norm2_w, &b.norm2_b, &b.fc1_w, &b.fc1_b, &b.fc2_w, &b.fc2_b, &b.ls2})
+    if (t->defined()) p.push_back(*t);
+  return p;
+}
+
+torch::Tensor VitModel::block(std::int64_t index, const torch::Tensor& x, const torch::Tensor& drop_path_scale) {
   const Block& b = blocks_.at(static_cast<size_t>(index));
   const std::int64_t B = x.size(0), N = x.size(1), D = config_.hidden_size;
   const std::int64_t heads = config_.num_attention_heads, hd = config_.head_dim();
@@ -222,12 +240,94 @@ torch::Tensor VitModel::block(std::int64_t index, const torch::Tensor& x) {
   // HF scales the scores by head_dim^-0.5 after q k^T; the kernels read these strided views in place.
   const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
   torch::Tensor ctx = attention_merged_heads(qkv[0], qkv[1], qkv[2], scale, attention_);  // [B, N, D]
+  if (drop_path_scale.defined()) {
+    // Stochastic depth: each sample's branch scaled by its own factor.
+    torch::Tensor s = drop_path_scale.to(x.device(), x.scalar_type()).view({B, 1, 1});
+    torch::Tensor y = x + at::linear(ctx, b.o_w, b.o_b) * b.ls1 * s;
+    h = at::layer_norm(y, {D}, b.norm2_w, b.norm2_b, eps);
+    return y + mlp(b, h) * b.ls2 * s;
+  }
   // x + lambda * f(x) in one pass over the activations.
   torch::Tensor y = at::addcmul(x, at::linear(ctx, b.o_w, b.o_b), b.ls1);
 
   h = at::layer_norm(y, {D}, b.norm2_w, b.norm2_b, eps);
   return at::addcmul(y, mlp(b, h), b.ls2);
 }
+
+namespace {
+
+// Activation checkpointing of one block: the forward runs without recording, keeping only the input;
+// the backward runs the block again with recording, returns its input's gradient and adds its
+// parameters' gradients to their .grad (LibTorch's custom functions take no tensor lists as inputs, so
+// the parameters are not inputs of the node; gradients reach them as loss.backward() would leave them).
+struct CheckpointedBlock : public torch::autograd::Function<CheckpointedBlock> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x, torch::Tensor scale,
+                               VitModel* model, std::int64_t index) {
+    ctx->save_for_backward({x, scale});
+    ctx->saved_data["model"] = reinterpret_cast<std::int64_t>(model);
+    ctx->saved_data["index"] = index;
+    // The recomputation runs in the forward's precision (autocast state is per thread and may be off
+    // by the time backward runs).
+    ctx->saved_data["autocast_gpu"] = at::autocast::is_enabled();
+    ctx->saved_data["autocast_cpu"] = at::autocast::is_cpu_enabled();
+    torch::NoGradGuard no_grad;
+    // The eager attention the recomputation (with gradients) will run, not the inference kernel that
+    // a forward without gradients would pick: both passes must compute the same activations.
+    const AttentionKernel kernel = model->attention();
+    if (kernel == AttentionKernel::automatic) model->set_attention(AttentionKernel::reference);
+    struct Restore {
+      VitModel* m;
+      AttentionKernel k;
+      ~Restore() { m->set_attention(k); }
+    } restore{model, kernel};
+    return model->block(index, x, scale.numel() > 0 ? scale : torch::Tensor());
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_out) {
+    auto saved = ctx->get_saved_variables();
+    auto* model = reinterpret_cast<VitModel*>(ctx->saved_data["model"].toInt());
+    const std::int64_t index = ctx->saved_data["index"].toInt();
+    torch::Tensor x = saved[0].detach().requires_grad_(true);
+    torch::Tensor scale = saved[1];
+    std::vector<torch::Tensor> params;
+    for (const auto& p : model->block_parameters(index))
+      if (p.requires_grad()) params.push_back(p);
+    torch::Tensor y;
+    {
+      torch::AutoGradMode enable(true);
+      const bool gpu_before = at::autocast::is_enabled(), cpu_before = at::autocast::is_cpu_enabled();
+      at::autocast::set_enabled(ctx->saved_data["autocast_gpu"].toBool());
+      at::autocast::set_cpu_enabled(ctx->saved_data["autocast_cpu"].toBool());
+      struct Restore {
+        bool gpu, cpu;
+        ~Restore() {
+          at::autocast::set_enabled(gpu);
+          at::autocast::set_cpu_enabled(cpu);
+        }
+      } restore{gpu_before, cpu_before};
+      y = model->block(index, x, scale.numel() > 0 ? scale : torch::Tensor());
+    }
+    std::vector<torch::Tensor> inputs{x};
+    inputs.insert(inputs.end(), params.begin(), params.end());
+    auto grads = torch::autograd::grad({y}, inputs, {grad_out[0]}, /*retain_graph=*/false, /*create_graph=*/false,
+                                       /*allow_unused=*/true);
+    {
+      torch::NoGradGuard no_grad;
+      for (std::size_t i = 0; i < params.size(); ++i) {
+        const torch::Tensor& g = grads[i + 1];
+        if (!g.defined()) continue;
+        torch::Tensor& acc = params[i].mutable_grad();
+        if (acc.defined())
+          acc.add_(g);
+        else
+          acc = g.detach().clone();
+      }
+    }
+    return {grads[0], torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+}  // namespace
 
 VitOutput VitModel::forward(const torch::Tensor& pixel_values, const VitForwardOptions& options) {
   const std::int64_t L = config_.num_hidden_layers, D = config_.hidden_size;
@@ -239,12 +339,23 @@ VitOutput VitModel::forward(const torch::Tensor& pixel_values, const VitForwardO
     wanted.push_back(i);
   }
   VitOutput out;
-  torch::Tensor x = embeddings(pixel_values);
+  if (!options.drop_path_scales.empty() && static_cast<std::int64_t>(options.drop_path_scales.size()) != L)
+    throw Error("drop path: " + std::to_string(options.drop_path_scales.size()) + " scales for " + std::to_string(L) +
+                " blocks");
+  torch::Tensor x = embeddings(pixel_values, options.masks);
   out.grid_h = pixel_values.size(2) / config_.patch_size;
   out.grid_w = pixel_values.size(3) / config_.patch_size;
   std::vector<torch::Tensor> kept(static_cast<size_t>(L));
   for (std::int64_t i = 0; i < L; ++i) {
-    x = block(i, x);
+    const torch::Tensor scale =
+        options.drop_path_scales.empty() ? torch::Tensor() : options.drop_path_scales[static_cast<size_t>(i)];
+    if (options.checkpoint_blocks && torch::GradMode::is_enabled()) {
+      // An undefined tensor cannot be saved: an empty one stands for "no drop path".
+      torch::Tensor s = scale.defined() ? scale : torch::empty({0});
+      x = CheckpointedBlock::apply(x, s, this, i);
+    } else {
+      x = block(i, x, scale);
+    }
     for (std::int64_t w : wanted)
       if (w == i) kept[static_cast<size_t>(i)] = x;
   }

@@ -28,6 +28,17 @@ struct VitForwardOptions {
   // Apply the final LayerNorm to those hidden states (what DINOv2's get_intermediate_layers(norm=True)
   // and its linear evaluation use).
   bool norm_hidden_states = true;
+
+  // Training (cx-pretrain). masks: bool [B, h*w]; a true patch's embedding is replaced by the mask
+  // token before the positions are added (iBOT's masked image modelling, HF's bool_masked_pos).
+  torch::Tensor masks;
+  // Stochastic depth: one float [B] per block (empty: none), each residual branch of block i
+  // multiplied by drop_path_scales[i] per sample (0 dropped, 1/(1-p) kept). The caller draws them,
+  // so that they come from its counter-based generator and a recomputation sees the same.
+  std::vector<torch::Tensor> drop_path_scales;
+  // Activation checkpointing: each block keeps only its input and recomputes its activations in the
+  // backward pass (memory of one block instead of all, for about a third more compute).
+  bool checkpoint_blocks = false;
 };
 
 struct VitOutput {
@@ -58,9 +69,13 @@ class VitModel : public torch::nn::Module {
   // The position embeddings used for an H x W pixel input: [1, 1 + (H/p)*(W/p), D] (CLS first).
   torch::Tensor position_embeddings_for(std::int64_t height, std::int64_t width);
   // Patch embedding + CLS + registers + positions: the input of block 0, [B, 1 + R + h*w, D].
-  torch::Tensor embeddings(const torch::Tensor& pixel_values);
-  // One transformer block applied to x [B, N, D].
-  torch::Tensor block(std::int64_t index, const torch::Tensor& x);
+  // masks (optional, bool [B, h*w]): those patches become the mask token (VitForwardOptions::masks).
+  torch::Tensor embeddings(const torch::Tensor& pixel_values, const torch::Tensor& masks = {});
+  // One transformer block applied to x [B, N, D]; drop_path_scale (optional, [B]) multiplies both
+  // residual branches per sample.
+  torch::Tensor block(std::int64_t index, const torch::Tensor& x, const torch::Tensor& drop_path_scale = {});
+  // The parameters of block `index`, in a fixed order (for activation checkpointing).
+  std::vector<torch::Tensor> block_parameters(std::int64_t index) const;
 
   // automatic (default): the fused CPU kernel in float32 inference, HF's eager attention otherwise
   // (training, CUDA, other dtypes); reference forces the eager path everywhere (cx/model/attention.hpp).
