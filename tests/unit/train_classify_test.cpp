@@ -255,6 +255,40 @@ TEST(Optim, AdamWMatchesTorch) {
   EXPECT_THROW(copy.load_state({}, "empty.safetensors"), cx::Error);
 }
 
+// A parameter without a gradient (DINOv2's frozen prototype layer) is skipped and not counted: its
+// bias correction starts with its first real update, as torch's per-parameter step does; the count
+// survives a state round trip.
+TEST(Optim, AdamWCountsEachParametersOwnUpdates) {
+  auto gen = at::detail::createCPUGenerator(6);
+  torch::Tensor a = torch::randn({4}, gen).requires_grad_(), b = torch::randn({3}, gen).requires_grad_();
+  torch::Tensor a2 = a.detach().clone().requires_grad_(), b2 = b.detach().clone().requires_grad_();
+  AdamW ours({ParamGroup{{"a", "b"}, {a, b}, 0.01, 0.1}});
+  torch::optim::AdamW theirs({a2, b2}, torch::optim::AdamWOptions(0.01).weight_decay(0.1));
+  for (int step = 0; step < 6; ++step) {
+    const bool freeze_b = step < 3;
+    ours.zero_grad();
+    theirs.zero_grad();
+    (a.pow(2).sum() + b.pow(3).sum()).backward();
+    (a2.pow(2).sum() + b2.pow(3).sum()).backward();
+    if (freeze_b) {
+      b.mutable_grad() = torch::Tensor();
+      b2.mutable_grad() = torch::Tensor();
+    }
+    if (step == 4) {  // a resumed optimizer continues with the same counts
+      AdamW copy({ParamGroup{{"a", "b"}, {a, b}, 0.01, 0.1}});
+      copy.load_state(ours.state(), "state");
+      copy.step();
+      theirs.step();
+      ours.load_state(copy.state(), "state");
+      continue;
+    }
+    ours.step();
+    theirs.step();
+  }
+  EXPECT_LT((a - a2).abs().max().item<double>(), 1e-6);
+  EXPECT_LT((b - b2).abs().max().item<double>(), 1e-6);
+}
+
 TEST(Standardizer, FitApplyAndSaveRoundTrip) {
   auto gen = at::detail::createCPUGenerator(11);
   torch::Tensor x = torch::randn({200, 6}, gen) * torch::tensor({1.f, 10.f, 0.1f, 3.f, 1.f, 2.f}) + torch::tensor({5.f, -3.f, 0.f, 100.f, 1.f, 7.f});

@@ -18,15 +18,13 @@ AdamW::AdamW(std::vector<ParamGroup> groups, double beta1, double beta2, double 
     }
     exp_avg_.push_back(std::move(m));
     exp_avg_sq_.push_back(std::move(v));
+    param_steps_.push_back(std::vector<std::int64_t>(g.params.size(), 0));
   }
 }
 
 void AdamW::step(double lr_scale) {
   torch::NoGradGuard no_grad;
   ++steps_;
-  const double bc1 = 1.0 - std::pow(beta1_, static_cast<double>(steps_));
-  const double bc2 = 1.0 - std::pow(beta2_, static_cast<double>(steps_));
-  const double bc2_sqrt = std::sqrt(bc2);
   for (std::size_t gi = 0; gi < groups_.size(); ++gi) {
     auto& g = groups_[gi];
     const double lr = g.lr * lr_scale;
@@ -34,6 +32,11 @@ void AdamW::step(double lr_scale) {
       torch::Tensor& p = g.params[i];
       const torch::Tensor& grad = p.grad();
       if (!grad.defined()) continue;
+      // Bias correction by this parameter's own update count, as torch counts it (a parameter
+      // without gradients, e.g. a frozen layer, is not counted).
+      const double t = static_cast<double>(++param_steps_[gi][i]);
+      const double bc1 = 1.0 - std::pow(beta1_, t);
+      const double bc2_sqrt = std::sqrt(1.0 - std::pow(beta2_, t));
       if (g.weight_decay != 0.0) p.mul_(1.0 - lr * g.weight_decay);
       torch::Tensor& m = exp_avg_[gi][i];
       torch::Tensor& v = exp_avg_sq_[gi][i];
@@ -60,6 +63,8 @@ model::NamedTensors AdamW::state() const {
     for (std::size_t i = 0; i < groups_[gi].names.size(); ++i) {
       s.emplace_back(groups_[gi].names[i] + ".exp_avg", exp_avg_[gi][i]);
       s.emplace_back(groups_[gi].names[i] + ".exp_avg_sq", exp_avg_sq_[gi][i]);
+      if (param_steps_[gi][i] != steps_)
+        s.emplace_back(groups_[gi].names[i] + ".step", torch::full({1}, param_steps_[gi][i], torch::kInt64));
     }
   s.emplace_back("__step__", torch::full({1}, steps_, torch::kInt64));
   return s;
@@ -82,6 +87,10 @@ void AdamW::load_state(const model::NamedTensors& state, const std::string& wher
         throw Error(at(where, "optimizer state of " + n + " has the wrong shape"));
       exp_avg_[gi][i].copy_(m);
       exp_avg_sq_[gi][i].copy_(v);
+      // "<name>.step" only where it differs from the optimizer's count (older states have none).
+      param_steps_[gi][i] = steps_;
+      for (const auto& [k, t] : state)
+        if (k == n + ".step") param_steps_[gi][i] = t.item<std::int64_t>();
     }
 }
 

@@ -31,8 +31,14 @@ class AdamW {
   void zero_grad();
   std::int64_t steps() const { return steps_; }
   const std::vector<ParamGroup>& groups() const { return groups_; }
+  // Sets one group's lr and weight decay (schedules applied per update, as DINOv2 sets them).
+  void set_group(std::size_t group, double lr, double weight_decay) {
+    groups_.at(group).lr = lr;
+    groups_.at(group).weight_decay = weight_decay;
+  }
 
-  // "<name>.exp_avg", "<name>.exp_avg_sq" for every parameter, and "__step__" (int64 [1]).
+  // "<name>.exp_avg", "<name>.exp_avg_sq" for every parameter, "__step__" (int64 [1]: updates), and
+  // "<name>.step" for a parameter updated fewer times (skipped while it had no gradient).
   model::NamedTensors state() const;
   // Throws cx::Error naming `where` when a tensor is missing or of the wrong shape.
   void load_state(const model::NamedTensors& state, const std::string& where);
@@ -42,6 +48,7 @@ class AdamW {
   double beta1_, beta2_, eps_;
   std::int64_t steps_ = 0;
   std::vector<std::vector<torch::Tensor>> exp_avg_, exp_avg_sq_;
+  std::vector<std::vector<std::int64_t>> param_steps_;
 };
 
 // One parameter group of every parameter of `module`, named as named_parameters() names them.
