@@ -109,6 +109,10 @@ constexpr std::size_t kPathMax = 4096;
 std::atomic<int> g_state[kSlots];
 char g_path[kSlots][kPathMax];
 std::atomic<bool> g_handlers_installed{false};
+// Graceful stop (long jobs): the first SIGINT/SIGTERM/SIGHUP is only recorded; the next one ends the
+// process as usual.
+std::atomic<bool> g_graceful{false};
+std::atomic<int> g_stop_signal{0};
 
 void remove_tree_in_handler(const char* path) {
   // Best effort with calls that are safe enough here (opendir/readdir allocate on some libcs, but
@@ -130,6 +134,10 @@ void remove_tree_in_handler(const char* path) {
 }
 
 extern "C" void cx_remove_temporaries_and_die(int sig) {
+  if (g_graceful.load()) {
+    int none = 0;
+    if (g_stop_signal.compare_exchange_strong(none, sig)) return;
+  }
   for (int i = 0; i < kSlots; ++i) {
     const int st = g_state[i].load();
     if (st == 2) ::unlink(g_path[i]);
@@ -152,6 +160,13 @@ void install_handlers() {
   }
 }
 }  // namespace
+
+void enable_graceful_stop() {
+  g_graceful.store(true);
+  install_handlers();
+}
+
+int stop_requested() { return g_stop_signal.load(); }
 
 int register_temporary(const std::string& path, bool folder) {
   install_handlers();

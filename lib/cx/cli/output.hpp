@@ -46,6 +46,12 @@ class OutputFile {
 int register_temporary(const std::string& path, bool folder);
 void unregister_temporary(int slot);
 
+// For long jobs that stop cleanly (cx-pretrain checkpoints and exits): from now on the first SIGINT,
+// SIGTERM or SIGHUP is only recorded, and stop_requested() returns it (0 until then); a second one ends
+// the process as above, removing temporaries.
+void enable_graceful_stop();
+int stop_requested();
+
 // Writes a whole file atomically.
 void write_file_atomic(const std::string& path, const std::string& bytes);
 
