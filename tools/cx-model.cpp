@@ -6,6 +6,9 @@
 #include "cx/cli/log.hpp"
 #include "cx/cli/output.hpp"
 #include "cx/cli/tool.hpp"
+#include "cx/io/file_bytes.hpp"
+#include "cx/io/ndarray.hpp"
+#include "cx/io/npy.hpp"
 #include "cx/model/hf_loader.hpp"
 #include "cx/model/model_dir.hpp"
 #include "cx/model/presets.hpp"
@@ -27,7 +30,25 @@ int main(int argc, char** argv) {
   std::string model;
   info->add_option("model", model, "A model folder or name (as cx-embed --model)")->required();
 
+  auto* fwd = app.add_subcommand("forward", "Run an encoder on pixel values from a .npy file; write last_hidden_state as .npy");
+  std::string fwd_model, fwd_pixels, fwd_out;
+  fwd->add_option("--model", fwd_model, "A model folder or name (as cx-embed --model)")->required();
+  fwd->add_option("--pixel-values", fwd_pixels, "float32 .npy of shape [B, C, H, W], already normalised")->required();
+  fwd->add_option("-o,--output", fwd_out, "The .npy to write: last_hidden_state [B, 1 + registers + patches, hidden]")->required();
+
   return tool.run(argc, argv, [&]() -> int {
+    if (fwd->parsed()) {
+      cx::model::LoadedVit loaded = cx::model::load_hf_vit(cx::model::resolve_model_dir(fwd_model));
+      cx::io::NdArray x = cx::io::read_npy(cx::io::read_file_bytes(fwd_pixels), fwd_pixels);
+      if (x.dtype != cx::io::DType::f32 || x.shape.size() != 4)
+        throw cx::Error(fwd_pixels + ": expected float32 [B, C, H, W]");
+      torch::Tensor pixels = torch::from_blob(x.as<float>(), x.shape, torch::kFloat32).clone();
+      torch::NoGradGuard no_grad;
+      torch::Tensor y = loaded.model->forward(pixels).last_hidden_state.contiguous().to(torch::kCPU, torch::kFloat32);
+      std::vector<float> v(y.data_ptr<float>(), y.data_ptr<float>() + y.numel());
+      cx::cli::write_file_atomic(fwd_out, cx::io::write_npy(cx::io::NdArray::from_floats(v, y.sizes().vec())));
+      return cx::kExitOk;
+    }
     if (init->parsed()) {
       cx::model::VitConfig config =
           config_path.empty() ? cx::model::preset_config(preset) : cx::model::read_vit_config(config_path);

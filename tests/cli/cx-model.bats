@@ -138,3 +138,34 @@ PY
   [ -z "$stderr" ]
   cmp "$T/a/model.safetensors" "$T/b/model.safetensors"
 }
+
+@test "forward: last_hidden_state of pixel values matches the Hugging Face fixture to 1e-4; bad input exits 1" {
+  [ -d "$SHARED/fixtures/hf/tiny" ] || skip "no fixtures under $SHARED"
+  /usr/bin/python3 -c 'import numpy' 2>/dev/null || skip "needs /usr/bin/python3 with numpy"
+  /usr/bin/python3 - "$SHARED/fixtures/hf/tiny/cases.safetensors" "$T" <<'PY'
+import json, struct, sys
+import numpy as np
+raw = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+h = json.loads(raw[8:8 + n])
+def get(k):
+    a, b = h[k]["data_offsets"]
+    assert h[k]["dtype"] == "F32"
+    return np.frombuffer(raw[8 + n + a:8 + n + b], dtype="<f4").reshape(h[k]["shape"])
+np.save(sys.argv[2] + "/x.npy", get("pixel_values_A"))
+np.save(sys.argv[2] + "/want.npy", get("last_hidden_state_A"))
+PY
+  cx-model forward --model "$SHARED/fixtures/hf/tiny" --pixel-values "$T/x.npy" -o "$T/y.npy"
+  run /usr/bin/python3 -c "
+import numpy as np
+a, b = np.load('$T/y.npy'), np.load('$T/want.npy')
+assert a.shape == b.shape, (a.shape, b.shape)
+print(float(np.abs(a - b).max()))"
+  [ "$status" -eq 0 ]
+  /usr/bin/python3 -c "import sys; sys.exit(0 if float('$output') < 1e-4 else 1)"
+  printf 'not npy' > "$T/bad.npy"
+  run cx-model forward --model "$SHARED/fixtures/hf/tiny" --pixel-values "$T/bad.npy" -o "$T/z.npy"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"$T/bad.npy"* ]]
+  [ ! -e "$T/z.npy" ]
+}
