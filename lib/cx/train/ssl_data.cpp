@@ -230,7 +230,10 @@ struct SslLoader::Impl {
   ~Impl() { halt(); }
 
   void halt() {
-    if (!started) return;
+    if (!started) {
+      error = nullptr;
+      return;
+    }
     {
       std::lock_guard<std::mutex> lk(m);
       stop = true;
@@ -295,17 +298,24 @@ struct SslLoader::Impl {
   }
 
   bool next_sync(SslBatch& batch) {
-    Collator collator(o);
-    Pending p;
-    while (feed.pull(p)) {
-      if (collator.add(p, crops_of(p, o.crops, o.seed))) {
-        batch = std::move(collator.batch);
-        given = collator.after;
-        ++batches;
-        return true;
+    // As with workers, a failure is final: later calls throw it again rather than read past it.
+    if (error) std::rethrow_exception(error);
+    try {
+      Collator collator(o);
+      Pending p;
+      while (feed.pull(p)) {
+        if (collator.add(p, crops_of(p, o.crops, o.seed))) {
+          batch = std::move(collator.batch);
+          given = collator.after;
+          ++batches;
+          return true;
+        }
       }
+      return false;
+    } catch (...) {
+      error = std::current_exception();
+      throw;
     }
-    return false;
   }
 
   bool next(SslBatch& batch) {
