@@ -13,7 +13,10 @@
 //      ColorJitter's saturation and hue do nothing to a gray image)
 //   5. with probability 0.5, Gaussian blur, kernel 9, sigma in [0.1, 2], reflected borders
 //   6. gray replicated to 3 channels, then (x - mean) / std per channel.
+// The steps are exposed below as primitives (cx/train/multicrop composes them into DINOv2's crops);
+// augment_gray is exactly their composition in this order, drawing in this order from one generator.
 #include <array>
+#include <cstdint>
 
 #include <torch/torch.h>
 
@@ -54,10 +57,52 @@ torch::Tensor augment_gray(const torch::Tensor& gray, const AugmentOptions& opti
 torch::Tensor augment_gray_with_mask(const torch::Tensor& gray, const torch::Tensor& labels, const AugmentOptions& options,
                                      CounterRng& rng, std::int64_t out_h, std::int64_t out_w, torch::Tensor& out_labels);
 
+// ---- The primitives. Images are float [H, W] gray in [0, 1] unless said otherwise. ----
+
 // The crop box torchvision's RandomResizedCrop.get_params would draw: top, left, height, width.
+// Draws: per try an area fraction uniform in [scale_min, scale_max) and a log-uniform aspect ratio
+// (w / h) in [ratio_min, ratio_max); for the first box that fits, top then left uniform.
 struct CropBox {
   std::int64_t top = 0, left = 0, height = 0, width = 0;
 };
+CropBox random_resized_crop_box(std::int64_t H, std::int64_t W, double scale_min, double scale_max, double ratio_min,
+                                double ratio_max, CounterRng& rng);
 CropBox random_resized_crop_box(std::int64_t H, std::int64_t W, const AugmentOptions& options, CounterRng& rng);
+
+// The box cut out and resized to out_h x out_w (antialiased bicubic, align_corners false), clamped
+// to [0, 1] (bicubic overshoots at edges).
+torch::Tensor resized_crop(const torch::Tensor& gray, const CropBox& box, std::int64_t out_h, std::int64_t out_w);
+
+// Left-right mirror.
+torch::Tensor hflip(const torch::Tensor& x);
+
+// RandomAffine's parameters (shear 0): rotation in degrees, translation in whole pixels, zoom.
+struct AffineParams {
+  double angle = 0, tx = 0, ty = 0, zoom = 1;
+};
+// Draws angle uniform in [-degrees, degrees), tx = round(uniform(-translate * width, translate * width)),
+// ty likewise with height, zoom uniform in [zoom_min, zoom_max), in that order (torchvision's order).
+AffineParams draw_affine(double degrees, double translate, double zoom_min, double zoom_max, std::int64_t height,
+                         std::int64_t width, CounterRng& rng);
+// The affine about the image centre, zero fill, sampled bilinearly (nearest when `nearest`, for label
+// maps: then `x` holds label values as floats). With `flip` the input is mirrored first, so
+// affine(x, p, true) is affine(hflip(x), p, false) sampled in one pass.
+torch::Tensor affine(const torch::Tensor& x, const AffineParams& params, bool flip, bool nearest = false);
+
+// ColorJitter's brightness and contrast on gray (saturation and hue do nothing to it): draws the
+// brightness factor uniform in [1 - brightness, 1 + brightness), the contrast factor likewise, then
+// which comes first (one uniform: below 0.5 brightness first). Brightness multiplies; contrast
+// blends with the image mean; each clamps to [0, 1]. The caller draws whether to jitter at all.
+torch::Tensor jitter_brightness_contrast(const torch::Tensor& x, double brightness, double contrast, CounterRng& rng);
+
+// Separable Gaussian blur, odd `kernel` taps, reflected borders (torchvision's GaussianBlur).
+torch::Tensor gaussian_blur(const torch::Tensor& x, int kernel, double sigma);
+
+// Solarisation as torchvision's RandomSolarize(threshold) on 8-bit values: x >= threshold / 255
+// becomes 1 - x.
+torch::Tensor solarize(const torch::Tensor& x, double threshold = 128.0);
+
+// Gray replicated to 3 channels, each (x - mean[c]) / std[c]: [3, H, W] float32.
+torch::Tensor normalize_gray3(const torch::Tensor& x, const std::array<double, 3>& mean, const std::array<double, 3>& std);
 
 }  // namespace cx::train
