@@ -232,16 +232,33 @@ TEST(DistGroup, TwoRanksSumAndBroadcast) {
     g->all_reduce_sum(b);
     expect("transposed", base, torch::arange(6, torch::kFloat).reshape({2, 3}) * 3);
     std::vector<torch::Tensor> ts{torch::full({2, 2}, r + 1), torch::full({3}, 10 * (r + 1), torch::kDouble),
-                                  torch::Tensor(), torch::full({5}, r), torch::full({2}, r + 7, torch::kLong)};
+                                  torch::Tensor(), torch::full({5}, r), torch::full({2}, r + 7, torch::kLong),
+                                  torch::full({3}, 0.5 * (r + 1), torch::kBFloat16)};
     g->all_reduce_sum(ts);
     expect("float [2,2]", ts[0], torch::full({2, 2}, 3.0));
     expect("double", ts[1], torch::full({3}, 30.0, torch::kDouble));
     expect("float [5]", ts[3], torch::full({5}, 1.0));
     expect("int64", ts[4], torch::full({2}, 15, torch::kLong));
+    expect("bfloat16", ts[5], torch::full({3}, 1.5, torch::kBFloat16));  // exact in bfloat16
     if (ts[2].defined()) report += "the undefined tensor got defined\n";
     torch::Tensor c = torch::full({4}, env.rank == 1 ? 42.0 : -1.0);
     g->broadcast(c, 1);
     expect("broadcast", c, torch::full({4}, 42.0));
+    torch::Tensor h = env.rank == 0 ? torch::tensor({1.0, -2.5, 3.0e-3}, torch::kBFloat16) : torch::zeros({3}, torch::kBFloat16);
+    torch::Tensor flags = torch::tensor({env.rank == 0, true});
+    g->broadcast(h);
+    g->broadcast(flags);
+    expect("broadcast bfloat16", h, torch::tensor({1.0, -2.5, 3.0e-3}, torch::kBFloat16));
+    expect("broadcast bool", flags, torch::tensor({true, true}));
+    torch::Tensor bad = torch::zeros({2}, torch::kBool);
+    try {
+      g->all_reduce_sum(bad);
+      report += "summed bool tensors\n";
+    } catch (const cx::Error& e) {
+      if (std::string(e.what()) != "rank " + std::to_string(env.rank) + " of 2: all-reduce of Bool tensors: sums are taken "
+                                   "of floating-point and 8-, 32- or 64-bit integer tensors only")
+        report += std::string("bool: ") + e.what() + "\n";
+    }
     g->barrier();
     return report.empty() ? "ok" : report;
   });
@@ -252,7 +269,7 @@ TEST(DistGroup, TwoRanksSumAndBroadcast) {
 }
 
 // A rank that exits mid-loop: the other's next all-reduce fails at once (its connection closes) and
-// the heartbeat probe (2.5 s) names the rank. 20 s leaves room for a loaded CI machine.
+// the heartbeat probe (2 s) names the rank. 20 s leaves room for a loaded CI machine.
 TEST(DistGroup, LostRankEndsTheOtherQuickly) {
   if (!dist::available(torch::kCPU)) GTEST_SKIP() << "built without c10d's Gloo process group";
   const auto ends = fork_ranks(2, [](const dist::Env& env) -> std::string {
@@ -275,6 +292,32 @@ TEST(DistGroup, LostRankEndsTheOtherQuickly) {
   ASSERT_NE(nl, std::string::npos) << ends[0].text;
   EXPECT_LT(std::stod(ends[0].text.substr(0, nl)), 20.0);
   EXPECT_EQ(ends[0].text.substr(nl + 1).rfind("rank 0 of 2: lost rank 1 during all-reduce (", 0), 0u) << ends[0].text;
+}
+
+// Four ranks, rank 2 dies: whichever survivors fail first (its neighbours) and whichever fail only
+// when those exit, each names rank 2 alone.
+TEST(DistGroup, CascadeNamesTheRankThatDied) {
+  if (!dist::available(torch::kCPU)) GTEST_SKIP() << "built without c10d's Gloo process group";
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto ends = fork_ranks(4, [](const dist::Env& env) -> std::string {
+    auto g = dist::Group::create(env, torch::kCPU, 60s);
+    for (int step = 0; step < 20; ++step) {
+      if (env.rank == 2 && step == 2) ::_exit(3);
+      torch::Tensor t = torch::ones({1000});
+      try {
+        g->all_reduce_sum(t);
+      } catch (const cx::Error& e) {
+        return e.what();
+      }
+    }
+    return "no error";
+  });
+  EXPECT_TRUE(exited_with(ends[2].status, 3));
+  for (int r : {0, 1, 3}) {
+    EXPECT_TRUE(exited_with(ends[r].status, 0)) << ends[r].text;
+    EXPECT_EQ(ends[r].text.rfind("rank " + std::to_string(r) + " of 4: lost rank 2 during all-reduce (", 0), 0u) << ends[r].text;
+  }
+  EXPECT_LT(seconds_since(t0), 20.0);
 }
 
 // Rank 0 hosts the store: when it dies, the others cannot reach the store and name rank 0 at once.

@@ -172,8 +172,9 @@ struct Group::Impl {
   // Each rank bumps its counter twice a second while its process lives; a counter that stands still
   // through the probe window is a lost rank.
   static constexpr std::chrono::milliseconds kBeat{500};
-  static constexpr std::chrono::milliseconds kProbeWindow{2500};
+  static constexpr std::chrono::milliseconds kProbeWindow{2000};
   static std::string alive_key(int r) { return "cx/alive/" + std::to_string(r); }
+  static std::string failed_key(int r) { return "cx/failed/" + std::to_string(r); }
 
   std::string who() const { return "rank " + std::to_string(rank) + " of " + std::to_string(size); }
 
@@ -208,11 +209,14 @@ struct Group::Impl {
 #endif
   }
 
-  // The ranks whose heartbeat stopped; {0} when the store (rank 0's) cannot be reached.
+  // The ranks whose heartbeat stopped; {0} when the store (rank 0's) cannot be reached. Ranks that
+  // stopped after reporting a failure of their own are left out when others stopped without one: in a
+  // ring, the neighbours of a dead rank fail first and exit, and only then do the ranks beyond them.
   std::vector<int> lost_ranks() {
     std::vector<int> candidates;
 #ifdef CX_WITH_C10D
     try {
+      store->set(failed_key(rank), std::vector<std::uint8_t>{1});
       std::vector<std::int64_t> first(static_cast<std::size_t>(size));
       for (int r = 0; r < size; ++r)
         if (r != rank) {
@@ -227,6 +231,10 @@ struct Group::Impl {
           if (store->add(alive_key(r), 0) == first[static_cast<std::size_t>(r)]) still.push_back(r);
         candidates = std::move(still);
       }
+      std::vector<int> silent;
+      for (int r : candidates)
+        if (!store->check({failed_key(r)})) silent.push_back(r);
+      if (!silent.empty()) candidates = std::move(silent);
     } catch (const std::exception&) {
       return {0};
     }
@@ -259,6 +267,26 @@ struct Group::Impl {
     } catch (const std::exception& e) {
       fail(op, e);
     }
+  }
+#endif
+
+  // Gloo adds float, double, half and 8-, 32-, 64-bit integers; bfloat16 is summed in float (below).
+  void check_summable(c10::ScalarType dtype) const {
+    if (device != torch::kCPU) return;
+    using S = c10::ScalarType;
+    for (S ok : {S::Float, S::Double, S::Half, S::BFloat16, S::Char, S::Byte, S::Int, S::Long})
+      if (dtype == ok) return;
+    throw Error(who() + ": all-reduce of " + c10::toString(dtype) +
+                " tensors: sums are taken of floating-point and 8-, 32- or 64-bit integer tensors only");
+  }
+
+#ifdef CX_WITH_C10D
+  // The sums over the ranks of the contiguous `buf`: in buf itself, or in a float copy for bfloat16
+  // on Gloo (which has no bfloat16 arithmetic; one rounding back at the end).
+  torch::Tensor sum(torch::Tensor buf) {
+    std::vector<torch::Tensor> v{device == torch::kCPU && buf.scalar_type() == torch::kBFloat16 ? buf.to(torch::kFloat) : buf};
+    run("all-reduce", [&] { return pg->allreduce(v); });
+    return v[0];
   }
 #endif
 
@@ -335,34 +363,34 @@ void Group::all_reduce_sum(torch::Tensor& t) {
   if (!impl_) return;
   if (!t.defined()) throw Error(impl_->who() + ": all-reduce of an undefined tensor");
   impl_->check_device(t, "all-reduce");
+  impl_->check_summable(t.scalar_type());
 #ifdef CX_WITH_C10D
   torch::NoGradGuard no_grad;
-  std::vector<torch::Tensor> buf{t.is_contiguous() ? t : t.contiguous()};
-  impl_->run("all-reduce", [&] { return impl_->pg->allreduce(buf); });
-  if (!buf[0].is_same(t)) t.copy_(buf[0]);
+  const torch::Tensor sums = impl_->sum(t.is_contiguous() ? t : t.contiguous());
+  if (!sums.is_same(t)) t.copy_(sums);
 #endif
 }
 
 void Group::all_reduce_sum(std::vector<torch::Tensor>& ts) {
   if (!impl_) return;
-#ifdef CX_WITH_C10D
-  torch::NoGradGuard no_grad;
   std::vector<c10::ScalarType> dtypes;
   for (const auto& t : ts)
     if (t.defined()) {
       impl_->check_device(t, "all-reduce");
+      impl_->check_summable(t.scalar_type());
       if (std::find(dtypes.begin(), dtypes.end(), t.scalar_type()) == dtypes.end()) dtypes.push_back(t.scalar_type());
     }
+#ifdef CX_WITH_C10D
+  torch::NoGradGuard no_grad;
   for (const auto dtype : dtypes) {
     std::vector<torch::Tensor> flat;
     for (const auto& t : ts)
       if (t.defined() && t.scalar_type() == dtype) flat.push_back(t.reshape({-1}));
-    std::vector<torch::Tensor> buf{torch::cat(flat)};
-    impl_->run("all-reduce", [&] { return impl_->pg->allreduce(buf); });
+    const torch::Tensor sums = impl_->sum(torch::cat(flat));
     std::int64_t offset = 0;
     for (auto& t : ts)
       if (t.defined() && t.scalar_type() == dtype) {
-        t.copy_(buf[0].narrow(0, offset, t.numel()).view(t.sizes()));
+        t.copy_(sums.narrow(0, offset, t.numel()).view(t.sizes()));
         offset += t.numel();
       }
   }
@@ -378,11 +406,13 @@ void Group::broadcast(torch::Tensor& t, int root) {
   impl_->check_device(t, "broadcast");
 #ifdef CX_WITH_C10D
   torch::NoGradGuard no_grad;
-  std::vector<torch::Tensor> buf{t.is_contiguous() ? t : t.contiguous()};
+  const torch::Tensor c = t.is_contiguous() ? t : t.contiguous();
+  // As bytes: exact for every dtype, including those Gloo has no arithmetic for (bfloat16, bool).
+  std::vector<torch::Tensor> bytes{c.reshape({-1}).view(torch::kByte)};
   c10d::BroadcastOptions opts;
   opts.rootRank = root;
-  impl_->run("broadcast", [&] { return impl_->pg->broadcast(buf, opts); });
-  if (!buf[0].is_same(t)) t.copy_(buf[0]);
+  impl_->run("broadcast", [&] { return impl_->pg->broadcast(bytes, opts); });
+  if (!c.is_same(t)) t.copy_(c);
 #endif
 }
 

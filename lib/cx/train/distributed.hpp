@@ -61,14 +61,16 @@ class Group {
   int size() const { return size_; }
   bool is_root() const { return rank_ == 0; }
 
-  // Sums `t` over the ranks, in place (a non-contiguous tensor is reduced through a copy).
+  // Sums `t` over the ranks, in place (a non-contiguous tensor is reduced through a copy). Dtypes:
+  // float, double, half, bfloat16 (on CPU summed in float, rounded back once), int8, uint8, int32,
+  // int64; others (bool, int16, complex) throw cx::Error on CPU before anything is sent.
   void all_reduce_sum(torch::Tensor& t);
   // Sums every tensor of `ts` over the ranks: the tensors of one dtype travel as one flattened buffer
   // (one collective per dtype, dtypes in order of first appearance), and the sums are written back
   // into the tensors. Undefined tensors (a parameter without a gradient) are skipped: they must be
   // undefined on every rank alike.
   void all_reduce_sum(std::vector<torch::Tensor>& ts);
-  // Replaces `t` on every rank by root's `t`.
+  // Replaces `t` on every rank by root's `t`, bit for bit (sent as bytes: any dtype).
   void broadcast(torch::Tensor& t, int root = 0);
   void barrier();
 
@@ -77,8 +79,9 @@ class Group {
   //   "rank 0 of 4: lost ranks 2, 3 during broadcast (...)"
   //   "rank 0 of 2: all-reduce timed out after 300 s; no rank was lost: one is stuck or slow (...)"
   // The lost ranks are those whose heartbeat (a counter each rank bumps in the store twice a second
-  // from a thread of its own) stopped; when the store itself is unreachable its host, rank 0, is lost.
-  // Finding them takes a probe of a few seconds after the collective fails.
+  // from a thread of its own) stopped, leaving out ranks that stopped on a failure they reported
+  // themselves (the dead rank's neighbours, which fail first); when the store itself is unreachable,
+  // its host, rank 0, is lost. Finding them takes a probe of 2 s after the collective fails.
 
  private:
   struct Impl;  // c10d's objects stay out of this header
