@@ -134,7 +134,9 @@ bool available(torch::DeviceType type) {
 
 namespace {
 
-const char* device_name(torch::DeviceType type) { return type == torch::kCUDA ? "CUDA" : type == torch::kCPU ? "CPU" : "this device"; }
+const char* device_name(torch::DeviceType type) {
+  return type == torch::kCUDA ? "CUDA" : type == torch::kCPU ? "CPU" : "this device";
+}
 
 // The first line of an exception's text, without the "[file.cc:123] " Gloo and c10 put in front.
 std::string detail_of(const std::exception& e) {

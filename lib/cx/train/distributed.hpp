@@ -3,9 +3,10 @@
 // CPU tensors, NCCL for CUDA tensors when this LibTorch is a CUDA build that has it. Ranks meet at a
 // TCPStore that rank 0 hosts on MASTER_ADDR:MASTER_PORT; every rank must call the collectives in the
 // same order with tensors of the same shapes and dtypes. A rank that dies ends the others' next (or
-// current) collective with a cx::Error that names it, within seconds when its connections close (a
-// process that exits or is killed) and at the timeout otherwise (a machine that vanishes, a rank that
-// hangs). Only rank 0 should write files; that is the caller's rule, not enforced here.
+// current) collective with a cx::Error that names it: on Gloo within seconds when its connections
+// close (a process that exits or is killed), at the timeout otherwise (a machine that vanishes, a rank
+// that hangs; NCCL notices nothing sooner). Only rank 0 should write files; that is the caller's rule,
+// not enforced here. A Group is used from one thread.
 #include <chrono>
 #include <memory>
 #include <string>
@@ -32,7 +33,7 @@ struct Env {
 // - none set: one process (rank 0 of 1).
 // MASTER_ADDR and MASTER_PORT are required only when the world has more than one rank. A partial set
 // or an invalid value throws cx::Error naming the variable and its value, e.g.
-//   "environment: RANK=abc: expected a whole number"
+//   "environment: RANK=abc: expected a whole number >= 0"
 //   "environment: RANK=2 is not below WORLD_SIZE=2"
 //   "environment: RANK=1 is set but WORLD_SIZE is not"
 //   "environment: MASTER_PORT=70000: expected a port number (1-65535)"
@@ -107,7 +108,8 @@ struct LocalRunOptions {
 // exit status, or 128 + the signal's number, with a message such as
 //   "rank 1 exited with status 3"   or   "rank 0 was killed by signal 9 (Killed)"
 //   "rank 1: cannot run cx-pretrain: No such file or directory" (exit 127).
-// Returns 0 when every rank exits 0. nproc < 1 or an empty argv throws cx::UsageError.
+// Returns 0 when every rank exits 0. nproc < 1 or an empty argv throws cx::UsageError. One call at a
+// time per process (its signal handlers are process-wide); /proc/self/exe as argv[0] runs this binary.
 int run_local_ranks(int nproc, const std::vector<std::string>& argv, const LocalRunOptions& options = {});
 
 // A TCP port on 127.0.0.1 that was free a moment ago (the kernel's pick for port 0).
