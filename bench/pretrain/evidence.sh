@@ -1,0 +1,61 @@
+#!/bin/sh
+# bench/pretrain/evidence.sh: does the tiny recipe learn? On 2 CPU cores: pretrain on unlabelled
+# phantoms, then compare the encoder at its initialisation (the same run at step 0) with the pretrained
+# teacher on held-out phantoms: a linear probe (cx-classify, AUROC per finding, paired bootstrap of the
+# difference) and a segmentation decoder (cx-segment, Dice). Prints the loss at the start and the end of
+# pretraining, the wall time of each step, and the cx-eval tables.
+#
+#   sh bench/pretrain/evidence.sh [BUILD]
+#   environment: PRETRAIN (600 phantoms), PROBE (300 train + 300 test), SIZE (128), THREADS (2),
+#                EPOCHS (the tiny recipe's 10), OUT (BUILD/pretrain-evidence)
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+build=${1:-build}
+[ -d "$build" ] || build=$root/$build
+build=$(cd "$build" && pwd)
+PATH=$build/bin:$PATH
+out=${OUT:-$build/pretrain-evidence}
+threads=${THREADS:-2}
+size=${SIZE:-128}
+n_pre=${PRETRAIN:-600}
+n_probe=${PROBE:-300}
+epochs=${EPOCHS:-10}
+rm -rf "$out"
+mkdir -p "$out"
+step() {  # label command...
+  label=$1; shift
+  t0=$(date +%s.%N)
+  "$@"
+  printf '%-58s %7.1f s\n' "$label" "$(echo "$(date +%s.%N) $t0" | awk '{print $1 - $2}')" >&2
+}
+
+step "phantoms: $n_pre to pretrain on, ${n_probe}+${n_probe} to probe" sh -c "
+  cx-phantom -q -n $n_pre --size $size --seed 101 -o '$out/pre.cx' &&
+  cx-phantom -q -n $n_probe --size $size --seed 102 -o '$out/train.cx' &&
+  cx-phantom -q -n $n_probe --size $size --seed 103 -o '$out/test.cx'"
+step "the encoder at its initialisation (--max-steps 0)" \
+  cx-pretrain train -q --threads "$threads" --recipe tiny optim.epochs="$epochs" -o "$out/run0" --max-steps 0 "$out/pre.cx"
+step "cx-pretrain train --recipe tiny ($epochs epochs)" \
+  cx-pretrain train -q --threads "$threads" --recipe tiny optim.epochs="$epochs" -o "$out/run" "$out/pre.cx"
+cx-pretrain export "$out/run0" -o "$out/enc0"
+cx-pretrain export "$out/run" -o "$out/enc"
+awk -F'\t' 'NR == 2 || NR % 40 == 1 { printf "  step %4d  loss %.4f  (dino local %.4f global %.4f koleo %.4f ibot %.4f)  %.1f images/s\n", $1, $3, $4, $5, $6, $7, $14 }' "$out/run/log.tsv" >&2
+
+for e in enc0 enc; do
+  step "embed with $e (cx5, patch4)" sh -c "
+    cx-embed -q --threads $threads --model '$out/$e' --emit cx5,patch4 -o '$out/train.$e.cx' '$out/train.cx' &&
+    cx-embed -q --threads $threads --model '$out/$e' --emit cx5,patch4 --keep-image -o '$out/test.$e.cx' '$out/test.cx'"
+  step "linear probe ($e)" sh -c "
+    cx-classify train -q '$out/train.$e.cx' --feature cx5 -o '$out/head.$e' &&
+    cx-classify predict -q '$out/head.$e' '$out/test.$e.cx' -o '$out/pred.$e.tsv'"
+  step "segmentation decoder ($e)" sh -c "
+    cx-segment train -q '$out/train.$e.cx' --feature patch4 --head conv --hidden 64 --epochs 15 -o '$out/seg.$e' &&
+    cx-segment predict -q '$out/seg.$e' '$out/test.$e.cx' -o '$out/seg.$e.cx'"
+done
+
+echo "== AUROC, initialisation"; cx-eval auroc "$out/pred.enc0.tsv"
+echo "== AUROC, pretrained"; cx-eval auroc "$out/pred.enc.tsv"
+echo "== AUROC, pretrained - initialisation (paired bootstrap)"; cx-eval auroc --paired "$out/pred.enc.tsv" "$out/pred.enc0.tsv"
+echo "== Dice, initialisation"; cx-eval dice "$out/test.cx" "$out/seg.enc0.cx"
+echo "== Dice, pretrained"; cx-eval dice "$out/test.cx" "$out/seg.enc.cx"
