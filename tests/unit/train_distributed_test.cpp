@@ -467,6 +467,19 @@ TEST(DistLocal, SignalsAreForwarded) {
   EXPECT_LT(seconds_since(t0), 10.0);
 }
 
+// Under nohup (SIGHUP ignored) the ranks ignore SIGHUP too.
+TEST(DistLocal, IgnoredSignalsStayIgnored) {
+  std::string message;
+  dist::LocalRunOptions opts;
+  opts.message = &message;
+  struct sigaction ign {}, old {};
+  ign.sa_handler = SIG_IGN;
+  ::sigaction(SIGHUP, &ign, &old);
+  const int rc = dist::run_local_ranks(1, {"/bin/sh", "-c", "kill -HUP $$; exit 0"}, opts);
+  ::sigaction(SIGHUP, &old, nullptr);
+  EXPECT_EQ(rc, 0) << message;
+}
+
 TEST(DistLocal, ProgramThatCannotRun) {
   std::string message;
   dist::LocalRunOptions opts;

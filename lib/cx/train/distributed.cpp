@@ -456,7 +456,8 @@ void on_signal(int sig) {
   errno = saved;
 }
 
-// Installs the handlers for the forwarded signals and SIGCHLD, restores the previous ones on exit.
+// Installs the handlers for the forwarded signals and SIGCHLD, restores the previous ones on exit. A
+// forwarded signal this process ignores (nohup's SIGHUP) stays ignored, here and in the ranks.
 class SignalPipe {
  public:
   SignalPipe() {
@@ -467,10 +468,13 @@ class SignalPipe {
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
     sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;
-    for (std::size_t i = 0; i < std::size(kSignals); ++i) ::sigaction(kSignals[i], &sa, &old_[i]);
+    for (std::size_t i = 0; i < std::size(kSignals); ++i) {
+      ::sigaction(kSignals[i], nullptr, &old_[i]);
+      if (kSignals[i] == SIGCHLD || old_[i].sa_handler != SIG_IGN) ::sigaction(kSignals[i], &sa, nullptr);
+    }
   }
   ~SignalPipe() {
-    for (std::size_t i = 0; i < std::size(kSignals); ++i) ::sigaction(kSignals[i], &old_[i], nullptr);
+    restore();
     g_wake_fd = -1;
     ::close(fds_[0]);
     ::close(fds_[1]);
@@ -478,9 +482,14 @@ class SignalPipe {
   SignalPipe(const SignalPipe&) = delete;
   SignalPipe& operator=(const SignalPipe&) = delete;
   int read_fd() const { return fds_[0]; }
-  static constexpr int kSignals[] = {SIGINT, SIGTERM, SIGHUP, SIGCHLD};
+  // The dispositions found on entry (async-signal-safe: a child calls it before exec, which turns
+  // handlers into the default and keeps ignored signals ignored).
+  void restore() const {
+    for (std::size_t i = 0; i < std::size(kSignals); ++i) ::sigaction(kSignals[i], &old_[i], nullptr);
+  }
 
  private:
+  static constexpr int kSignals[] = {SIGINT, SIGTERM, SIGHUP, SIGCHLD};
   int fds_[2] = {-1, -1};
   struct sigaction old_[std::size(kSignals)] {};
 };
@@ -589,7 +598,7 @@ int run_local_ranks(int nproc, const std::vector<std::string>& argv, const Local
     const pid_t pid = ::fork();
     if (pid == 0) {
       ::setpgid(0, pgid);  // one group for the ranks: a terminal's ^C reaches us alone, and we forward it
-      for (int sig : SignalPipe::kSignals) ::signal(sig, SIG_DFL);
+      signals.restore();
       ::prctl(PR_SET_PDEATHSIG, SIGTERM);
       if (::getppid() != parent) ::_exit(128 + SIGTERM);
       ::sigprocmask(SIG_SETMASK, &old, nullptr);
