@@ -366,7 +366,7 @@ TEST(DistGroup, LostStoreHostIsNamed) {
 TEST(DistGroup, StuckRankTimesOut) {
   if (!dist::available(torch::kCPU)) GTEST_SKIP() << "built without c10d's Gloo process group";
   const auto ends = fork_ranks(2, [](const dist::Env& env) -> std::string {
-    auto g = dist::Group::create(env, torch::kCPU, 1s);
+    auto g = dist::Group::create(env, torch::kCPU, 1s, 20s);
     if (env.rank == 1) {
       std::this_thread::sleep_for(3s);
       return "slept";
@@ -394,7 +394,7 @@ TEST(DistGroup, NobodyToJoinTimesOut) {
   env.rank = 1, env.world_size = 2, env.master_addr = "127.0.0.1", env.master_port = dist::free_local_port();
   const auto t0 = std::chrono::steady_clock::now();
   try {
-    dist::Group::create(env, torch::kCPU, 1s);
+    dist::Group::create(env, torch::kCPU, 20s, 1s);
     FAIL() << "joined a group without rank 0";
   } catch (const cx::Error& e) {
     const std::string where = "127.0.0.1:" + std::to_string(env.master_port);

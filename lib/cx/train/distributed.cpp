@@ -299,7 +299,8 @@ struct Group::Impl {
   }
 };
 
-std::shared_ptr<Group> Group::create(const Env& env, torch::Device device, std::chrono::milliseconds timeout) {
+std::shared_ptr<Group> Group::create(const Env& env, torch::Device device, std::chrono::milliseconds timeout,
+                                     std::chrono::milliseconds join_timeout) {
   if (env.world_size < 1 || env.rank < 0 || env.rank >= env.world_size)
     throw Error("rank " + std::to_string(env.rank) + " of " + std::to_string(env.world_size) + ": not a rank of the group");
   std::shared_ptr<Group> group(new Group(env.rank, env.world_size));
@@ -310,7 +311,7 @@ std::shared_ptr<Group> Group::create(const Env& env, torch::Device device, std::
                 " tensors (Gloo for CPU, NCCL for CUDA), so it runs one process only");
   if (env.master_addr.empty() || env.master_port < 1 || env.master_port > 65535)
     throw Error(who + ": no MASTER_ADDR and MASTER_PORT to meet the other ranks at");
-  if (timeout.count() <= 0) throw Error(who + ": the timeout must be positive");
+  if (timeout.count() <= 0 || join_timeout.count() <= 0) throw Error(who + ": timeouts must be positive");
 #ifdef CX_WITH_C10D
   auto impl = std::make_unique<Impl>();
   impl->rank = env.rank;
@@ -323,9 +324,12 @@ std::shared_ptr<Group> Group::create(const Env& env, torch::Device device, std::
     so.port = static_cast<std::uint16_t>(env.master_port);
     so.isServer = env.rank == 0;
     so.numWorkers = static_cast<std::size_t>(env.world_size);
-    so.timeout = timeout;
+    so.timeout = join_timeout;  // also the store's waits, used only while joining
     impl->store = c10::make_intrusive<c10d::TCPStore>(env.master_addr, so);
     impl->store->add(Impl::alive_key(env.rank), 1);
+    // Every rank present before the process group is built, whose rendezvous waits only `timeout`.
+    if (impl->store->add("cx/joined", 1) == env.world_size) impl->store->set("cx/all_joined", std::vector<std::uint8_t>{1});
+    impl->store->wait({"cx/all_joined"});
     auto pg_store = c10::make_intrusive<c10d::PrefixStore>("cx/pg", impl->store);
     if (device.is_cpu()) {
 #ifdef CX_WITH_GLOO

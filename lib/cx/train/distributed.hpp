@@ -50,10 +50,12 @@ class Group {
   // is built (Gloo for CPU; NCCL for CUDA when built with it, with NCCL_BLOCKING_WAIT=1 unless set, so
   // that a failed collective throws instead of aborting). Gloo binds to the interface named by
   // GLOO_SOCKET_IFNAME when set, to 127.0.0.1 when MASTER_ADDR is a loopback address, else to the
-  // address this host's name resolves to. `timeout` bounds joining and every collective.
-  // world_size 1: no network; every collective is a no-op. Failures throw cx::Error.
+  // address this host's name resolves to. `join_timeout` bounds joining (until every rank is there),
+  // `timeout` every collective. world_size 1: no network; every collective is a no-op. Failures throw
+  // cx::Error ("rank 1 of 2: cannot join the group at node0:29500 (...)").
   static std::shared_ptr<Group> create(const Env& env, torch::Device device,
-                                       std::chrono::milliseconds timeout = kDefaultTimeout);
+                                       std::chrono::milliseconds timeout = kDefaultTimeout,
+                                       std::chrono::milliseconds join_timeout = kDefaultTimeout);
   ~Group();
   Group(const Group&) = delete;
   Group& operator=(const Group&) = delete;
