@@ -170,17 +170,20 @@ struct Group::Impl {
   std::mutex mu;
   std::condition_variable cv;
   bool stop = false;
+  bool failed = false;  // a collective failed: rank 0 keeps the store up while the others probe
+  std::vector<int> gone;  // the ranks whose heartbeat stood still through the last probe
 
-  // Each rank bumps its counter twice a second while its process lives; a counter that stands still
-  // through the probe window is a lost rank.
-  static constexpr std::chrono::milliseconds kBeat{500};
-  static constexpr std::chrono::milliseconds kProbeWindow{2000};
+  // Each rank bumps its counter 4 times a second while its process lives; a counter that stands still
+  // through the probe window (6 beats) is a lost rank.
+  static constexpr std::chrono::milliseconds kBeat{250};
+  static constexpr std::chrono::milliseconds kProbeWindow{1500};
   static std::string alive_key(int r) { return "cx/alive/" + std::to_string(r); }
   static std::string failed_key(int r) { return "cx/failed/" + std::to_string(r); }
 
   std::string who() const { return "rank " + std::to_string(rank) + " of " + std::to_string(size); }
 
   ~Impl() {
+    if (failed && rank == 0) linger();
     if (heartbeat.joinable()) {
       {
         std::lock_guard<std::mutex> lock(mu);
@@ -211,6 +214,34 @@ struct Group::Impl {
 #endif
   }
 
+  // Rank 0's store answers the other ranks' probes: after a failure it stays up (with its heartbeat)
+  // until the heartbeat of every rank that was alive at its own probe has stood still for 1 s, or for
+  // at most a probe window and 1 s, so that a rank still probing is not told that rank 0 is lost.
+  void linger() {
+#ifdef CX_WITH_C10D
+    try {
+      using clock = std::chrono::steady_clock;
+      const auto start = clock::now(), end = start + kProbeWindow + std::chrono::seconds(1);
+      std::vector<std::int64_t> last(static_cast<std::size_t>(size), -1);
+      std::vector<clock::time_point> changed(static_cast<std::size_t>(size), start);
+      for (;;) {
+        bool all_still = true;
+        const auto now = clock::now();
+        for (int r = 0; r < size; ++r) {
+          if (r == rank || std::find(gone.begin(), gone.end(), r) != gone.end()) continue;
+          const auto i = static_cast<std::size_t>(r);
+          const std::int64_t v = store->add(alive_key(r), 0);
+          if (v != last[i]) last[i] = v, changed[i] = now;
+          if (now - changed[i] < std::chrono::seconds(1)) all_still = false;
+        }
+        if (all_still || now >= end) return;
+        std::this_thread::sleep_for(kBeat);
+      }
+    } catch (const std::exception&) {
+    }
+#endif
+  }
+
   // The ranks whose heartbeat stopped; {0} when the store (rank 0's) cannot be reached. Ranks that
   // stopped after reporting a failure of their own are left out when others stopped without one: in a
   // ring, the neighbours of a dead rank fail first and exit, and only then do the ranks beyond them.
@@ -218,7 +249,6 @@ struct Group::Impl {
     std::vector<int> candidates;
 #ifdef CX_WITH_C10D
     try {
-      store->set(failed_key(rank), std::vector<std::uint8_t>{1});
       std::vector<std::int64_t> first(static_cast<std::size_t>(size));
       for (int r = 0; r < size; ++r)
         if (r != rank) {
@@ -233,6 +263,7 @@ struct Group::Impl {
           if (store->add(alive_key(r), 0) == first[static_cast<std::size_t>(r)]) still.push_back(r);
         candidates = std::move(still);
       }
+      gone = candidates;
       std::vector<int> silent;
       for (int r : candidates)
         if (!store->check({failed_key(r)})) silent.push_back(r);
@@ -245,7 +276,15 @@ struct Group::Impl {
   }
 
   [[noreturn]] void fail(const std::string& op, const std::exception& e) {
+    failed = true;
     const std::string detail = detail_of(e);
+#ifdef CX_WITH_C10D
+    try {
+      store->set(failed_key(rank), std::vector<std::uint8_t>{1});
+    } catch (const std::exception&) {
+    }
+    pg.reset();  // the group is broken: closing its connections now fails the peers that wait on us
+#endif
     const std::vector<int> lost = lost_ranks();
     std::string msg = who() + ": ";
     if (!lost.empty()) {
@@ -291,6 +330,12 @@ struct Group::Impl {
     return v[0];
   }
 #endif
+
+  void check_usable() const {
+#ifdef CX_WITH_C10D
+    if (!pg) throw Error(who() + ": the group failed in an earlier collective");
+#endif
+  }
 
   void check_device(const torch::Tensor& t, const std::string& op) const {
     if (t.device().type() != device)
@@ -367,6 +412,7 @@ Group::~Group() = default;
 
 void Group::all_reduce_sum(torch::Tensor& t) {
   if (!impl_) return;
+  impl_->check_usable();
   if (!t.defined()) throw Error(impl_->who() + ": all-reduce of an undefined tensor");
   impl_->check_device(t, "all-reduce");
   impl_->check_summable(t.scalar_type());
@@ -379,6 +425,7 @@ void Group::all_reduce_sum(torch::Tensor& t) {
 
 void Group::all_reduce_sum(std::vector<torch::Tensor>& ts) {
   if (!impl_) return;
+  impl_->check_usable();
   std::vector<c10::ScalarType> dtypes;
   for (const auto& t : ts)
     if (t.defined()) {
@@ -408,6 +455,7 @@ void Group::broadcast(torch::Tensor& t, int root) {
     throw Error("rank " + std::to_string(rank_) + " of " + std::to_string(size_) + ": broadcast from rank " +
                 std::to_string(root) + ", which is not in the group");
   if (!impl_) return;
+  impl_->check_usable();
   if (!t.defined()) throw Error(impl_->who() + ": broadcast of an undefined tensor");
   impl_->check_device(t, "broadcast");
 #ifdef CX_WITH_C10D
@@ -424,6 +472,7 @@ void Group::broadcast(torch::Tensor& t, int root) {
 
 void Group::barrier() {
   if (!impl_) return;
+  impl_->check_usable();
 #ifdef CX_WITH_C10D
   impl_->run("barrier", [&] { return impl_->pg->barrier(); });
 #endif

@@ -77,14 +77,18 @@ class Group {
   void broadcast(torch::Tensor& t, int root = 0);
   void barrier();
 
-  // A collective that fails throws cx::Error:
+  // A collective that fails throws cx::Error, and the group is closed at once (its connections too, so
+  // that peers waiting on this rank fail as well); later calls throw "rank R of N: the group failed in
+  // an earlier collective". Messages:
   //   "rank 0 of 2: lost rank 1 during all-reduce (Connection reset by peer ...)"
   //   "rank 0 of 4: lost ranks 2, 3 during broadcast (...)"
   //   "rank 0 of 2: all-reduce timed out after 300 s; no rank was lost: one is stuck or slow (...)"
-  // The lost ranks are those whose heartbeat (a counter each rank bumps in the store twice a second
+  // The lost ranks are those whose heartbeat (a counter each rank bumps in the store 4 times a second
   // from a thread of its own) stopped, leaving out ranks that stopped on a failure they reported
   // themselves (the dead rank's neighbours, which fail first); when the store itself is unreachable,
-  // its host, rank 0, is lost. Finding them takes a probe of 2 s after the collective fails.
+  // its host, rank 0, is lost. Finding them takes a probe of 1.5 s after the collective fails; after a
+  // failure, rank 0's ~Group keeps the store up (at most 2.5 s) until the other ranks are gone, so let
+  // the Group be destroyed (unwinding does it) rather than calling exit() with it alive.
 
  private:
   struct Impl;  // c10d's objects stay out of this header
