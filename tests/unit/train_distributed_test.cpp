@@ -117,6 +117,11 @@ std::vector<RankEnd> fork_ranks(int n, const std::function<std::string(const dis
 
 bool exited_with(int status, int code) { return WIFEXITED(status) && WEXITSTATUS(status) == code; }
 
+std::string describe(int status) {
+  if (WIFSIGNALED(status)) return "killed by signal " + std::to_string(WTERMSIG(status));
+  return "exited with status " + std::to_string(WEXITSTATUS(status));
+}
+
 bool starts_with(const std::string& s, const std::string& prefix) { return s.rfind(prefix, 0) == 0; }
 
 // A rank's report of a failed collective: how long the call took, and the error.
@@ -336,7 +341,7 @@ TEST(DistGroup, CascadeNamesTheRankThatDied) {
   });
   EXPECT_TRUE(exited_with(ends[2].status, 3));
   for (int r : {0, 1, 3}) {
-    EXPECT_TRUE(exited_with(ends[r].status, 0)) << ends[r].text;
+    EXPECT_TRUE(exited_with(ends[r].status, 0)) << describe(ends[r].status) << " " << ends[r].text;
     EXPECT_TRUE(starts_with(ends[r].text, "rank " + std::to_string(r) + " of 4: lost rank 2 during all-reduce ("))
         << ends[r].text;
   }
@@ -363,7 +368,7 @@ TEST(DistGroup, StoreOutlivesTheOthersProbes) {
   });
   EXPECT_TRUE(exited_with(ends[1].status, 3));
   for (int r : {0, 2}) {
-    EXPECT_TRUE(exited_with(ends[r].status, 0)) << ends[r].text;
+    EXPECT_TRUE(exited_with(ends[r].status, 0)) << describe(ends[r].status) << " " << ends[r].text;
     EXPECT_TRUE(starts_with(ends[r].text, "rank " + std::to_string(r) + " of 3: lost rank 1 during all-reduce ("))
         << ends[r].text;
   }

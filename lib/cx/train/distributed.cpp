@@ -150,6 +150,26 @@ std::string detail_of(const std::exception& e) {
   return util::trim(s);
 }
 
+// Blocks SIGPIPE in this thread while it lives, and so in every thread started meanwhile: Gloo
+// writes to its sockets with writev from threads of its own, and a write to a peer that is gone would
+// raise SIGPIPE, whose default action (kept by the tools for stdout) ends the process without a word.
+// Blocked, the signal stays pending in that thread and the write fails with EPIPE, which Gloo reports.
+class SigpipeBlocked {
+ public:
+  SigpipeBlocked() {
+    sigset_t pipe;
+    sigemptyset(&pipe);
+    sigaddset(&pipe, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe, &old_);
+  }
+  ~SigpipeBlocked() { pthread_sigmask(SIG_SETMASK, &old_, nullptr); }
+  SigpipeBlocked(const SigpipeBlocked&) = delete;
+  SigpipeBlocked& operator=(const SigpipeBlocked&) = delete;
+
+ private:
+  sigset_t old_;
+};
+
 std::string seconds(std::chrono::milliseconds t) {
   std::ostringstream o;
   o << static_cast<double>(t.count()) / 1000.0;
@@ -364,6 +384,7 @@ std::shared_ptr<Group> Group::create(const Env& env, torch::Device device, std::
   impl->device = device.type();
   impl->timeout = timeout;
   const std::string where = env.master_addr + ":" + std::to_string(env.master_port);
+  const SigpipeBlocked sigpipe_blocked;  // in the threads Gloo and the heartbeat start below
   try {
     c10d::TCPStoreOptions so;
     so.port = static_cast<std::uint16_t>(env.master_port);
