@@ -150,6 +150,26 @@ std::string detail_of(const std::exception& e) {
   return util::trim(s);
 }
 
+// Blocks SIGPIPE in this thread while it lives, and so in every thread started meanwhile: Gloo
+// writes to its sockets with writev from threads of its own, and a write to a peer that is gone would
+// raise SIGPIPE, whose default action (kept by the tools for stdout) ends the process without a word.
+// Blocked, the signal stays pending in that thread and the write fails with EPIPE, which Gloo reports.
+class SigpipeBlocked {
+ public:
+  SigpipeBlocked() {
+    sigset_t pipe;
+    sigemptyset(&pipe);
+    sigaddset(&pipe, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe, &old_);
+  }
+  ~SigpipeBlocked() { pthread_sigmask(SIG_SETMASK, &old_, nullptr); }
+  SigpipeBlocked(const SigpipeBlocked&) = delete;
+  SigpipeBlocked& operator=(const SigpipeBlocked&) = delete;
+
+ private:
+  sigset_t old_;
+};
+
 std::string seconds(std::chrono::milliseconds t) {
   std::ostringstream o;
   o << static_cast<double>(t.count()) / 1000.0;
@@ -170,17 +190,20 @@ struct Group::Impl {
   std::mutex mu;
   std::condition_variable cv;
   bool stop = false;
+  bool failed = false;  // a collective failed: rank 0 keeps the store up while the others probe
+  std::vector<int> gone;  // the ranks whose heartbeat stood still through the last probe
 
-  // Each rank bumps its counter twice a second while its process lives; a counter that stands still
-  // through the probe window is a lost rank.
-  static constexpr std::chrono::milliseconds kBeat{500};
-  static constexpr std::chrono::milliseconds kProbeWindow{2000};
+  // Each rank bumps its counter 4 times a second while its process lives; a counter that stands still
+  // through the probe window (6 beats) is a lost rank.
+  static constexpr std::chrono::milliseconds kBeat{250};
+  static constexpr std::chrono::milliseconds kProbeWindow{1500};
   static std::string alive_key(int r) { return "cx/alive/" + std::to_string(r); }
   static std::string failed_key(int r) { return "cx/failed/" + std::to_string(r); }
 
   std::string who() const { return "rank " + std::to_string(rank) + " of " + std::to_string(size); }
 
   ~Impl() {
+    if (failed && rank == 0) linger();
     if (heartbeat.joinable()) {
       {
         std::lock_guard<std::mutex> lock(mu);
@@ -211,6 +234,34 @@ struct Group::Impl {
 #endif
   }
 
+  // Rank 0's store answers the other ranks' probes: after a failure it stays up (with its heartbeat)
+  // until the heartbeat of every rank that was alive at its own probe has stood still for 1 s, or for
+  // at most a probe window and 1 s, so that a rank still probing is not told that rank 0 is lost.
+  void linger() {
+#ifdef CX_WITH_C10D
+    try {
+      using clock = std::chrono::steady_clock;
+      const auto start = clock::now(), end = start + kProbeWindow + std::chrono::seconds(1);
+      std::vector<std::int64_t> last(static_cast<std::size_t>(size), -1);
+      std::vector<clock::time_point> changed(static_cast<std::size_t>(size), start);
+      for (;;) {
+        bool all_still = true;
+        const auto now = clock::now();
+        for (int r = 0; r < size; ++r) {
+          if (r == rank || std::find(gone.begin(), gone.end(), r) != gone.end()) continue;
+          const auto i = static_cast<std::size_t>(r);
+          const std::int64_t v = store->add(alive_key(r), 0);
+          if (v != last[i]) last[i] = v, changed[i] = now;
+          if (now - changed[i] < std::chrono::seconds(1)) all_still = false;
+        }
+        if (all_still || now >= end) return;
+        std::this_thread::sleep_for(kBeat);
+      }
+    } catch (const std::exception&) {
+    }
+#endif
+  }
+
   // The ranks whose heartbeat stopped; {0} when the store (rank 0's) cannot be reached. Ranks that
   // stopped after reporting a failure of their own are left out when others stopped without one: in a
   // ring, the neighbours of a dead rank fail first and exit, and only then do the ranks beyond them.
@@ -218,7 +269,6 @@ struct Group::Impl {
     std::vector<int> candidates;
 #ifdef CX_WITH_C10D
     try {
-      store->set(failed_key(rank), std::vector<std::uint8_t>{1});
       std::vector<std::int64_t> first(static_cast<std::size_t>(size));
       for (int r = 0; r < size; ++r)
         if (r != rank) {
@@ -233,6 +283,7 @@ struct Group::Impl {
           if (store->add(alive_key(r), 0) == first[static_cast<std::size_t>(r)]) still.push_back(r);
         candidates = std::move(still);
       }
+      gone = candidates;
       std::vector<int> silent;
       for (int r : candidates)
         if (!store->check({failed_key(r)})) silent.push_back(r);
@@ -245,7 +296,15 @@ struct Group::Impl {
   }
 
   [[noreturn]] void fail(const std::string& op, const std::exception& e) {
+    failed = true;
     const std::string detail = detail_of(e);
+#ifdef CX_WITH_C10D
+    try {
+      store->set(failed_key(rank), std::vector<std::uint8_t>{1});
+    } catch (const std::exception&) {
+    }
+    pg.reset();  // the group is broken: closing its connections now fails the peers that wait on us
+#endif
     const std::vector<int> lost = lost_ranks();
     std::string msg = who() + ": ";
     if (!lost.empty()) {
@@ -292,6 +351,12 @@ struct Group::Impl {
   }
 #endif
 
+  void check_usable() const {
+#ifdef CX_WITH_C10D
+    if (!pg) throw Error(who() + ": the group failed in an earlier collective");
+#endif
+  }
+
   void check_device(const torch::Tensor& t, const std::string& op) const {
     if (t.device().type() != device)
       throw Error(who() + ": " + op + " of a tensor on " + t.device().str() + " in a group for " +
@@ -299,7 +364,8 @@ struct Group::Impl {
   }
 };
 
-std::shared_ptr<Group> Group::create(const Env& env, torch::Device device, std::chrono::milliseconds timeout) {
+std::shared_ptr<Group> Group::create(const Env& env, torch::Device device, std::chrono::milliseconds timeout,
+                                     std::chrono::milliseconds join_timeout) {
   if (env.world_size < 1 || env.rank < 0 || env.rank >= env.world_size)
     throw Error("rank " + std::to_string(env.rank) + " of " + std::to_string(env.world_size) + ": not a rank of the group");
   std::shared_ptr<Group> group(new Group(env.rank, env.world_size));
@@ -310,7 +376,7 @@ std::shared_ptr<Group> Group::create(const Env& env, torch::Device device, std::
                 " tensors (Gloo for CPU, NCCL for CUDA), so it runs one process only");
   if (env.master_addr.empty() || env.master_port < 1 || env.master_port > 65535)
     throw Error(who + ": no MASTER_ADDR and MASTER_PORT to meet the other ranks at");
-  if (timeout.count() <= 0) throw Error(who + ": the timeout must be positive");
+  if (timeout.count() <= 0 || join_timeout.count() <= 0) throw Error(who + ": timeouts must be positive");
 #ifdef CX_WITH_C10D
   auto impl = std::make_unique<Impl>();
   impl->rank = env.rank;
@@ -318,14 +384,18 @@ std::shared_ptr<Group> Group::create(const Env& env, torch::Device device, std::
   impl->device = device.type();
   impl->timeout = timeout;
   const std::string where = env.master_addr + ":" + std::to_string(env.master_port);
+  const SigpipeBlocked sigpipe_blocked;  // in the threads Gloo and the heartbeat start below
   try {
     c10d::TCPStoreOptions so;
     so.port = static_cast<std::uint16_t>(env.master_port);
     so.isServer = env.rank == 0;
     so.numWorkers = static_cast<std::size_t>(env.world_size);
-    so.timeout = timeout;
+    so.timeout = join_timeout;  // also the store's waits, used only while joining
     impl->store = c10::make_intrusive<c10d::TCPStore>(env.master_addr, so);
     impl->store->add(Impl::alive_key(env.rank), 1);
+    // Every rank present before the process group is built, whose rendezvous waits only `timeout`.
+    if (impl->store->add("cx/joined", 1) == env.world_size) impl->store->set("cx/all_joined", std::vector<std::uint8_t>{1});
+    impl->store->wait({"cx/all_joined"});
     auto pg_store = c10::make_intrusive<c10d::PrefixStore>("cx/pg", impl->store);
     if (device.is_cpu()) {
 #ifdef CX_WITH_GLOO
@@ -363,6 +433,7 @@ Group::~Group() = default;
 
 void Group::all_reduce_sum(torch::Tensor& t) {
   if (!impl_) return;
+  impl_->check_usable();
   if (!t.defined()) throw Error(impl_->who() + ": all-reduce of an undefined tensor");
   impl_->check_device(t, "all-reduce");
   impl_->check_summable(t.scalar_type());
@@ -375,6 +446,7 @@ void Group::all_reduce_sum(torch::Tensor& t) {
 
 void Group::all_reduce_sum(std::vector<torch::Tensor>& ts) {
   if (!impl_) return;
+  impl_->check_usable();
   std::vector<c10::ScalarType> dtypes;
   for (const auto& t : ts)
     if (t.defined()) {
@@ -404,6 +476,7 @@ void Group::broadcast(torch::Tensor& t, int root) {
     throw Error("rank " + std::to_string(rank_) + " of " + std::to_string(size_) + ": broadcast from rank " +
                 std::to_string(root) + ", which is not in the group");
   if (!impl_) return;
+  impl_->check_usable();
   if (!t.defined()) throw Error(impl_->who() + ": broadcast of an undefined tensor");
   impl_->check_device(t, "broadcast");
 #ifdef CX_WITH_C10D
@@ -420,6 +493,7 @@ void Group::broadcast(torch::Tensor& t, int root) {
 
 void Group::barrier() {
   if (!impl_) return;
+  impl_->check_usable();
 #ifdef CX_WITH_C10D
   impl_->run("barrier", [&] { return impl_->pg->barrier(); });
 #endif
@@ -456,7 +530,8 @@ void on_signal(int sig) {
   errno = saved;
 }
 
-// Installs the handlers for the forwarded signals and SIGCHLD, restores the previous ones on exit.
+// Installs the handlers for the forwarded signals and SIGCHLD, restores the previous ones on exit. A
+// forwarded signal this process ignores (nohup's SIGHUP) stays ignored, here and in the ranks.
 class SignalPipe {
  public:
   SignalPipe() {
@@ -467,10 +542,13 @@ class SignalPipe {
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
     sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;
-    for (std::size_t i = 0; i < std::size(kSignals); ++i) ::sigaction(kSignals[i], &sa, &old_[i]);
+    for (std::size_t i = 0; i < std::size(kSignals); ++i) {
+      ::sigaction(kSignals[i], nullptr, &old_[i]);
+      if (kSignals[i] == SIGCHLD || old_[i].sa_handler != SIG_IGN) ::sigaction(kSignals[i], &sa, nullptr);
+    }
   }
   ~SignalPipe() {
-    for (std::size_t i = 0; i < std::size(kSignals); ++i) ::sigaction(kSignals[i], &old_[i], nullptr);
+    restore();
     g_wake_fd = -1;
     ::close(fds_[0]);
     ::close(fds_[1]);
@@ -478,9 +556,14 @@ class SignalPipe {
   SignalPipe(const SignalPipe&) = delete;
   SignalPipe& operator=(const SignalPipe&) = delete;
   int read_fd() const { return fds_[0]; }
-  static constexpr int kSignals[] = {SIGINT, SIGTERM, SIGHUP, SIGCHLD};
+  // The dispositions found on entry (async-signal-safe: a child calls it before exec, which turns
+  // handlers into the default and keeps ignored signals ignored).
+  void restore() const {
+    for (std::size_t i = 0; i < std::size(kSignals); ++i) ::sigaction(kSignals[i], &old_[i], nullptr);
+  }
 
  private:
+  static constexpr int kSignals[] = {SIGINT, SIGTERM, SIGHUP, SIGCHLD};
   int fds_[2] = {-1, -1};
   struct sigaction old_[std::size(kSignals)] {};
 };
@@ -589,7 +672,7 @@ int run_local_ranks(int nproc, const std::vector<std::string>& argv, const Local
     const pid_t pid = ::fork();
     if (pid == 0) {
       ::setpgid(0, pgid);  // one group for the ranks: a terminal's ^C reaches us alone, and we forward it
-      for (int sig : SignalPipe::kSignals) ::signal(sig, SIG_DFL);
+      signals.restore();
       ::prctl(PR_SET_PDEATHSIG, SIGTERM);
       if (::getppid() != parent) ::_exit(128 + SIGTERM);
       ::sigprocmask(SIG_SETMASK, &old, nullptr);

@@ -50,10 +50,12 @@ class Group {
   // is built (Gloo for CPU; NCCL for CUDA when built with it, with NCCL_BLOCKING_WAIT=1 unless set, so
   // that a failed collective throws instead of aborting). Gloo binds to the interface named by
   // GLOO_SOCKET_IFNAME when set, to 127.0.0.1 when MASTER_ADDR is a loopback address, else to the
-  // address this host's name resolves to. `timeout` bounds joining and every collective.
-  // world_size 1: no network; every collective is a no-op. Failures throw cx::Error.
+  // address this host's name resolves to. `join_timeout` bounds joining (until every rank is there),
+  // `timeout` every collective. world_size 1: no network; every collective is a no-op. Failures throw
+  // cx::Error ("rank 1 of 2: cannot join the group at node0:29500 (...)").
   static std::shared_ptr<Group> create(const Env& env, torch::Device device,
-                                       std::chrono::milliseconds timeout = kDefaultTimeout);
+                                       std::chrono::milliseconds timeout = kDefaultTimeout,
+                                       std::chrono::milliseconds join_timeout = kDefaultTimeout);
   ~Group();
   Group(const Group&) = delete;
   Group& operator=(const Group&) = delete;
@@ -75,14 +77,18 @@ class Group {
   void broadcast(torch::Tensor& t, int root = 0);
   void barrier();
 
-  // A collective that fails throws cx::Error:
+  // A collective that fails throws cx::Error, and the group is closed at once (its connections too, so
+  // that peers waiting on this rank fail as well); later calls throw "rank R of N: the group failed in
+  // an earlier collective". Messages:
   //   "rank 0 of 2: lost rank 1 during all-reduce (Connection reset by peer ...)"
   //   "rank 0 of 4: lost ranks 2, 3 during broadcast (...)"
   //   "rank 0 of 2: all-reduce timed out after 300 s; no rank was lost: one is stuck or slow (...)"
-  // The lost ranks are those whose heartbeat (a counter each rank bumps in the store twice a second
+  // The lost ranks are those whose heartbeat (a counter each rank bumps in the store 4 times a second
   // from a thread of its own) stopped, leaving out ranks that stopped on a failure they reported
   // themselves (the dead rank's neighbours, which fail first); when the store itself is unreachable,
-  // its host, rank 0, is lost. Finding them takes a probe of 2 s after the collective fails.
+  // its host, rank 0, is lost. Finding them takes a probe of 1.5 s after the collective fails; after a
+  // failure, rank 0's ~Group keeps the store up (at most 2.5 s) until the other ranks are gone, so let
+  // the Group be destroyed (unwinding does it) rather than calling exit() with it alive.
 
  private:
   struct Impl;  // c10d's objects stay out of this header
