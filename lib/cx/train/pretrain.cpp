@@ -595,7 +595,6 @@ PretrainResult pretrain(const PretrainOptions& o) {
   if (main_rank && o.progress) progress = std::make_unique<cli::Progress>("steps", end - step);
   const std::int64_t prefix = 1 + config.num_register_tokens;
   const std::int64_t grid = recipe.integer("crops.global_crops_size") / config.patch_size;
-  const double n_global_terms = 2.0, n_local_terms = 2.0 * static_cast<double>(n_local);
   const auto started = std::chrono::steady_clock::now();
 
   while (step < end) {
@@ -630,10 +629,9 @@ PretrainResult pretrain(const PretrainOptions& o) {
       torch::NoGradGuard no_grad;
       model::AutocastGuard autocast(precision, device);
       model::VitOutput out = teacher.backbone->forward(global);
+      // In crop order; dino_multicrop_loss pairs each student crop with the other crop's teacher.
       torch::Tensor cls = out.last_hidden_state.select(1, 0);
-      auto halves = cls.chunk(2, 0);
-      torch::Tensor swapped = torch::cat({halves[1], halves[0]}, 0);
-      torch::Tensor t_dino = teacher.dino_head->forward(swapped).to(torch::kFloat32);
+      torch::Tensor t_dino = teacher.dino_head->forward(cls).to(torch::kFloat32);
       torch::Tensor t_ibot;
       if (n_masked_total > 0 && n_masked > 0) {
         torch::Tensor patches = out.last_hidden_state.narrow(1, prefix, out.last_hidden_state.size(1) - prefix);
@@ -667,18 +665,18 @@ PretrainResult pretrain(const PretrainOptions& o) {
       model::VitOutput g = student.backbone->forward(global, go);
       torch::Tensor g_cls = g.last_hidden_state.select(1, 0);
       torch::Tensor s_dino_g = student.dino_head->forward(g_cls).to(torch::kFloat32);
-      std::vector<torch::Tensor> teacher_list = t_dino_probs.chunk(2, 0);
       const torch::Tensor zero = torch::zeros({}, torch::TensorOptions().device(device).dtype(torch::kFloat32));
-      l_dino_local = zero;
+      torch::Tensor s_dino_l;
       if (n_local > 0 && local.defined()) {
         model::VitForwardOptions lo2;
         lo2.drop_path_scales = drop_path_scales(drop_rates, local.size(0), dp_rng);
         lo2.checkpoint_blocks = go.checkpoint_blocks;
         model::VitOutput l = student.backbone->forward(local, lo2);
-        torch::Tensor s_dino_l = student.dino_head->forward(l.last_hidden_state.select(1, 0)).to(torch::kFloat32);
-        l_dino_local = dino_loss(s_dino_l.chunk(n_local, 0), teacher_list) / (n_global_terms + n_local_terms);
+        s_dino_l = student.dino_head->forward(l.last_hidden_state.select(1, 0)).to(torch::kFloat32);
       }
-      l_dino_global = dino_loss({s_dino_g}, {t_dino_probs}) * 2.0 / (n_global_terms + n_local_terms);
+      const DinoMulticropLoss dl = dino_multicrop_loss(dino_loss, s_dino_g, s_dino_l, t_dino_probs, n_local);
+      l_dino_local = dl.local;
+      l_dino_global = dl.global;
       l_koleo = zero;
       if (recipe.number("dino.koleo_loss_weight") > 0) {
         auto parts = g_cls.to(torch::kFloat32).chunk(2, 0);
