@@ -7,7 +7,7 @@
 #
 #   sh bench/pretrain/evidence.sh [BUILD]
 #   environment: PRETRAIN (600 phantoms), PROBE (300 train + 300 test), SIZE (128), THREADS (2),
-#                EPOCHS (the tiny recipe's 10), OUT (BUILD/pretrain-evidence)
+#                EPOCHS (default: the tiny recipe's), OUT (BUILD/pretrain-evidence)
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -20,7 +20,7 @@ threads=${THREADS:-2}
 size=${SIZE:-128}
 n_pre=${PRETRAIN:-600}
 n_probe=${PROBE:-300}
-epochs=${EPOCHS:-10}
+epochs=${EPOCHS:-}   # empty: the recipe's
 rm -rf "$out"
 mkdir -p "$out"
 step() {  # label command...
@@ -35,9 +35,9 @@ step "phantoms: $n_pre to pretrain on, ${n_probe}+${n_probe} to probe" sh -c "
   cx-phantom -q -n $n_probe --size $size --seed 102 -o '$out/train.cx' &&
   cx-phantom -q -n $n_probe --size $size --seed 103 -o '$out/test.cx'"
 step "the encoder at its initialisation (--max-steps 0)" \
-  cx-pretrain train -q --threads "$threads" --recipe tiny optim.epochs="$epochs" -o "$out/run0" --max-steps 0 "$out/pre.cx"
-step "cx-pretrain train --recipe tiny ($epochs epochs)" \
-  cx-pretrain train -q --threads "$threads" --recipe tiny optim.epochs="$epochs" -o "$out/run" "$out/pre.cx"
+  cx-pretrain train -q --threads "$threads" --recipe tiny ${epochs:+optim.epochs=$epochs} -o "$out/run0" --max-steps 0 "$out/pre.cx"
+step "cx-pretrain train --recipe tiny ${epochs:+optim.epochs=$epochs}" \
+  cx-pretrain train -q --threads "$threads" --recipe tiny ${epochs:+optim.epochs=$epochs} -o "$out/run" "$out/pre.cx"
 cx-pretrain export "$out/run0" -o "$out/enc0"
 cx-pretrain export "$out/run" -o "$out/enc"
 awk -F'\t' 'NR == 2 || NR % 40 == 1 { printf "  step %4d  loss %.4f  (dino local %.4f global %.4f koleo %.4f ibot %.4f)  %.1f images/s\n", $1, $3, $4, $5, $6, $7, $14 }' "$out/run/log.tsv" >&2
