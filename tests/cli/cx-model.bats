@@ -69,7 +69,7 @@ PY
 @test "an unknown command is named, not reported as a missing one (exit 2)" {
   run --separate-stderr cx-model frob
   [ "$status" -eq 2 ]
-  [[ "$stderr" == "cx-model: unknown command 'frob' (expected one of: init, info)"* ]]
+  [[ "$stderr" == "cx-model: unknown command 'frob' (expected one of: init, info, forward)"* ]]
 }
 
 @test "config.json values are bounded before anything is built (issue 08 defect 3), and checked against the tensors" {
