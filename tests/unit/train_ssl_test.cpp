@@ -71,7 +71,8 @@ std::shared_ptr<DinoHead> make_head(const HeadCase& c) {
   // Prototype lengths other than DINOv2's initial 1, so that weight_g's scale matters.
   torch::NoGradGuard no_grad;
   for (auto& p : head->named_parameters())
-    if (p.key() == "last_layer.weight_g") p.value().copy_(0.5 + torch::rand(p.value().sizes(), at::detail::createCPUGenerator(c.seed + 100)));
+    if (p.key() == "last_layer.weight_g")
+      p.value().copy_(0.5 + torch::rand(p.value().sizes(), at::detail::createCPUGenerator(c.seed + 100)));
   return head;
 }
 
@@ -404,7 +405,9 @@ TEST(SslDistributed, CenterUpdatesOnTwoRanks) {
   DinoLoss whole(kK);
   whole.update_center(t);
   std::vector<DinoLoss> ranks(2, DinoLoss(kK));
-  two_ranks([&](int rank, const AllReduceSum& all_reduce) { ranks[rank].update_center(t.chunk(2)[rank], all_reduce, 2); });
+  two_ranks([&](int rank, const AllReduceSum& all_reduce) {
+    ranks[rank].update_center(t.chunk(2)[rank], all_reduce, 2);
+  });
   // DINO: the mean over every rank's rows, as one process with the whole batch.
   EXPECT_TRUE(torch::allclose(ranks[0].center, whole.center, 0, 1e-7));
   EXPECT_TRUE(torch::equal(ranks[0].center, ranks[1].center));
@@ -519,7 +522,8 @@ TEST(SslMasking, CollateCountsIndicesAndWeightsAgreeWithTheMasks) {
     // upperbound: sum of int(N r_{i+1}) over the linspace bins
     const std::int64_t k = B / 2;
     std::int64_t upper = 0;
-    for (std::int64_t i = 1; i <= k; ++i) upper += static_cast<std::int64_t>(256 * (0.1 + 0.4 * static_cast<double>(i) / static_cast<double>(k)));
+    for (std::int64_t i = 1; i <= k; ++i)
+      upper += static_cast<std::int64_t>(256 * (0.1 + 0.4 * static_cast<double>(i) / static_cast<double>(k)));
     EXPECT_NEAR(static_cast<double>(m.upperbound), static_cast<double>(upper), static_cast<double>(k));
   }
   auto rng = cx::random::training_rng(3, 4, 0, 0);
