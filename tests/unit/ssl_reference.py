@@ -204,8 +204,8 @@ def run_koleo(inp, out):
 def run_heads(inp, out):
     prefixes = sorted({k.split(".")[0] for k in inp if k.startswith("head")})
     for p in prefixes:
-        params = {k[len(p) + 1 :]: v.double().requires_grad_(True) for k, v in inp.items() if k.startswith(p + ".param.")}
-        params = {k[len("param.") :]: v for k, v in params.items()}
+        tag = p + ".param."
+        params = {k[len(tag) :]: v.double().requires_grad_(True) for k, v in inp.items() if k.startswith(tag)}
         x = inp[p + ".x"].double()
         r = inp[p + ".r"].double()
         if "mlp.weight" in params:

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "cx/cli/error.hpp"
+#include "cx/model/runtime.hpp"
 #include "cx/random/rng.hpp"
 #include "cx/train/masking.hpp"
 #include "cx/train/ssl_head.hpp"
@@ -70,7 +71,8 @@ std::shared_ptr<DinoHead> make_head(const HeadCase& c) {
   // Prototype lengths other than DINOv2's initial 1, so that weight_g's scale matters.
   torch::NoGradGuard no_grad;
   for (auto& p : head->named_parameters())
-    if (p.key() == "last_layer.weight_g") p.value().copy_(0.5 + torch::rand(p.value().sizes(), at::detail::createCPUGenerator(c.seed + 100)));
+    if (p.key() == "last_layer.weight_g")
+      p.value().copy_(0.5 + torch::rand(p.value().sizes(), at::detail::createCPUGenerator(c.seed + 100)));
   return head;
 }
 
@@ -403,7 +405,9 @@ TEST(SslDistributed, CenterUpdatesOnTwoRanks) {
   DinoLoss whole(kK);
   whole.update_center(t);
   std::vector<DinoLoss> ranks(2, DinoLoss(kK));
-  two_ranks([&](int rank, const AllReduceSum& all_reduce) { ranks[rank].update_center(t.chunk(2)[rank], all_reduce, 2); });
+  two_ranks([&](int rank, const AllReduceSum& all_reduce) {
+    ranks[rank].update_center(t.chunk(2)[rank], all_reduce, 2);
+  });
   // DINO: the mean over every rank's rows, as one process with the whole batch.
   EXPECT_TRUE(torch::allclose(ranks[0].center, whole.center, 0, 1e-7));
   EXPECT_TRUE(torch::equal(ranks[0].center, ranks[1].center));
@@ -419,7 +423,7 @@ TEST(SslDistributed, CenterUpdatesOnTwoRanks) {
 }
 
 TEST(SslHead, ParameterNamesAndShapesAreDinov2s) {
-  DinoHead head(DinoHeadConfig{384, 1000, 2048, 256, 3});
+  DinoHead head(DinoHeadConfig{384, 1000, 128, 256, 3});
   std::vector<std::string> names;
   std::map<std::string, std::vector<std::int64_t>> shapes;
   for (const auto& p : head.named_parameters()) {
@@ -428,8 +432,9 @@ TEST(SslHead, ParameterNamesAndShapesAreDinov2s) {
   }
   EXPECT_EQ(names, (std::vector<std::string>{"mlp.0.weight", "mlp.0.bias", "mlp.2.weight", "mlp.2.bias", "mlp.4.weight",
                                              "mlp.4.bias", "last_layer.weight_g", "last_layer.weight_v"}));
-  EXPECT_EQ(shapes["mlp.0.weight"], (std::vector<std::int64_t>{2048, 384}));
-  EXPECT_EQ(shapes["mlp.4.weight"], (std::vector<std::int64_t>{256, 2048}));
+  EXPECT_EQ(shapes["mlp.0.weight"], (std::vector<std::int64_t>{128, 384}));
+  EXPECT_EQ(shapes["mlp.2.weight"], (std::vector<std::int64_t>{128, 128}));
+  EXPECT_EQ(shapes["mlp.4.weight"], (std::vector<std::int64_t>{256, 128}));
   EXPECT_EQ(shapes["last_layer.weight_g"], (std::vector<std::int64_t>{1000, 1}));
   EXPECT_EQ(shapes["last_layer.weight_v"], (std::vector<std::int64_t>{1000, 256}));
   EXPECT_EQ(head.prototype_parameters().size(), 2u);
@@ -464,6 +469,14 @@ TEST(SslHead, InitialisationIsDeterministicAndShapedAsDinov2s) {
   // Outputs are cosine similarities with unit prototypes: |logit| <= 1.
   torch::NoGradGuard no_grad;
   EXPECT_LE(a.forward(fixed_randn({5, 64}, 1)).abs().max().item<double>(), 1.0 + 1e-6);
+  // Under bf16 autocast (training's CPU path) the logits are bfloat16 and close to the float32 ones.
+  torch::Tensor y16;
+  {
+    cx::model::AutocastGuard autocast(cx::model::Precision::bf16, torch::kCPU);
+    y16 = a.forward(fixed_randn({5, 64}, 1));
+  }
+  EXPECT_EQ(y16.scalar_type(), torch::kBFloat16);
+  EXPECT_TRUE(torch::allclose(y16.to(torch::kFloat32), a.forward(fixed_randn({5, 64}, 1)), 0, 0.05));
 }
 
 TEST(SslMasking, GeneratorIsAFunctionOfItsCountersAndNeverExceedsTheRequest) {
@@ -509,7 +522,8 @@ TEST(SslMasking, CollateCountsIndicesAndWeightsAgreeWithTheMasks) {
     // upperbound: sum of int(N r_{i+1}) over the linspace bins
     const std::int64_t k = B / 2;
     std::int64_t upper = 0;
-    for (std::int64_t i = 1; i <= k; ++i) upper += static_cast<std::int64_t>(256 * (0.1 + 0.4 * static_cast<double>(i) / static_cast<double>(k)));
+    for (std::int64_t i = 1; i <= k; ++i)
+      upper += static_cast<std::int64_t>(256 * (0.1 + 0.4 * static_cast<double>(i) / static_cast<double>(k)));
     EXPECT_NEAR(static_cast<double>(m.upperbound), static_cast<double>(upper), static_cast<double>(k));
   }
   auto rng = cx::random::training_rng(3, 4, 0, 0);

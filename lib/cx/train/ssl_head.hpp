@@ -12,7 +12,9 @@
 // (the GELUs hold the odd indices), "mlp.weight" / "mlp.bias" when nlayers == 1, "last_layer.weight_g"
 // [out, 1] and "last_layer.weight_v" [out, bottleneck]. GELU is the exact (erf) one, as nn.GELU().
 // Freezing the prototypes for the first epoch (DINOv2's freeze_last_layer_epochs) is the caller's:
-// it drops last_layer's gradients (prototype_parameters()) before the optimiser step.
+// it drops last_layer's gradients (prototype_parameters()) before the optimiser step. The teacher's
+// head is a second DinoHead of the same config whose parameters are copied by name (the class is not
+// torch::nn::Cloneable).
 #include <cstdint>
 #include <utility>
 #include <vector>

@@ -153,7 +153,8 @@ torch::Tensor IbotPatchLoss::sinkhorn_knopp_teacher(const torch::Tensor& teacher
                                                     const AllReduceSum& all_reduce) const {
   check_logits(teacher_logits, center.size(1), "iBOT loss");
   if (n_masked_patches_all_ranks <= 0)
-    throw cx::Error("iBOT loss: Sinkhorn-Knopp needs masked patches, got " + std::to_string(n_masked_patches_all_ranks));
+    throw cx::Error("iBOT loss: Sinkhorn-Knopp needs masked patches, got " +
+                    std::to_string(n_masked_patches_all_ranks));
   return sinkhorn(teacher_logits, teacher_temp, static_cast<double>(n_masked_patches_all_ranks), iterations,
                   all_reduce);
 }
