@@ -106,6 +106,24 @@ std::string line_of(const YAML::Mark& mark) {
   return mark.line >= 0 ? "line " + std::to_string(mark.line + 1) + ": " : "";
 }
 
+// Valid UTF-8 without control characters: names and paths, which YAML writes back as they were.
+bool plain_text(const std::string& s) {
+  for (std::size_t i = 0; i < s.size();) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x20 || c == 0x7F) return false;
+    int extra = c < 0x80 ? 0 : (c >> 5) == 0x6 ? 1 : (c >> 4) == 0xE ? 2 : (c >> 3) == 0x1E ? 3 : -1;
+    if (extra < 0 || (c >= 0x80 && c < 0xC2) || c > 0xF4 || i + static_cast<std::size_t>(extra) >= s.size() + (extra ? 0 : 1))
+      return false;
+    for (int k = 1; k <= extra; ++k)
+      if ((static_cast<unsigned char>(s[i + static_cast<std::size_t>(k)]) & 0xC0) != 0x80) return false;
+    const unsigned char c1 = extra ? static_cast<unsigned char>(s[i + 1]) : 0;
+    if ((c == 0xE0 && c1 < 0xA0) || (c == 0xED && c1 > 0x9F) || (c == 0xF0 && c1 < 0x90) || (c == 0xF4 && c1 > 0x8F))
+      return false;  // overlong forms, surrogates, beyond U+10FFFF
+    i += static_cast<std::size_t>(extra) + 1;
+  }
+  return true;
+}
+
 // The YAML scalar `node` as a value of the default's type, or a cx::Error naming `where` and `key`.
 ojson typed_value(const YAML::Node& node, const ojson& like, const std::string& key, const std::string& where) {
   auto bad = [&](const std::string& what) {
@@ -127,7 +145,10 @@ ojson typed_value(const YAML::Node& node, const ojson& like, const std::string& 
     if (l == "false" || l == "no" || l == "off") return false;
     throw bad("expected true or false, not \"" + s + "\"");
   }
-  if (like.is_string()) return s;
+  if (like.is_string()) {
+    if (!plain_text(s)) throw bad("expected plain text (UTF-8 without control characters)");
+    return s;
+  }
   // Numbers: the whole text must parse, and be finite.
   errno = 0;
   char* end = nullptr;
