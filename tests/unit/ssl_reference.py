@@ -245,7 +245,7 @@ def _step(x):
 
 class CounterRng:
     def __init__(self, seed, purpose, a, b):
-        self.state = _step(_step(_step(seed ^ 0x6378636C61737366) ^ purpose) ^ a) ^ b
+        self.state = _step(_step(_step(_step(seed ^ 0x6378636C61737366) ^ purpose) ^ a) ^ b)
 
     def next(self):
         v = _step(self.state)

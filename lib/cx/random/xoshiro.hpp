@@ -48,7 +48,9 @@ class Xoshiro256ss {
 class SplitMix64Counter {
  public:
   SplitMix64Counter(std::uint64_t seed, std::uint64_t purpose, std::uint64_t a = 0, std::uint64_t b = 0)
-      : state_(step(step(step(seed ^ 0x6378636C61737366ull) ^ purpose) ^ a) ^ b) {}
+      : state_(step(step(step(step(seed ^ 0x6378636C61737366ull) ^ purpose) ^ a) ^ b)) {}
+  // Every counter is mixed before the next goes in, the last one too: XORed into the state unmixed, b
+  // and b + 1 started one draw apart on the same sequence (neighbouring records shared augmentations).
   std::uint64_t next() { return step(state_++); }
 
  private:
