@@ -595,7 +595,6 @@ PretrainResult pretrain(const PretrainOptions& o) {
   if (main_rank && o.progress) progress = std::make_unique<cli::Progress>("steps", end - step);
   const std::int64_t prefix = 1 + config.num_register_tokens;
   const std::int64_t grid = recipe.integer("crops.global_crops_size") / config.patch_size;
-  const auto started = std::chrono::steady_clock::now();
 
   while (step < end) {
     const auto t0 = std::chrono::steady_clock::now();
@@ -766,7 +765,6 @@ PretrainResult pretrain(const PretrainOptions& o) {
   }
   if (progress) progress->finish();
   if (result.data_ended && main_rank) save(step);
-  (void)started;
   result.step = step;
   return result;
 }
