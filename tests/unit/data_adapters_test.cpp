@@ -19,6 +19,9 @@
 #include "cx/data/csv_reader.hpp"
 #include "cx/data/labels.hpp"
 #include "io_python_helper.hpp"
+#include "test_support.hpp"
+
+using cx_test::error_of;
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -92,14 +95,6 @@ std::vector<IngestItem> take(ItemSource& src, std::size_t n = SIZE_MAX) {
   return items;
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "no error";
-}
 
 #define REQUIRE_SAMPLE(path) \
   if (!fs::exists(path)) GTEST_SKIP() << "sample not found: " << (path) << " (set CX_SHARED)"

@@ -19,6 +19,9 @@
 #include "cx/data/ingest.hpp"
 #include "cx/data/rle.hpp"
 #include "cx/io/png.hpp"
+#include "test_support.hpp"
+
+using cx_test::error_of;
 
 namespace fs = std::filesystem;
 using namespace cx::data;
@@ -187,14 +190,6 @@ std::vector<IngestResult> ingest_with_masks(const std::vector<std::string>& file
   return out;
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
 
 }  // namespace
 

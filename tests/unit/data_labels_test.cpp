@@ -10,6 +10,9 @@
 
 #include "cx/cli/error.hpp"
 #include "cx/data/labels.hpp"
+#include "test_support.hpp"
+
+using cx_test::error_of;
 
 using nlohmann::json;
 using namespace cx::data;
@@ -18,14 +21,6 @@ namespace {
 
 const LabelValue kAll[] = {LabelValue::positive, LabelValue::negative, LabelValue::uncertain, LabelValue::blank};
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "no error";
-}
 
 }  // namespace
 

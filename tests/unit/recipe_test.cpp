@@ -8,25 +8,14 @@
 #include "cx/train/recipe.hpp"
 #include "test_support.hpp"
 
+using cx_test::error_of;
+
 using cx::train::apply_override;
 using cx::train::default_recipe;
 using cx::train::load_recipe;
 using cx::train::parse_recipe;
 using cx::train::recipe_to_yaml;
 using cx::train::validate_recipe;
-
-namespace {
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
-
-}  // namespace
 
 TEST(Recipe, DefaultsAreDinov2s) {
   const auto r = default_recipe();

@@ -4,7 +4,9 @@
 #include <stdlib.h>
 
 #include <cstdlib>
+#include <exception>
 #include <filesystem>
+#include <functional>
 #include <stdexcept>
 #include <string>
 #include <system_error>
@@ -41,5 +43,15 @@ class TempDir {
  private:
   std::string path_;
 };
+
+// The message of what f() throws, or "no error": for asserting exact error texts in one line.
+inline std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "no error";
+}
 
 }  // namespace cx_test
