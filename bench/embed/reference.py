@@ -169,12 +169,14 @@ class Dinov2(nn.Module):
         patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(1, -1, self.D)
         return torch.cat((class_pos, patch_pos), dim=1)
 
-    def embeddings(self, pixel_values):
+    def embeddings(self, pixel_values, masks=None):
         B, _, H, W = pixel_values.shape
         w = self.w
         x = F.conv2d(pixel_values, w["embeddings.patch_embeddings.projection.weight"],
                      w["embeddings.patch_embeddings.projection.bias"], stride=self.patch)
         x = x.flatten(2).transpose(1, 2)
+        if masks is not None:  # HF's bool_masked_pos: masked patches become the mask token
+            x = torch.where(masks.unsqueeze(-1), w["embeddings.mask_token"].to(x.dtype).unsqueeze(0), x)
         x = torch.cat((w["embeddings.cls_token"].expand(B, -1, -1), x), dim=1)
         x = x + self.interpolate_pos_encoding(x, H, W)
         if self.registers:
@@ -206,9 +208,9 @@ class Dinov2(nn.Module):
         h = self.act(F.linear(x, w[l + "mlp.fc1.weight"], w[l + "mlp.fc1.bias"]))
         return F.linear(h, w[l + "mlp.fc2.weight"], w[l + "mlp.fc2.bias"])
 
-    def forward(self, pixel_values):
+    def forward(self, pixel_values, masks=None):
         w, D = self.w, self.D
-        x = self.embeddings(pixel_values)
+        x = self.embeddings(pixel_values, masks)
         for i in range(self.cfg["num_hidden_layers"]):
             l = f"encoder.layer.{i}."
             h = F.layer_norm(x, (D,), w[l + "norm1.weight"], w[l + "norm1.bias"], self.eps)

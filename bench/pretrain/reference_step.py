@@ -25,37 +25,12 @@ import reference as R  # noqa: E402
 
 
 class TrainableVit(R.Dinov2):
-    """The reference encoder with its weights as parameters and bool_masked_pos support."""
+    """The reference encoder (bool_masked_pos included) with its weights as parameters."""
 
     def __init__(self, cfg, weights):
         super().__init__(cfg, weights)
         self.params = nn.ParameterDict({k.replace(".", "__"): nn.Parameter(v.clone()) for k, v in weights.items()})
         self.w = {k: self.params[k.replace(".", "__")] for k in weights}
-
-    def embeddings_masked(self, pixel_values, masks):
-        B, _, H, W = pixel_values.shape
-        w = self.w
-        x = F.conv2d(pixel_values, w["embeddings.patch_embeddings.projection.weight"],
-                     w["embeddings.patch_embeddings.projection.bias"], stride=self.patch)
-        x = x.flatten(2).transpose(1, 2)
-        if masks is not None:
-            x = torch.where(masks.unsqueeze(-1), w["embeddings.mask_token"].to(x.dtype).unsqueeze(0), x)
-        x = torch.cat((w["embeddings.cls_token"].expand(B, -1, -1), x), dim=1)
-        x = x + self.interpolate_pos_encoding(x, H, W)
-        if self.registers:
-            x = torch.cat((x[:, :1], w["embeddings.register_tokens"].expand(B, -1, -1), x[:, 1:]), dim=1)
-        return x
-
-    def forward(self, pixel_values, masks=None):
-        w, D = self.w, self.D
-        x = self.embeddings_masked(pixel_values, masks)
-        for i in range(self.cfg["num_hidden_layers"]):
-            l = f"encoder.layer.{i}."
-            h = F.layer_norm(x, (D,), w[l + "norm1.weight"], w[l + "norm1.bias"], self.eps)
-            x = x + self.attention(l, h) * w[l + "layer_scale1.lambda1"]
-            h = F.layer_norm(x, (D,), w[l + "norm2.weight"], w[l + "norm2.bias"], self.eps)
-            x = x + self.mlp(l, h) * w[l + "layer_scale2.lambda1"]
-        return F.layer_norm(x, (D,), w["layernorm.weight"], w["layernorm.bias"], self.eps)
 
 
 class Head(nn.Module):
