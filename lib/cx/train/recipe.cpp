@@ -225,16 +225,7 @@ void emit(YAML::Emitter& out, const ojson& v) {
   } else if (v.is_number_integer()) {
     out << v.get<std::int64_t>();
   } else if (v.is_number()) {
-    // Shortest text that reads back to the same double.
-    char buf[32];
-    const double d = v.get<double>();
-    for (int digits = 1; digits <= 17; ++digits) {
-      std::snprintf(buf, sizeof buf, "%.*g", digits, d);
-      if (std::strtod(buf, nullptr) == d) break;
-    }
-    std::string s = buf;
-    if (s.find_first_of(".eEn") == std::string::npos) s += ".0";  // stays a float for a reader
-    out << s;
+    out << v.dump();  // the shortest text that reads back to the same double ("0.0003", "1e-06", "1.0")
   } else {
     const std::string s = v.get<std::string>();
     if (s.empty())
