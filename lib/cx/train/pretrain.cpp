@@ -115,7 +115,7 @@ SslModel make_model(const Recipe& r, const model::VitConfig& config) {
 }
 
 // DINOv2's initialisation of a ViT trained from scratch: Linear weights truncated normal (std 0.02,
-// cut at 2 std), biases 0, LayerNorms 1/0, positions truncated normal 0.02, CLS and registers N(0, 1e-6),
+// within +-2 as timm's), biases 0, LayerNorms 1/0, positions truncated normal 0.02, CLS and registers N(0, 1e-6),
 // the mask token 0, layer scales at student.layerscale, the patch convolution as nn.Conv2d's default
 // (uniform in +-1/sqrt(fan_in)).
 void init_backbone(model::VitModel& vit, double layerscale, std::uint64_t seed) {
@@ -127,7 +127,11 @@ void init_backbone(model::VitModel& vit, double layerscale, std::uint64_t seed) 
     const std::string& name = item.key();
     torch::Tensor& p = item.value();
     torch::Tensor v;
-    auto normal = [&](double sd) { return torch::randn(p.sizes(), gen, torch::kFloat32).clamp_(-2.0, 2.0).mul_(sd); };
+    auto normal = [&](double sd) {
+      torch::Tensor t = torch::empty(p.sizes(), torch::kFloat32);
+      trunc_normal_(t, sd, -2.0, 2.0, gen);
+      return t;
+    };
     if (util::ends_with(name, ".lambda1")) {
       v = torch::full(p.sizes(), layerscale);
     } else if (name.find("norm") != std::string::npos) {
@@ -224,16 +228,18 @@ std::vector<torch::Tensor> drop_path_scales(const std::vector<double>& rates, st
   return out;
 }
 
+// One module's gradients clipped to max_norm as torch's clip_grad_norm_ does (the norm of the
+// per-tensor norms, one host synchronisation); returns the norm before clipping.
 double clip_module(const std::vector<torch::Tensor>& params, double max_norm) {
   torch::NoGradGuard no_grad;
-  double sq = 0;
-  std::vector<torch::Tensor> grads;
+  std::vector<torch::Tensor> grads, norms;
   for (const auto& p : params)
     if (p.grad().defined()) {
       grads.push_back(p.grad());
-      sq += p.grad().to(torch::kFloat64).pow(2).sum().item<double>();
+      norms.push_back(p.grad().norm());
     }
-  const double norm = std::sqrt(sq);
+  if (grads.empty()) return 0.0;
+  const double norm = torch::stack(norms).norm().item<double>();
   if (max_norm > 0) {
     const double coef = max_norm / (norm + 1e-6);
     if (coef < 1.0)
@@ -591,6 +597,22 @@ PretrainResult pretrain(const PretrainOptions& o) {
     log::warn("starting " + recipe.source +
               " from random weights: CXformer continues from facebook/dinov2-with-registers-* (--init FOLDER)");
 
+  // What each step reads from the recipe, looked up once.
+  const double mask_p = recipe.number("ibot.mask_sample_probability");
+  const auto mask_ratio = recipe.range("ibot.mask_ratio_min_max");
+  const double koleo_w = recipe.number("dino.koleo_loss_weight"), ibot_w = recipe.number("ibot.loss_weight");
+  const double dino_w = recipe.number("dino.loss_weight"), clip = recipe.number("optim.clip_grad");
+  const bool checkpoint_blocks = recipe.flag("train.activation_checkpointing");
+  // The student's modules, clipped one by one as DINOv2 clips each.
+  std::vector<torch::Tensor> backbone_params, dino_head_params, ibot_head_params;
+  for (std::size_t i = 0; i < sp.names.size(); ++i) {
+    if (util::starts_with(sp.names[i], "backbone.")) backbone_params.push_back(sp.tensors[i]);
+    else if (util::starts_with(sp.names[i], "dino_head.")) dino_head_params.push_back(sp.tensors[i]);
+    else ibot_head_params.push_back(sp.tensors[i]);
+  }
+  std::vector<bool> is_last_layer;
+  for (const auto& n : sp.names) is_last_layer.push_back(n.find("last_layer") != std::string::npos);
+
   std::unique_ptr<cli::Progress> progress;
   if (main_rank && o.progress) progress = std::make_unique<cli::Progress>("steps", end - step);
   const std::int64_t prefix = 1 + config.num_register_tokens;
@@ -613,9 +635,7 @@ PretrainResult pretrain(const PretrainOptions& o) {
     const std::int64_t B2 = global.size(0);  // 2 x images
     const std::int64_t B = B2 / 2;
     auto mask_rng = random::training_rng(seed, kPurposeMasks, static_cast<std::uint64_t>(it), random::mix64(static_cast<std::uint64_t>(env.rank)));
-    CollatedMasks masks = collate_masks(B2, grid, grid, recipe.number("ibot.mask_sample_probability"),
-                                        recipe.range("ibot.mask_ratio_min_max").first,
-                                        recipe.range("ibot.mask_ratio_min_max").second, mask_rng);
+    CollatedMasks masks = collate_masks(B2, grid, grid, mask_p, mask_ratio.first, mask_ratio.second, mask_rng);
     torch::Tensor mask_idx = masks.indices.to(device), mask_w = masks.weights.to(device);
     const std::int64_t n_masked = masks.count();
     torch::Tensor n_masked_all = torch::full({1}, static_cast<double>(n_masked), torch::kFloat64);
@@ -660,7 +680,7 @@ PretrainResult pretrain(const PretrainOptions& o) {
       model::VitForwardOptions go;
       go.masks = masks.masks;
       go.drop_path_scales = drop_path_scales(drop_rates, B2, dp_rng);
-      go.checkpoint_blocks = recipe.flag("train.activation_checkpointing");
+      go.checkpoint_blocks = checkpoint_blocks;
       model::VitOutput g = student.backbone->forward(global, go);
       torch::Tensor g_cls = g.last_hidden_state.select(1, 0);
       torch::Tensor s_dino_g = student.dino_head->forward(g_cls).to(torch::kFloat32);
@@ -677,19 +697,19 @@ PretrainResult pretrain(const PretrainOptions& o) {
       l_dino_local = dl.local;
       l_dino_global = dl.global;
       l_koleo = zero;
-      if (recipe.number("dino.koleo_loss_weight") > 0) {
+      if (koleo_w > 0) {
         auto parts = g_cls.to(torch::kFloat32).chunk(2, 0);
-        l_koleo = recipe.number("dino.koleo_loss_weight") * (koleo_loss(parts[0]) + koleo_loss(parts[1]));
+        l_koleo = koleo_w * (koleo_loss(parts[0]) + koleo_loss(parts[1]));
       }
       l_ibot = zero;
       if (n_masked > 0 && t_ibot_probs.defined()) {
         torch::Tensor patches = g.last_hidden_state.narrow(1, prefix, g.last_hidden_state.size(1) - prefix);
         torch::Tensor sel = patches.reshape({-1, patches.size(2)}).index_select(0, mask_idx);
         torch::Tensor s_ibot = student.ibot_head->forward(sel).to(torch::kFloat32);
-        l_ibot = recipe.number("ibot.loss_weight") * ibot_loss.forward_masked(s_ibot, t_ibot_probs, masks.masks.to(device), mask_w);
+        l_ibot = ibot_w * ibot_loss.forward_masked(s_ibot, t_ibot_probs, masks.masks.to(device), mask_w);
       }
-      l_dino_local = recipe.number("dino.loss_weight") * l_dino_local;
-      l_dino_global = recipe.number("dino.loss_weight") * l_dino_global;
+      l_dino_local = dino_w * l_dino_local;
+      l_dino_global = dino_w * l_dino_global;
       loss = l_dino_local + l_dino_global + l_koleo + l_ibot;
     }
     check_finite_loss(loss.item<double>(), "step " + std::to_string(it + 1));
@@ -702,7 +722,7 @@ PretrainResult pretrain(const PretrainOptions& o) {
     // rank and for every world size.
     const bool frozen = it < sched.freeze_steps;
     for (std::size_t i = 0; i < sp.names.size(); ++i) {
-      if (frozen && sp.names[i].find("last_layer") != std::string::npos)
+      if (frozen && is_last_layer[i])
         sp.tensors[i].mutable_grad() = torch::Tensor();
       else if (!sp.tensors[i].grad().defined())
         sp.tensors[i].mutable_grad() = torch::zeros_like(sp.tensors[i]);
@@ -714,15 +734,8 @@ PretrainResult pretrain(const PretrainOptions& o) {
       group->all_reduce_sum(grads);
       for (auto& g2 : grads) g2.div_(static_cast<double>(world));
     }
-    // Each module clipped on its own, as DINOv2 clips each of the student's modules.
-    std::vector<torch::Tensor> bb, dh, ih;
-    for (std::size_t i = 0; i < sp.names.size(); ++i) {
-      if (util::starts_with(sp.names[i], "backbone.")) bb.push_back(sp.tensors[i]);
-      else if (util::starts_with(sp.names[i], "dino_head.")) dh.push_back(sp.tensors[i]);
-      else ih.push_back(sp.tensors[i]);
-    }
-    const double clip = recipe.number("optim.clip_grad");
-    const double n1 = clip_module(bb, clip), n2 = clip_module(dh, clip), n3 = clip_module(ih, clip);
+    const double n1 = clip_module(backbone_params, clip), n2 = clip_module(dino_head_params, clip),
+                 n3 = clip_module(ibot_head_params, clip);
     const double grad_norm = std::sqrt(n1 * n1 + n2 * n2 + n3 * n3);
     opt.step();
     {

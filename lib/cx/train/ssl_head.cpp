@@ -7,10 +7,6 @@
 
 namespace cx::train {
 
-namespace {
-
-// Truncated normal by inverse CDF: u uniform between the bounds' CDF values, then erfinv. Never
-// redraws, so the number of draws per tensor is fixed (the result depends on the seed only).
 void trunc_normal_(torch::Tensor& t, double std, double lo, double hi, at::Generator& gen) {
   const auto cdf = [](double x) { return 0.5 * (1.0 + std::erf(x / std::sqrt(2.0))); };
   const double a = cdf(lo / std), b = cdf(hi / std);
@@ -19,8 +15,6 @@ void trunc_normal_(torch::Tensor& t, double std, double lo, double hi, at::Gener
   t.mul_(std * std::sqrt(2.0));
   t.clamp_(lo, hi);
 }
-
-}  // namespace
 
 DinoHead::DinoHead(DinoHeadConfig c) : config_(c) {
   if (config_.nlayers < 1) config_.nlayers = 1;

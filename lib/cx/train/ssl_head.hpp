@@ -27,6 +27,11 @@ struct DinoHeadConfig {
   std::int64_t in_dim = 384, out_dim = 65536, hidden_dim = 2048, bottleneck_dim = 256, nlayers = 3;
 };
 
+// timm's trunc_normal_(t, std, lo, hi) by inverse CDF: u uniform between the bounds' CDF values, then
+// erfinv. Never redraws, so the values depend on the generator's seed alone. DINOv2 initialises its
+// Linear layers (heads and ViT) and position embeddings this way.
+void trunc_normal_(torch::Tensor& t, double std, double lo, double hi, at::Generator& gen);
+
 class DinoHead : public torch::nn::Module {
  public:
   // nlayers below 1 counts as 1 (as DINOv2); the other sizes must be positive (else cx::Error).
