@@ -219,9 +219,7 @@ PY
     [ -e "$D/kck/state.json" ] && resume=(--resume "$D/kck")
     "${ft[@]}" -o "$D/kout" --checkpoint "$D/kck" --checkpoint-every 1 "${resume[@]}" 2>/dev/null &
     pid=$!
-    # within the first half of an unloaded run: under a parallel ctest a run is slower, and a delay past
-    # its end would let the first attempts finish before 2 kills were made
-    delay_ms=$(( RANDOM % (run_ms / 2 + 1) ))
+    delay_ms=$(( RANDOM % run_ms ))
     sleep "$((delay_ms / 1000)).$(printf '%03d' $((delay_ms % 1000)))"
     if kill -9 "$pid" 2>/dev/null; then
       wait "$pid" || true
