@@ -25,9 +25,8 @@ Tool::Tool(std::string name, std::string description) : name_(std::move(name)), 
   app_.add_flag("-v,--verbose", common_.verbose, "Print more detail on stderr");
   // Subcommands inherit this: -q and -v are accepted after the subcommand too (cx-model init -q).
   app_.fallthrough();
-  app_.footer(
-      "Exit status: 0 success, 1 data or runtime failure, 2 usage error, 3 partial success "
-      "(inputs skipped with --skip-bad).");
+  // Exit 3 exists only where --skip-bad does (add_skip_bad_option extends this line).
+  app_.footer("Exit status: 0 success, 1 data or runtime failure, 2 usage error.");
 }
 
 void Tool::add_output_option(CLI::App* where) {
@@ -66,6 +65,9 @@ void Tool::add_provenance_option(CLI::App* where) {
 void Tool::add_skip_bad_option(bool& flag, CLI::App* where) {
   (where ? where : &app_)->add_flag("--skip-bad", flag,
                                     "Skip inputs that cannot be read, naming each on stderr; exit 3 when any was skipped");
+  app_.footer(
+      "Exit status: 0 success, 1 data or runtime failure, 2 usage error, 3 partial success "
+      "(inputs skipped with --skip-bad).");
 }
 
 void Tool::add_shared_options(unsigned which, CLI::App* where) {
