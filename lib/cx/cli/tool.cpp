@@ -194,6 +194,11 @@ int Tool::run(int argc, char** argv, const std::function<int()>& body) {
     if (dynamic_cast<const CLI::RequiredError*>(&e)) {
       const std::string unknown = first_unknown_argument(app_, argc, argv);
       if (!unknown.empty()) message = unknown;
+      // The first thing a new user meets: say where a model comes from.
+      if (unknown.empty() && message.find("--model is required") != std::string::npos)
+        message += ": give a Hugging Face encoder folder (config.json, model.safetensors, preprocessor_config.json), a name "
+                   "found in $CX_MODEL_PATH or the Hugging Face cache (e.g. CXformer-small), or set CX_MODEL; "
+                   "`cx-model init --preset tiny DIR` writes a small random one to try things";
     }
     log::error(message);
     std::fprintf(stderr, "Run with --help for usage.\n");
