@@ -250,6 +250,7 @@ ReportSections parse_mimic_report(const std::string& text) {
   ReportSections out;
   std::string current;
   std::string body;
+  bool named = false;  // a FINDINGS or IMPRESSION header was there, even if empty
   auto flush = [&] {
     if (!current.empty()) {
       const std::string t = util::collapse_space(body);
@@ -273,6 +274,7 @@ ReportSections parse_mimic_report(const std::string& text) {
       if (header) {
         flush();
         current = section_key(name);
+        named = named || !current.empty();
         body = t.substr(colon + 1) + "\n";
       }
     }
@@ -281,7 +283,7 @@ ReportSections parse_mimic_report(const std::string& text) {
     pos = nl + 1;
   }
   flush();
-  if (out.findings.empty() && out.impression.empty()) out.text = util::trim(text);
+  if (!named) out.text = util::trim(text);
   return out;
 }
 

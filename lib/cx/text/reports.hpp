@@ -14,8 +14,9 @@ struct ReportSections {
   // corpus from them is byte for byte what the XML holds). MIMIC-CXR and cx ".txt": the section's
   // lines joined, white space runs collapsed to one space (line wraps carry no meaning there).
   std::string findings, impression;
-  // The whole report, trimmed, when it has neither section (free-text MIMIC reports, a TSV cell
-  // without headers); empty otherwise.
+  // The whole report, trimmed, when it has no FINDINGS / IMPRESSION header at all (free-text
+  // MIMIC reports, a TSV cell without headers); empty otherwise (headers with empty bodies give an
+  // empty report).
   std::string text;
   std::string source;               // the file, or "archive.tgz:ecgen-radiology/1.xml"
   std::string id;                   // Open-i uId ("CXR1"); empty elsewhere
