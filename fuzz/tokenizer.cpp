@@ -24,7 +24,7 @@ const std::string& model_dir() {
     for (int r = 0; r < 20; ++r)
       for (const char* b : base) lines.push_back(b);
     cx::text::TokenizerTrainOptions o;
-    o.vocab_size = 300;
+    o.vocab_size = 330;
     cx::text::train_tokenizer(lines, d, o);
     return d;
   }();

@@ -197,7 +197,7 @@ TEST(TextTokenizer, TrainingReproducesTheFixtureModel) {
   cx_test::TempDir t("cx_text_train");
   cx::text::TokenizerTrainOptions o;
   o.vocab_size = 512;
-  o.user_defined_symbols.clear();  // the fixture's spec: Meta's Llama trainer spec, nothing added
+  o.placeholders.clear();  // the fixture's spec: Meta's Llama trainer spec, nothing added
   const std::string out = t / "tok";
   cx::text::train_tokenizer(lines, out, o);
   // Byte-identical: same sentencepiece (0.1.97) and spec; the model records input "corpus.txt"
@@ -221,8 +221,8 @@ TEST(TextTokenizer, TrainingReproducesTheFixtureModel) {
 }
 
 TEST(TextTokenizer, PlaceholdersAreOneTokenEach) {
-  // A small MIMIC/Open-i-like corpus; "XXXX" and "___" are user-defined symbols (the default), so
-  // they are single pieces wherever they stand: alone, at the start, after punctuation, in runs.
+  // A small MIMIC/Open-i-like corpus; "XXXX" and "___" are placeholders (the default), so they are
+  // single pieces wherever they stand: alone, at the start, after punctuation, in runs.
   std::vector<std::string> lines;
   const char* base[] = {"No acute cardiopulmonary process.", "Heart size is normal. Lungs are clear.",
                         "Dr. ___ was notified on ___ at 10:30.", "XXXX XXXX right pleural effusion.",
@@ -232,31 +232,39 @@ TEST(TextTokenizer, PlaceholdersAreOneTokenEach) {
     for (const char* b : base) lines.push_back(b);
   cx_test::TempDir t("cx_text_train");
   cx::text::TokenizerTrainOptions o;
-  o.vocab_size = 300;
+  o.vocab_size = 330;  // 3 specials + 4 placeholder pieces + 256 bytes + the characters
   cx::text::train_tokenizer(lines, t / "tok", o);
   const Tokenizer tok = Tokenizer::load(t / "tok");
+  const std::string sp = "\xE2\x96\x81";  // ▁
   const std::int64_t xxxx = tok.piece_to_id("XXXX"), blank = tok.piece_to_id("___");
-  ASSERT_EQ(xxxx, 3);  // user-defined pieces come right after unk/bos/eos
+  const std::int64_t word_xxxx = tok.piece_to_id(sp + "XXXX"), word_blank = tok.piece_to_id(sp + "___");
+  // User-defined pieces come right after unk/bos/eos, bare forms first; bytes follow them.
+  ASSERT_EQ(xxxx, 3);
   ASSERT_EQ(blank, 4);
+  ASSERT_EQ(word_xxxx, 5);
+  ASSERT_EQ(word_blank, 6);
   EXPECT_EQ(tok.piece_type(xxxx), "user_defined");
-  EXPECT_EQ(tok.id_to_piece(5), "<0x00>");
+  EXPECT_EQ(tok.piece_type(word_blank), "user_defined");
+  EXPECT_EQ(tok.id_to_piece(7), "<0x00>");
   auto count = [&](const std::string& text, std::int64_t id) {
     int n = 0;
     for (auto i : tok.encode_plain(text)) n += i == id;
     return n;
   };
-  EXPECT_EQ(count("Dr. ___ was notified on ___ at ___.", blank), 3);
-  EXPECT_EQ(count("___", blank), 1);
+  // After a space (or at the start, with the dummy prefix): the word-initial piece, one token.
+  EXPECT_EQ(count("Dr. ___ was notified on ___ at ___.", word_blank), 3);
+  EXPECT_EQ(tok.encode_plain("___"), (std::vector<std::int64_t>{word_blank}));
+  EXPECT_EQ(tok.encode_plain("XXXX XXXX"), (std::vector<std::int64_t>{word_xxxx, word_xxxx}));
+  // Glued to punctuation or another placeholder: the bare piece, still one token, never merged.
   EXPECT_EQ(count("(___)", blank), 1);
-  EXPECT_EQ(count("XXXX XXXX", xxxx), 2);
   EXPECT_EQ(count("x-XXXX.", xxxx), 1);
-  EXPECT_EQ(count("XXXXXXXX", xxxx), 2);
-  // The space before a placeholder is a "▁" piece of its own; the placeholder is never merged.
-  const auto p = tok.pieces("Dr. ___ at XXXX.");
-  EXPECT_EQ(std::count(p.begin(), p.end(), "___"), 1);
+  EXPECT_EQ(tok.encode_plain("XXXXXXXX"), (std::vector<std::int64_t>{word_xxxx, xxxx}));
+  const auto p = tok.pieces("Dr. ___ at x-XXXX.");
+  EXPECT_EQ(std::count(p.begin(), p.end(), sp + "___"), 1);
   EXPECT_EQ(std::count(p.begin(), p.end(), "XXXX"), 1);
   EXPECT_EQ(p.back(), ".");
-  EXPECT_EQ(p[p.size() - 2], "XXXX");
+  // HF encoding: after a special token (no dummy prefix) the bare form.
+  EXPECT_EQ(tok.encode("</s>XXXX", false), (std::vector<std::int64_t>{2, xxxx}));
   EXPECT_EQ(tok.decode(tok.encode("Dr. ___ at XXXX.")), "Dr. ___ at XXXX.");
   // Same lines, same options: same bytes.
   cx::text::train_tokenizer(lines, t / "tok2", o);

@@ -608,11 +608,12 @@ void train_tokenizer(const std::vector<std::string>& lines, const std::string& o
     if (lines[i].find('\n') != std::string::npos)
       throw Error(at(out_dir, "training line " + std::to_string(i + 1) + " holds a line break"));
   if (o.vocab_size < 1) throw Error(at(out_dir, "vocab_size must be positive"));
-  for (const auto& s : o.user_defined_symbols)
-    if (s.empty() || s.find(',') != std::string::npos)
-      throw Error(at(out_dir, "user-defined symbol \"" + s + "\" is empty or holds a ','"));
   std::string symbols;
-  for (const auto& s : o.user_defined_symbols) symbols += (symbols.empty() ? "" : ",") + s;
+  for (const auto& s : o.placeholders)
+    if (s.empty() || s.find(',') != std::string::npos || s.find(' ') != std::string::npos)
+      throw Error(at(out_dir, "placeholder \"" + s + "\" is empty or holds a ',' or a space"));
+  for (const auto& s : o.placeholders) symbols += (symbols.empty() ? "" : ",") + s;
+  for (const auto& s : o.placeholders) symbols += "," + kSpace + s;
   char coverage[32];
   std::snprintf(coverage, sizeof coverage, "%.17g", o.character_coverage);
   // Meta's Llama trainer spec (the fixture README), vocabulary size and threads aside.

@@ -70,9 +70,13 @@ struct TokenizerTrainOptions {
   // Seeds SentencePiece's random generator (process-wide in libsentencepiece). BPE on all lines
   // with one thread draws nothing from it, so the model does not depend on it; set for any sampling.
   std::uint64_t seed = 0;
-  // Pieces that are always one token and never merged: the de-identification placeholders
-  // (Open-i "XXXX", MIMIC-CXR "___"). Empty gives the plain Llama trainer spec (the fixture's).
-  std::vector<std::string> user_defined_symbols = {"XXXX", "___"};
+  // De-identification placeholders (Open-i "XXXX", MIMIC-CXR "___"), each made two user-defined
+  // pieces: itself and its word-initial form "▁XXXX", so that a placeholder is one token wherever it
+  // stands (" XXXX" -> "▁XXXX" like any word; "x-XXXX" -> ..., "XXXX") and is never merged with its
+  // neighbours, however rare it is in the training text (BPE alone would split a rare one, or learn
+  // "XXXXXXXX" from a frequent run). User-defined pieces take ids 3.. (bare forms first), so byte pieces start after
+  // them. Empty gives the plain Llama trainer spec (the fixture's model).
+  std::vector<std::string> placeholders = {"XXXX", "___"};
   double character_coverage = 0.99995;
   int max_sentence_length = 4192;  // bytes; SentencePiece skips longer lines
   int model_max_length = 256;      // written to tokenizer_config.json
