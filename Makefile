@@ -5,7 +5,7 @@ JOBS    ?= $(shell nproc 2>/dev/null || echo 2)
 GEN     := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
 CMAKE_ARGS ?=
 
-.PHONY: all deps configure build test demo clean bench test-asan test-tsan fuzz fuzz-build fuzz-smoke
+.PHONY: all deps configure build test demo install clean bench test-asan test-tsan fuzz fuzz-build fuzz-smoke
 
 all: build
 
@@ -25,6 +25,12 @@ test: build
 
 demo: build
 	sh examples/demo.sh $(BUILD)
+
+# Tools, man pages, share/cx (recipes, label sets) and bash completion under PREFIX; DESTDIR stages
+# the tree elsewhere (packaging), as GNU's conventions say.
+PREFIX  ?= /usr/local
+install: build
+	DESTDIR="$(DESTDIR)" cmake --install $(BUILD) --prefix "$(PREFIX)"
 
 bench: build
 	sh bench/run-all.sh $(BUILD)

@@ -128,7 +128,7 @@ PY
   [ ! -e "$D/cut" ]
   run cx-classify train "$D/train.phantom" -o "$D/nofeat"
   [ "$status" -eq 1 ]
-  [[ "$output" == *"phantom-000000: no cx5.npy field"* ]]
+  [[ "$output" == *"phantom-000000: no cx5.npy field (embed the stream with cx-embed --emit cx5)"* ]]
   run cx-classify predict "$D/nohead" "$D/test.cx"
   [ "$status" -eq 1 ]
   [[ "$output" == *"$D/nohead: not a head folder"* ]]

@@ -201,7 +201,8 @@ PY
 @test "usage: --model is required (exit 2); --device cuda without CUDA is a clear error" {
   run cx-embed < /dev/null
   [ "$status" -eq 2 ]
-  [[ "$output" == *"--model"* ]]
+  # one line that says where a model comes from (issue 15, item 5)
+  [[ "${lines[0]}" == "cx-embed: --model is required: give a Hugging Face encoder folder"*"CX_MODEL"*"cx-model init --preset tiny DIR"* ]]
   if /usr/bin/python3 -c 'import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
     skip "a GPU is visible"
   fi
@@ -403,4 +404,14 @@ Image.fromarray((np.arange(64*64).reshape(64,64)%256).astype('uint8')).save('$T/
   [ "$stderr" = "cx-embed: warning: --threads 1024 is more than the $cpus CPU(s) available; computing on $cpus" ]
   cx-embed --model "$m" --threads "$cpus" -o "$T/b.cx" "$T/p.cx"
   cmp <(tar xOf "$T/a.cx" phantom-000001.cls.npy) <(tar xOf "$T/b.cx" phantom-000001.cls.npy)
+}
+
+@test "a model folder without preprocessor_config.json: one line saying what to do next (issue 15, item 5)" {
+  mkdir -p "$T/nopre"
+  ln -s "$FIX/tiny/config.json" "$FIX/tiny/model.safetensors" "$T/nopre/"
+  cx-phantom -n 1 --size 64 -q -o "$T/p.cx"
+  run --separate-stderr cx-embed --model "$T/nopre" "$T/p.cx"
+  [ "$status" -eq 1 ]
+  [ "${#stderr_lines[@]}" -eq 1 ]
+  [[ "$stderr" == "cx-embed: $T/nopre/preprocessor_config.json: not found, so images cannot be preprocessed (give --preprocess cxformer, or records with pixel_values.npy)" ]]
 }

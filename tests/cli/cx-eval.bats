@@ -478,3 +478,19 @@ PY
   [ "$stderr" = "cx-eval: $T/b.cx: key 'phantom-000000': mask is 96x96, the truth is 64x64" ]
   [ -z "$output" ]
 }
+
+@test "chexpert-f1 --labels: a subset (chexpert5: the five competition labels), micro and macro over it; an unknown label is a usage error" {
+  printf 'key\ttext\na\tSmall left pleural effusion. The heart is enlarged.\nb\tNormal chest.\nc\tNo pneumothorax. Atelectasis at the left base.\n' > "$T/ref.tsv"
+  printf 'key\ttext\na\tLeft pleural effusion.\nb\tCardiomegaly.\nc\tPneumothorax. Left basal atelectasis.\n' > "$T/gen.tsv"
+  run cx-eval chexpert-f1 --bootstrap 0 --labels chexpert5 "$T/ref.tsv" "$T/gen.tsv"
+  [ "$status" -eq 0 ]
+  # rows: the five labels, micro, macro (no other label, no No Finding, no Pneumothorax)
+  [ "$(echo "$output" | awk -F'\t' 'NR > 1 { print $2 }' | paste -sd, -)" = "Atelectasis,Cardiomegaly,Consolidation,Edema,Pleural Effusion,micro,macro" ]
+  # Cardiomegaly: truth a, predicted b -> F1 0; Pleural Effusion and Atelectasis 1; micro: tp 2, fp 1, fn 1 -> 2/3.
+  [ "$(echo "$output" | awk -F'\t' '$2 == "Cardiomegaly" { print $5 }')" = "0.000000" ]
+  [ "$(echo "$output" | awk -F'\t' '$2 == "Atelectasis" { print $5 }')" = "1.000000" ]
+  [ "$(echo "$output" | awk -F'\t' '$2 == "micro" { print $5 }')" = "0.666667" ]
+  run cx-eval chexpert-f1 --bootstrap 0 --labels "Edema,Heart" "$T/ref.tsv" "$T/gen.tsv"
+  [ "$status" -eq 2 ]
+  [[ "$output" == *"--labels Heart: not a label of the labeller"* ]]
+}

@@ -25,9 +25,8 @@ Tool::Tool(std::string name, std::string description) : name_(std::move(name)), 
   app_.add_flag("-v,--verbose", common_.verbose, "Print more detail on stderr");
   // Subcommands inherit this: -q and -v are accepted after the subcommand too (cx-model init -q).
   app_.fallthrough();
-  app_.footer(
-      "Exit status: 0 success, 1 data or runtime failure, 2 usage error, 3 partial success "
-      "(inputs skipped with --skip-bad).");
+  // Exit 3 exists only where --skip-bad does (add_skip_bad_option extends this line).
+  app_.footer("Exit status: 0 success, 1 data or runtime failure, 2 usage error.");
 }
 
 void Tool::add_output_option(CLI::App* where) {
@@ -66,6 +65,9 @@ void Tool::add_provenance_option(CLI::App* where) {
 void Tool::add_skip_bad_option(bool& flag, CLI::App* where) {
   (where ? where : &app_)->add_flag("--skip-bad", flag,
                                     "Skip inputs that cannot be read, naming each on stderr; exit 3 when any was skipped");
+  app_.footer(
+      "Exit status: 0 success, 1 data or runtime failure, 2 usage error, 3 partial success "
+      "(inputs skipped with --skip-bad).");
 }
 
 void Tool::add_shared_options(unsigned which, CLI::App* where) {
@@ -192,6 +194,11 @@ int Tool::run(int argc, char** argv, const std::function<int()>& body) {
     if (dynamic_cast<const CLI::RequiredError*>(&e)) {
       const std::string unknown = first_unknown_argument(app_, argc, argv);
       if (!unknown.empty()) message = unknown;
+      // The first thing a new user meets: say where a model comes from.
+      if (unknown.empty() && message.find("--model is required") != std::string::npos)
+        message += ": give a Hugging Face encoder folder (config.json, model.safetensors, preprocessor_config.json), a name "
+                   "found in $CX_MODEL_PATH or the Hugging Face cache (e.g. CXformer-small), or set CX_MODEL; "
+                   "`cx-model init --preset tiny DIR` writes a small random one to try things";
     }
     log::error(message);
     std::fprintf(stderr, "Run with --help for usage.\n");

@@ -1,5 +1,7 @@
 #include "cx/eval/evaluate.hpp"
 
+#include <algorithm>
+
 #include "cx/cli/error.hpp"
 #include "cx/cli/log.hpp"
 #include "cx/cli/output.hpp"
@@ -97,7 +99,31 @@ metrics::Replicates score_labeller(const ReportPairs& d, const Request& req, dat
   for (std::size_t m = 0; m < d.generated.size(); ++m)
     for (const auto& g : d.generated[m]) pred[m].push_back(labeller.label(g));
   if (!req.labels_out.empty()) cli::write_file_atomic(req.labels_out, labels_tsv(d, truth, pred));
-  return metrics::bootstrap_label_f1(truth, pred, metrics::chexpert_labels(), uncertain, req.bootstrap);
+  if (req.labels.empty()) return metrics::bootstrap_label_f1(truth, pred, metrics::chexpert_labels(), uncertain, req.bootstrap);
+  // --labels: F1 of a subset (micro and macro over it), e.g. the five CheXpert competition labels
+  // that report-generation papers (and CXformer's table) give as "5-label" F1.
+  const auto& all = metrics::chexpert_labels();
+  std::vector<std::string> names = req.labels;
+  if (names.size() == 1 && names[0] == "chexpert5") names = {"Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"};
+  std::vector<std::size_t> columns;
+  for (const auto& n : names) {
+    const auto it = std::find(all.begin(), all.end(), n);
+    if (it == all.end()) {
+      std::string known;
+      for (const auto& a : all) known += (known.empty() ? "" : ", ") + a;
+      throw UsageError("--labels " + n + ": not a label of the labeller (chexpert5, or any of: " + known + ")");
+    }
+    columns.push_back(static_cast<std::size_t>(it - all.begin()));
+  }
+  auto pick = [&](const std::vector<data::LabelValue>& row) {
+    std::vector<data::LabelValue> out;
+    for (std::size_t c : columns) out.push_back(row[c]);
+    return out;
+  };
+  for (auto& row : truth) row = pick(row);
+  for (auto& model : pred)
+    for (auto& row : model) row = pick(row);
+  return metrics::bootstrap_label_f1(truth, pred, names, uncertain, req.bootstrap);
 }
 
 }  // namespace
