@@ -18,6 +18,7 @@
 #include "cx/cli/error.hpp"
 #include "cx/cli/log.hpp"
 #include "cx/data/adapter_common.hpp"
+#include "cx/text/reports.hpp"
 #include "cx/util/strings.hpp"
 
 namespace cx::data::detail {
@@ -34,120 +35,13 @@ std::string read_all(const std::string& path) {
   return ss.str();
 }
 
-std::string xml_unescape(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    if (s[i] != '&') {
-      out += s[i];
-      continue;
-    }
-    std::size_t semi = s.find(';', i);
-    if (semi == std::string::npos || semi - i > 10) {
-      out += s[i];
-      continue;
-    }
-    std::string_view ent = s.substr(i + 1, semi - i - 1);
-    unsigned long cp = 0;
-    bool ok = true;
-    if (ent == "amp") out += '&';
-    else if (ent == "lt") out += '<';
-    else if (ent == "gt") out += '>';
-    else if (ent == "quot") out += '"';
-    else if (ent == "apos") out += '\'';
-    else if (!ent.empty() && ent[0] == '#') {
-      std::string num(ent.substr(1));
-      char* end = nullptr;
-      cp = (!num.empty() && (num[0] == 'x' || num[0] == 'X')) ? std::strtoul(num.c_str() + 1, &end, 16)
-                                                              : std::strtoul(num.c_str(), &end, 10);
-      ok = end && *end == '\0' && cp > 0 && cp < 0x110000;
-      if (ok) {  // UTF-8
-        if (cp < 0x80) out += static_cast<char>(cp);
-        else if (cp < 0x800) { out += static_cast<char>(0xC0 | (cp >> 6)); out += static_cast<char>(0x80 | (cp & 0x3F)); }
-        else if (cp < 0x10000) { out += static_cast<char>(0xE0 | (cp >> 12)); out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F)); out += static_cast<char>(0x80 | (cp & 0x3F)); }
-        else { out += static_cast<char>(0xF0 | (cp >> 18)); out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F)); out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F)); out += static_cast<char>(0x80 | (cp & 0x3F)); }
-      }
-    } else {
-      ok = false;
-    }
-    if (!ok) {
-      out += s[i];
-      continue;
-    }
-    i = semi;
-  }
+// The adapter's view of an Open-i report: sections with white space collapsed (text/reports keeps
+// them as written, for tokenizer corpora).
+nlohmann::json iu_sections(const text::ReportSections& r) {
+  nlohmann::json out = nlohmann::json::object();
+  if (std::string t = text::clean_report(r.findings); !t.empty()) out["findings"] = t;
+  if (std::string t = text::clean_report(r.impression); !t.empty()) out["impression"] = t;
   return out;
-}
-
-// The value of attribute `name` inside the start tag `tag` (e.g. `<parentImage id="x">`).
-std::string attribute(std::string_view tag, std::string_view name) {
-  std::size_t p = 0;
-  while ((p = tag.find(name, p)) != std::string::npos) {
-    bool boundary = p > 0 && (tag[p - 1] == ' ' || tag[p - 1] == '\t' || tag[p - 1] == '\n' || tag[p - 1] == '\r');
-    std::size_t q = p + name.size();
-    while (q < tag.size() && tag[q] == ' ') ++q;
-    if (boundary && q < tag.size() && tag[q] == '=') {
-      ++q;
-      while (q < tag.size() && tag[q] == ' ') ++q;
-      if (q < tag.size() && (tag[q] == '"' || tag[q] == '\'')) {
-        std::size_t e = tag.find(tag[q], q + 1);
-        if (e != std::string::npos) return xml_unescape(tag.substr(q + 1, e - q - 1));
-      }
-    }
-    p = q;
-  }
-  return "";
-}
-
-struct IuReport {
-  std::string id;  // uId
-  nlohmann::json sections = nlohmann::json::object();
-  std::vector<std::string> images;
-  std::vector<std::string> mesh;
-};
-
-IuReport parse_iu_xml(const std::string& xml, const std::string& where) {
-  IuReport r;
-  if (xml.find("<eCitation") == std::string::npos) throw Error(at(where, "not an Open-i report (no <eCitation>)"));
-  std::size_t p = 0;
-  while ((p = xml.find('<', p)) != std::string::npos) {
-    std::size_t e = xml.find('>', p);
-    if (e == std::string::npos) throw Error(at(where, "XML tag not closed at offset " + std::to_string(p)));
-    std::string_view tag(xml.data() + p, e - p + 1);
-    auto starts = [&](std::string_view name) {
-      return tag.size() > name.size() + 1 && tag.substr(1, name.size()) == name &&
-             (tag[name.size() + 1] == ' ' || tag[name.size() + 1] == '>' || tag[name.size() + 1] == '/');
-    };
-    if (starts("AbstractText")) {
-      std::string label = util::upper(attribute(tag, "Label"));
-      std::string text;
-      std::size_t next = e + 1;
-      if (tag[tag.size() - 2] != '/') {
-        std::size_t close = xml.find("</AbstractText>", e);
-        if (close == std::string::npos) throw Error(at(where, "<AbstractText> not closed"));
-        text = util::collapse_space(xml_unescape(std::string_view(xml).substr(e + 1, close - e - 1)));
-        next = close + 15;
-      }
-      std::string key = label == "FINDINGS" ? "findings" : label == "IMPRESSION" ? "impression" : "";
-      if (!key.empty() && !text.empty()) r.sections[key] = text;
-      p = next;
-      continue;
-    }
-    if (starts("parentImage")) {
-      std::string id = attribute(tag, "id");
-      if (!id.empty()) r.images.push_back(id);
-    } else if (starts("uId")) {
-      r.id = attribute(tag, "id");
-    } else if (starts("major")) {
-      std::size_t close = xml.find("</major>", e);
-      if (close != std::string::npos) {
-        std::string t = util::collapse_space(xml_unescape(std::string_view(xml).substr(e + 1, close - e - 1)));
-        if (!t.empty()) r.mesh.push_back(t);
-      }
-    }
-    p = e + 1;
-  }
-  return r;
 }
 
 class ReportsSource : public ItemSource {
@@ -195,7 +89,8 @@ class ReportsSource : public ItemSource {
 
  private:
   void load_xml(const std::string& path) {
-    IuReport r = parse_iu_xml(read_all(path), path);
+    const text::ReportSections r = text::parse_iu_xml(read_all(path), path);
+    const nlohmann::json sections = iu_sections(r);
     if (r.images.empty()) {
       log::debug(path + ": report names no image: skipped");
       return;
@@ -211,12 +106,12 @@ class ReportsSource : public ItemSource {
           item.image_path = p;
           break;
         }
-      item.report = report_text(r.sections, "");
+      item.report = report_text(sections, "");
       auto& m = item.meta;
       m["dataset"] = "iu-xray";
       m["source"] = item.image_path.substr(item.image_path.find_last_of('/') + 1);
       m["origin"] = path;
-      nlohmann::json rep = r.sections;
+      nlohmann::json rep = sections;
       rep["source"] = path;
       if (!r.id.empty()) rep["id"] = r.id;
       if (!r.mesh.empty()) rep["mesh"] = r.mesh;

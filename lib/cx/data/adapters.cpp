@@ -16,6 +16,7 @@
 #include "cx/cli/log.hpp"
 #include "cx/data/adapter_common.hpp"
 #include "cx/data/rle.hpp"
+#include "cx/text/reports.hpp"
 #include "cx/util/strings.hpp"
 
 namespace cx::data {
@@ -241,13 +242,6 @@ class FileSource : public ItemSource {
   std::size_t i_ = 0;
 };
 
-std::string section_key(const std::string& header) {
-  std::string h = util::upper(util::trim(header));
-  if (h == "FINDINGS" || h == "FINDING") return "findings";
-  if (h == "IMPRESSION" || h == "IMPRESSIONS" || h == "CONCLUSION") return "impression";
-  return "";
-}
-
 }  // namespace
 
 std::unique_ptr<ItemSource> open_files(const std::vector<std::string>& paths) {
@@ -258,61 +252,19 @@ std::unique_ptr<ItemSource> open_files(const std::vector<std::string>& paths) {
 }
 
 nlohmann::json mimic_report_sections(const std::string& text) {
-  // Section headers are upper-case words ending in ':' at the start of a line ("FINDINGS:",
-  // "IMPRESSION:", "INDICATION:" ...); the text up to the next header belongs to the section.
+  const text::ReportSections r = text::parse_mimic_report(text);
   nlohmann::json out = nlohmann::json::object();
-  std::string current;
-  std::string body;
-  auto flush = [&] {
-    if (!current.empty()) {
-      const std::string t = util::collapse_space(body);
-      if (!t.empty()) {
-        if (out.contains(current))
-          out[current] = out[current].get<std::string>() + " " + t;
-        else
-          out[current] = t;
-      }
-    }
-    body.clear();
-  };
-  std::size_t pos = 0;
-  while (pos <= text.size()) {
-    std::size_t nl = text.find('\n', pos);
-    std::string line = text.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
-    std::string t = util::trim(line);
-    std::size_t colon = t.find(':');
-    bool header = false;
-    if (colon != std::string::npos && colon > 0) {
-      std::string name = t.substr(0, colon);
-      header = std::all_of(name.begin(), name.end(), [](char c) {
-        return std::isupper(static_cast<unsigned char>(c)) || c == ' ' || c == '/' || c == '&' || c == '-' || c == '(' || c == ')';
-      }) && std::any_of(name.begin(), name.end(), [](char c) { return std::isupper(static_cast<unsigned char>(c)); });
-      if (header) {
-        flush();
-        current = section_key(name);
-        body = t.substr(colon + 1) + "\n";
-      }
-    }
-    if (!header) body += line + "\n";
-    if (nl == std::string::npos) break;
-    pos = nl + 1;
-  }
-  flush();
+  if (!r.findings.empty()) out["findings"] = r.findings;
+  if (!r.impression.empty()) out["impression"] = r.impression;
   return out;
 }
 
 std::string report_text(const nlohmann::json& sections, const std::string& whole) {
-  std::string out;
-  if (sections.contains("findings")) out += "FINDINGS: " + sections["findings"].get<std::string>() + "\n";
-  if (sections.contains("impression")) {
-    if (!out.empty()) out += "\n";
-    out += "IMPRESSION: " + sections["impression"].get<std::string>() + "\n";
-  }
-  if (out.empty()) {
-    out = util::trim(whole);
-    if (!out.empty()) out += "\n";
-  }
-  return out;
+  text::ReportSections r;
+  if (sections.contains("findings")) r.findings = sections["findings"].get<std::string>();
+  if (sections.contains("impression")) r.impression = sections["impression"].get<std::string>();
+  r.text = whole;
+  return text::report_text(r);
 }
 
 }  // namespace cx::data
