@@ -110,22 +110,18 @@ std::vector<std::vector<std::int64_t>> greedy_search(CausalDecoder& decoder, con
   torch::Tensor logits = first_logits;
   for (std::int64_t t = 0; t < options.max_new_tokens && !live.empty(); ++t) {
     std::vector<std::int64_t> next(live.size());
-    if (bans_active(options, t)) {
-      torch::Tensor host = host_floats(logits);
-      float* data = host.data_ptr<float>();
-      for (std::size_t r = 0; r < live.size(); ++r) {
-        float* row = data + static_cast<std::int64_t>(r) * vocab;
-        apply_bans(options, out[static_cast<std::size_t>(live[r])], row, vocab);
-        std::int64_t best = 0;
-        for (std::int64_t v = 1; v < vocab; ++v)
-          if (row[v] > row[best]) best = v;
-        next[r] = best;
-      }
-    } else {
-      const torch::Tensor f = logits.detach().to(torch::kFloat32);
-      if (f.isnan().any().item<bool>()) throw Error("generate: the model's logits hold NaN");
-      const torch::Tensor ids = f.argmax(-1).to(torch::kCPU, torch::kLong).contiguous();
-      std::copy(ids.data_ptr<std::int64_t>(), ids.data_ptr<std::int64_t>() + ids.numel(), next.begin());
+    // On the host, so that ties surely go to the first index (torch's argmax kernels do not
+    // promise it on every path).
+    torch::Tensor host = host_floats(logits);
+    float* data = host.data_ptr<float>();
+    const bool bans = bans_active(options, t);
+    for (std::size_t r = 0; r < live.size(); ++r) {
+      float* row = data + static_cast<std::int64_t>(r) * vocab;
+      if (bans) apply_bans(options, out[static_cast<std::size_t>(live[r])], row, vocab);
+      std::int64_t best = 0;
+      for (std::int64_t v = 1; v < vocab; ++v)
+        if (row[v] > row[best]) best = v;
+      next[r] = best;
     }
     std::vector<std::int64_t> keep, keep_ids;
     for (std::size_t r = 0; r < live.size(); ++r) {
@@ -193,6 +189,7 @@ std::vector<std::vector<std::int64_t>> beam_search(CausalDecoder& decoder, const
         if (x % vocab != y % vocab) return x % vocab < y % vocab;
         return x < y;
       });
+      const double best_candidate = score_of(order.front());
       std::vector<Beam> next;
       std::vector<std::int64_t> parents;
       for (std::int64_t rank = 0; rank < take && static_cast<int>(next.size()) < K; ++rank) {
@@ -214,7 +211,7 @@ std::vector<std::vector<std::int64_t>> beam_search(CausalDecoder& decoder, const
                     std::to_string(vocab) + " for " + std::to_string(K) + " beams)");
       current = std::move(next);
       Finished& f = finished[input];
-      f.done = f.done || f.is_done(score_of(order.front()), t + 1, options);
+      f.done = f.done || f.is_done(best_candidate, t + 1, options);
       if (f.done) continue;
       next_active.push_back(active[a]);
       for (int k = 0; k < K; ++k) {
