@@ -85,7 +85,7 @@ bool plain_file_name(const std::string& s) {
 std::string MemoryLayout::describe() const {
   std::ostringstream s;
   if (cls) s << "cls + ";
-  if (registers > 0) s << registers << " registers + ";
+  if (registers > 0) s << registers << (registers == 1 ? " register + " : " registers + ");
   s << grid_h << "x" << grid_w << " " << field << " tokens of " << dim;
   return s.str();
 }
