@@ -23,10 +23,13 @@
 #include "cx/model/runtime.hpp"
 #include "cx/text/reports.hpp"
 #include "cx/text/tokenizer.hpp"
+#include "cx/train/checkpoint.hpp"
+#include "cx/train/finetune_cli.hpp"
 #include "cx/train/head.hpp"
 #include "cx/train/llava.hpp"
 #include "cx/train/report_decoder.hpp"
 #include "cx/train/report_retrieve.hpp"
+#include "cx/train/segment.hpp"
 
 namespace {
 
@@ -284,7 +287,7 @@ int run_train_llava(Tool& tool, const TrainCli& c, const std::string& out, const
     cx::train::check_same_encoder(train.header, val->header);
   }
   cx::train::LlavaModel m = cx::train::new_llava(lm, c.tokenizer, train.layout.dim, prompt, c.init, device, tool.common().seed);
-  if (m.tokenizer.sha256() != tok.sha256())
+  if (m.tokenizer->sha256() != tok.sha256())
     throw cx::UsageError("--tokenizer differs from the tokenizer the folder of --init " + c.init + " was trained with: leave it out");
   if (train.header.contains("model")) m.info["encoder"] = train.header["model"];
   cx::train::LlavaOptions o;

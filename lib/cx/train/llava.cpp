@@ -291,10 +291,10 @@ LlavaModel new_llava(const std::string& lm_folder, const std::string& tokenizer_
     return m;
   }
   m.language = model::load_llama(lm_folder, device, torch::kFloat32);
-  m.tokenizer = text::Tokenizer::load(tokenizer_path.empty() ? lm_folder : tokenizer_path);
-  if (m.tokenizer.vocab_size() > m.language->config().vocab_size)
+  m.tokenizer = std::make_shared<const text::Tokenizer>(text::Tokenizer::load(tokenizer_path.empty() ? lm_folder : tokenizer_path));
+  if (m.tokenizer->vocab_size() > m.language->config().vocab_size)
     throw Error(at(tokenizer_path.empty() ? lm_folder : tokenizer_path,
-                   "the tokenizer has " + std::to_string(m.tokenizer.vocab_size()) + " pieces, the language model " +
+                   "the tokenizer has " + std::to_string(m.tokenizer->vocab_size()) + " pieces, the language model " +
                        std::to_string(m.language->config().vocab_size)));
   m.projector = std::make_shared<LlavaProjector>(memory_dim, m.language->config().hidden_size);
   m.projector->init(seed);
@@ -307,7 +307,7 @@ LlavaModel new_llava(const std::string& lm_folder, const std::string& tokenizer_
               {"sha256", model::llama_weights_sha256(lm_folder)},
               {"config", m.language->config().to_json()}}},
             {"tokenizer", {{"path", fs::absolute(tokenizer_path.empty() ? lm_folder : tokenizer_path).lexically_normal().string()},
-                           {"sha256", m.tokenizer.sha256()}}},
+                           {"sha256", m.tokenizer->sha256()}}},
             {"template", prompt.to_json()},
             {"feature", "patch"},
             {"projector", {{"type", "mlp2x_gelu"}, {"in", memory_dim}, {"hidden", m.language->config().hidden_size}}},
@@ -320,7 +320,7 @@ LlavaModel new_llava(const std::string& lm_folder, const std::string& tokenizer_
 double llava_loss(LlavaModel& m, const ReportSet& set, std::int64_t batch) {
   torch::NoGradGuard no_grad;
   m.language->eval();
-  const auto prompt = llava_prompt_ids(m.prompt, m.tokenizer);
+  const auto prompt = llava_prompt_ids(m.prompt, *m.tokenizer);
   const auto device = m.projector->parameters().front().device();
   double sum = 0;
   std::int64_t count = 0;
@@ -347,7 +347,7 @@ LlavaTrainResult train_llava(LlavaModel& m, const ReportSet& train, const Report
   const torch::Device device = o.device;
   set_trainable(m, o);
   AdamW optimizer(param_groups(m, o));
-  const auto prompt = llava_prompt_ids(m.prompt, m.tokenizer);
+  const auto prompt = llava_prompt_ids(m.prompt, *m.tokenizer);
   const std::int64_t per_epoch = (train.rows() + o.batch - 1) / o.batch;
   const std::int64_t total = per_epoch * o.epochs;
   const auto warmup = static_cast<std::int64_t>(std::ceil(o.warmup * static_cast<double>(total)));
@@ -485,8 +485,8 @@ LlavaModel load_llava(const std::string& folder, const torch::Device& device) {
     throw Error(at(folder, "was trained on base weights " + sha.substr(0, 12) + "..., " + lm_folder + " now holds " + now.substr(0, 12) +
                                "...: not the same language model"));
   m.language = model::load_llama(lm_folder, device, torch::kFloat32);
-  m.tokenizer = text::Tokenizer::load(tok_path);
-  if (m.info.at("tokenizer").contains("sha256") && m.tokenizer.sha256() != m.info["tokenizer"]["sha256"].get<std::string>())
+  m.tokenizer = std::make_shared<const text::Tokenizer>(text::Tokenizer::load(tok_path));
+  if (m.info.at("tokenizer").contains("sha256") && m.tokenizer->sha256() != m.info["tokenizer"]["sha256"].get<std::string>())
     throw Error(at(folder, "its tokenizer " + tok_path + " has changed since training"));
   m.projector = std::make_shared<LlavaProjector>(in, m.language->config().hidden_size);
   m.projector->to(device);
@@ -518,7 +518,7 @@ LlavaModel load_llava(const std::string& folder, const torch::Device& device) {
 
 std::vector<std::string> llava_generate(LlavaModel& m, const torch::Tensor& patches, const model::SearchOptions& search) {
   torch::NoGradGuard no_grad;
-  const auto prompt = llava_prompt_ids(m.prompt, m.tokenizer);
+  const auto prompt = llava_prompt_ids(m.prompt, *m.tokenizer);
   const auto device = m.projector->parameters().front().device();
   const std::int64_t B = patches.size(0);
   const std::int64_t nb = static_cast<std::int64_t>(prompt.before.size()), na = static_cast<std::int64_t>(prompt.after.size());
@@ -538,7 +538,7 @@ std::vector<std::string> llava_generate(LlavaModel& m, const torch::Tensor& patc
   const auto ids = model::generate(decoder, first, s);
   std::vector<std::string> out;
   out.reserve(ids.size());
-  for (const auto& row : ids) out.push_back(m.tokenizer.decode(row, true));
+  for (const auto& row : ids) out.push_back(m.tokenizer->decode(row, true));
   return out;
 }
 

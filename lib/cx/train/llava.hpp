@@ -99,7 +99,7 @@ struct LlavaOptions {
 struct LlavaModel {
   std::shared_ptr<model::LlamaModel> language;
   std::shared_ptr<LlavaProjector> projector;
-  text::Tokenizer tokenizer;
+  std::shared_ptr<const text::Tokenizer> tokenizer;
   LlavaTemplate prompt;
   nlohmann::json info;  // llava.json
 };
