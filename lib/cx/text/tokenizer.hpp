@@ -71,11 +71,11 @@ struct TokenizerTrainOptions {
   // with one thread draws nothing from it, so the model does not depend on it; set for any sampling.
   std::uint64_t seed = 0;
   // De-identification placeholders (Open-i "XXXX", MIMIC-CXR "___"), each made two user-defined
-  // pieces: itself and its word-initial form "▁XXXX", so that a placeholder is one token wherever it
-  // stands (" XXXX" -> "▁XXXX" like any word; "x-XXXX" -> ..., "XXXX") and is never merged with its
-  // neighbours, however rare it is in the training text (BPE alone would split a rare one, or learn
-  // "XXXXXXXX" from a frequent run). User-defined pieces take ids 3.. (bare forms first), so byte pieces start after
-  // them. Empty gives the plain Llama trainer spec (the fixture's model).
+  // pieces: itself and its word-initial form "▁XXXX". A placeholder is then one token wherever it
+  // stands (" XXXX" gives "▁XXXX" like any word; "x-XXXX" ends in the bare "XXXX") and is never
+  // merged with its neighbours, however rare it is in the training text (BPE alone splits a rare
+  // one, or learns "XXXXXXXX" from a frequent run). User-defined pieces take ids 3.. (bare forms
+  // first), so byte pieces start after them. Empty: the plain Llama trainer spec (the fixture's).
   std::vector<std::string> placeholders = {"XXXX", "___"};
   double character_coverage = 0.99995;
   int max_sentence_length = 4192;  // bytes; SentencePiece skips longer lines
