@@ -245,6 +245,22 @@ TEST(ReportDecoderModel, CachedStepsEqualTheTeacherForcedForward) {
             "report decoder: all 10 positions are used (generate at most 9 tokens)");
 }
 
+TEST(ReportDecoderModel, Bfloat16ModuleDecodesCloseToFloat32) {
+  const auto d = random_decoder(tiny_shape(), small_layout(), 1);
+  ReportDecoder b = random_decoder(tiny_shape(), small_layout(), 1);  // the same weights
+  b.module->to(torch::kBFloat16);
+  torch::manual_seed(2);
+  const torch::Tensor memory = torch::randn({2, 5, 8});
+  ReportDecoderCache c32(d), c16(b);
+  torch::Tensor z32 = c32.start(memory), z16 = c16.start(memory);
+  ASSERT_EQ(z16.scalar_type(), torch::kFloat32);
+  const torch::Tensor ids = torch::tensor({4, 9});
+  z32 = c32.step(ids);
+  z16 = c16.step(ids);
+  // bfloat16 keeps 8 bits of mantissa: logits of O(1-10) agree to a few percent of their range.
+  EXPECT_LT(max_abs_diff(z16, z32), 0.05 * z32.abs().max().item<double>());
+}
+
 TEST(ReportDecoderModel, SelectRowsReordersEveryCache) {
   const auto d = random_decoder(tiny_shape(), small_layout(), 3);
   torch::manual_seed(4);

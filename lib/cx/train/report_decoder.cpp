@@ -286,7 +286,9 @@ torch::Tensor ReportDecoderModule::encode(const torch::Tensor& memory, at::Gener
   if (memory.dim() != 3 || memory.size(1) != slots_ || memory.size(2) != dim_)
     throw Error("report decoder: memory of shape " + shape_text(memory.sizes().vec()) + ", expected [B, " +
                 std::to_string(slots_) + ", " + std::to_string(dim_) + "]");
-  torch::Tensor m = at::linear(memory, mem_w_, mem_b_) + mem_pos_;
+  // The weights' dtype decides (a module converted to bfloat16 for generation on CUDA takes
+  // standardised float32 memories as they are).
+  torch::Tensor m = at::linear(memory.to(mem_w_.scalar_type()), mem_w_, mem_b_) + mem_pos_;
   return dropout(layer_norm(m, mem_norm_w_, mem_norm_b_), shape_.dropout, gen, is_training());
 }
 

@@ -120,7 +120,9 @@ class ReportDecoderModule : public torch::nn::Module {
   std::vector<Layer> layers_;
 };
 
-// A trained decoder: config (decoder.json), module, standardisation.
+// A trained decoder: config (decoder.json), module, standardisation. For bfloat16 generation (CUDA),
+// convert the module (module->to(device, torch::kBFloat16)): memories are standardised in float32
+// and cast to the weights' dtype, and the cache's logits are float32 either way.
 struct ReportDecoder {
   ReportDecoderConfig config;
   std::shared_ptr<ReportDecoderModule> module;
