@@ -522,6 +522,10 @@ TEST(ReportDecoderTraining, ResumedRunGivesTheSameBytesAsAnUninterruptedOne) {
   other.batch = 4;
   EXPECT_EQ(error_of([&] { train_report_decoder(train, &val, other); }),
             tmp / "ckpt" + ": the checkpoint was made with other settings: batch (checkpoint 8, now 4), steps (checkpoint 10, now 20)");
+  ReportSet changed = train;
+  changed.ids[5].push_back(3);
+  const std::string why = error_of([&] { train_report_decoder(changed, &val, second); });
+  EXPECT_NE(why.find(": the checkpoint was made with other settings: reports_fnv1a (checkpoint \""), std::string::npos) << why;
 }
 
 // --- the folder ------------------------------------------------------------------------------------

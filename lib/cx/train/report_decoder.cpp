@@ -1,6 +1,7 @@
 #include "cx/train/report_decoder.hpp"
 
 #include <algorithm>
+#include <cstdio>
 #include <cmath>
 #include <filesystem>
 #include <limits>
@@ -584,6 +585,25 @@ void check_ids(const ReportSet& set, std::int64_t vocab, const std::string& name
                                  std::to_string(vocab)));
 }
 
+// FNV-1a over the records' keys and token ids: a resumed run must see the same training reports.
+std::string ids_fingerprint(const ReportSet& set) {
+  std::uint64_t h = 0xcbf29ce484222325ull;
+  auto byte = [&](unsigned char c) {
+    h ^= c;
+    h *= 0x100000001b3ull;
+  };
+  for (std::size_t i = 0; i < set.ids.size(); ++i) {
+    for (char c : set.keys[i]) byte(static_cast<unsigned char>(c));
+    byte(0);
+    for (std::int64_t t : set.ids[i])
+      for (int b = 0; b < 8; ++b) byte(static_cast<unsigned char>(static_cast<std::uint64_t>(t) >> (8 * b)));
+    byte(0xff);
+  }
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+  return hex;
+}
+
 std::vector<std::string> bleu_tokens(const std::vector<std::int64_t>& ids, const ReportTrainOptions& o) {
   if (o.detokenize) return metrics::coco_tokenize(o.detokenize(ids));
   std::vector<std::string> t;
@@ -750,6 +770,7 @@ ReportTrainResult train_report_decoder(const ReportSet& train, const ReportSet* 
                               {"tokens", {{"bos", c.tokens.bos}, {"eos", c.tokens.eos}, {"pad", c.tokens.pad}}},
                               {"memory", c.memory.describe()},
                               {"records", N},
+                              {"reports_fnv1a", ids_fingerprint(train)},
                               {"validation_records", validating ? val->rows() : 0},
                               {"epochs", o.epochs},
                               {"batch", o.batch},
