@@ -493,9 +493,17 @@ std::vector<std::vector<std::int64_t>> greedy_decode(const ReportDecoder& decode
   std::vector<std::int64_t> live(static_cast<std::size_t>(B));  // input row of each cache row
   for (std::int64_t i = 0; i < B; ++i) live[static_cast<std::size_t>(i)] = i;
   for (std::int64_t k = 0; k < n && !live.empty(); ++k) {
-    // argmax gives the first maximum: ties go to the lower id.
-    torch::Tensor next = logits.argmax(-1).to(torch::kCPU).contiguous();
-    const std::int64_t* nd = next.data_ptr<std::int64_t>();
+    // The argmax on the host, so that ties surely go to the lower id (as model::generate picks).
+    const torch::Tensor host = logits.to(torch::kCPU, torch::kFloat32).contiguous();
+    const std::int64_t V = host.size(1);
+    std::vector<std::int64_t> nd(live.size());
+    for (std::size_t r = 0; r < live.size(); ++r) {
+      const float* row = host.data_ptr<float>() + static_cast<std::int64_t>(r) * V;
+      std::int64_t best = 0;
+      for (std::int64_t v = 1; v < V; ++v)
+        if (row[v] > row[best]) best = v;
+      nd[r] = best;
+    }
     std::vector<std::int64_t> keep, keep_rows, fed;
     for (std::size_t r = 0; r < live.size(); ++r) {
       if (nd[r] == eos) continue;
