@@ -150,6 +150,8 @@ ReportDecoder load_report_decoder(const std::string& folder, const torch::Device
 // model::CausalDecoder over a trained decoder: the self-attention keys and values of every layer
 // are kept per row (max_len positions, filled one by one), the cross-attention keys and values of
 // the memory are computed once by start(). Rows follow select_rows() (beam search). No grad.
+// The decoder must outlive the cache. Use: first = cache.start(memory); model::generate(cache,
+// first, options) with options.max_new_tokens <= cache.max_new_tokens() and eos_id the decoder's.
 class ReportDecoderCache : public model::CausalDecoder {
  public:
   explicit ReportDecoderCache(const ReportDecoder& decoder);
