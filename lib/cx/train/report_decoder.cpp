@@ -1,6 +1,7 @@
 #include "cx/train/report_decoder.hpp"
 
 #include <algorithm>
+#include <cstdio>
 #include <cmath>
 #include <filesystem>
 #include <limits>
@@ -286,7 +287,9 @@ torch::Tensor ReportDecoderModule::encode(const torch::Tensor& memory, at::Gener
   if (memory.dim() != 3 || memory.size(1) != slots_ || memory.size(2) != dim_)
     throw Error("report decoder: memory of shape " + shape_text(memory.sizes().vec()) + ", expected [B, " +
                 std::to_string(slots_) + ", " + std::to_string(dim_) + "]");
-  torch::Tensor m = at::linear(memory, mem_w_, mem_b_) + mem_pos_;
+  // The weights' dtype decides (a module converted to bfloat16 for generation on CUDA takes
+  // standardised float32 memories as they are).
+  torch::Tensor m = at::linear(memory.to(mem_w_.scalar_type()), mem_w_, mem_b_) + mem_pos_;
   return dropout(layer_norm(m, mem_norm_w_, mem_norm_b_), shape_.dropout, gen, is_training());
 }
 
@@ -490,9 +493,17 @@ std::vector<std::vector<std::int64_t>> greedy_decode(const ReportDecoder& decode
   std::vector<std::int64_t> live(static_cast<std::size_t>(B));  // input row of each cache row
   for (std::int64_t i = 0; i < B; ++i) live[static_cast<std::size_t>(i)] = i;
   for (std::int64_t k = 0; k < n && !live.empty(); ++k) {
-    // argmax gives the first maximum: ties go to the lower id.
-    torch::Tensor next = logits.argmax(-1).to(torch::kCPU).contiguous();
-    const std::int64_t* nd = next.data_ptr<std::int64_t>();
+    // The argmax on the host, so that ties surely go to the lower id (as model::generate picks).
+    const torch::Tensor host = logits.to(torch::kCPU, torch::kFloat32).contiguous();
+    const std::int64_t V = host.size(1);
+    std::vector<std::int64_t> nd(live.size());
+    for (std::size_t r = 0; r < live.size(); ++r) {
+      const float* row = host.data_ptr<float>() + static_cast<std::int64_t>(r) * V;
+      std::int64_t best = 0;
+      for (std::int64_t v = 1; v < V; ++v)
+        if (row[v] > row[best]) best = v;
+      nd[r] = best;
+    }
     std::vector<std::int64_t> keep, keep_rows, fed;
     for (std::size_t r = 0; r < live.size(); ++r) {
       if (nd[r] == eos) continue;
@@ -580,6 +591,25 @@ void check_ids(const ReportSet& set, std::int64_t vocab, const std::string& name
       if (t < 0 || t >= vocab)
         throw Error(at(name, set.keys[i] + ": token id " + std::to_string(t) + " outside the vocabulary of " +
                                  std::to_string(vocab)));
+}
+
+// FNV-1a over the records' keys and token ids: a resumed run must see the same training reports.
+std::string ids_fingerprint(const ReportSet& set) {
+  std::uint64_t h = 0xcbf29ce484222325ull;
+  auto byte = [&](unsigned char c) {
+    h ^= c;
+    h *= 0x100000001b3ull;
+  };
+  for (std::size_t i = 0; i < set.ids.size(); ++i) {
+    for (char c : set.keys[i]) byte(static_cast<unsigned char>(c));
+    byte(0);
+    for (std::int64_t t : set.ids[i])
+      for (int b = 0; b < 8; ++b) byte(static_cast<unsigned char>(static_cast<std::uint64_t>(t) >> (8 * b)));
+    byte(0xff);
+  }
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+  return hex;
 }
 
 std::vector<std::string> bleu_tokens(const std::vector<std::int64_t>& ids, const ReportTrainOptions& o) {
@@ -748,6 +778,7 @@ ReportTrainResult train_report_decoder(const ReportSet& train, const ReportSet* 
                               {"tokens", {{"bos", c.tokens.bos}, {"eos", c.tokens.eos}, {"pad", c.tokens.pad}}},
                               {"memory", c.memory.describe()},
                               {"records", N},
+                              {"reports_fnv1a", ids_fingerprint(train)},
                               {"validation_records", validating ? val->rows() : 0},
                               {"epochs", o.epochs},
                               {"batch", o.batch},

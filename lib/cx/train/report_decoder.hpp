@@ -120,7 +120,9 @@ class ReportDecoderModule : public torch::nn::Module {
   std::vector<Layer> layers_;
 };
 
-// A trained decoder: config (decoder.json), module, standardisation.
+// A trained decoder: config (decoder.json), module, standardisation. For bfloat16 generation (CUDA),
+// convert the module (module->to(device, torch::kBFloat16)): memories are standardised in float32
+// and cast to the weights' dtype, and the cache's logits are float32 either way.
 struct ReportDecoder {
   ReportDecoderConfig config;
   std::shared_ptr<ReportDecoderModule> module;
@@ -148,6 +150,8 @@ ReportDecoder load_report_decoder(const std::string& folder, const torch::Device
 // model::CausalDecoder over a trained decoder: the self-attention keys and values of every layer
 // are kept per row (max_len positions, filled one by one), the cross-attention keys and values of
 // the memory are computed once by start(). Rows follow select_rows() (beam search). No grad.
+// The decoder must outlive the cache. Use: first = cache.start(memory); model::generate(cache,
+// first, options) with options.max_new_tokens <= cache.max_new_tokens() and eos_id the decoder's.
 class ReportDecoderCache : public model::CausalDecoder {
  public:
   explicit ReportDecoderCache(const ReportDecoder& decoder);
