@@ -111,6 +111,7 @@ struct TrainCli {
   std::string decoder = "small", tokenizer, val, section = "findings";
   int vocab = 1000;            // small without --tokenizer: the tokenizer trained on the training reports
   bool no_registers = false;  // small: leave reg.npy out of the memory
+  bool cls = false;           // small: the CLS token first in the memory
   int epochs = 0;           // 0: the decoder's default
   std::int64_t batch = 0;   // 0: the decoder's default
   double lr = 0;            // 0: the decoder's default
@@ -183,6 +184,7 @@ int run_train_small(Tool& tool, const TrainCli& c, const std::string& out, const
   const std::string where = cx::cli::input_name(inputs[0]);
   cx::train::MemoryOptions mo;
   mo.registers = !c.no_registers;
+  mo.cls = c.cls;
   // The tokenizer: given, or trained here on the training reports (then kept in DEC).
   std::string tok_dir = c.tokenizer;
   std::string trained_tok;
@@ -539,6 +541,7 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(300, 1000000))
       ->capture_default_str();
   train->add_flag("--no-registers", t.no_registers, "small: leave the register tokens (reg.npy) out of the memory");
+  train->add_flag("--cls", t.cls, "small: put the CLS token (cls.npy) first in the memory");
   train->add_option("--d-model", t.d_model, "small: model width")->check(CLI::Range(8, 4096))->capture_default_str();
   train->add_option("--layers", t.layers, "small: decoder layers")->check(CLI::Range(1, 48))->capture_default_str();
   train->add_option("--heads", t.heads, "small: attention heads (divide --d-model)")->check(CLI::Range(1, 64))->capture_default_str();

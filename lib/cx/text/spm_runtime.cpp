@@ -23,7 +23,10 @@ const cxspm_api& api() {
   static std::once_flag once;
   std::call_once(once, [] {
     const std::string path = spm_library_path();
-    // RTLD_LOCAL: SentencePiece's protobuf symbols stay out of the global scope (see the header).
+    // SentencePiece first, each with RTLD_LOCAL (its protobuf symbols stay out of the global scope,
+    // so LibTorch's protobuf never calls them) and RTLD_DEEPBIND (its own calls bind to its own
+    // protobuf before LibTorch's, which is already global); the module then finds them loaded.
+    for (const char* dep : {"libsentencepiece.so.0", "libsentencepiece_train.so.0"}) ::dlopen(dep, RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
     void* lib = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
     if (!lib) {
       const char* e = ::dlerror();
