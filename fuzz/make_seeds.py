@@ -271,6 +271,22 @@ put("vit_config", "dinov2_registers.json", json.dumps({
 put("vit_config", "dinov2_swiglu.json", json.dumps({
     "model_type": "dinov2", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "patch_size": 16,
     "image_size": 64, "use_swiglu_ffn": True, "hidden_act": "silu", "dtype": "bfloat16"}))
+put("llama_config", "tiny_llama.json", json.dumps({
+    "architectures": ["LlamaForCausalLM"], "attention_bias": False, "attention_dropout": 0.0, "bos_token_id": 1,
+    "eos_token_id": 2, "head_dim": 16, "hidden_act": "silu", "hidden_size": 64, "initializer_range": 0.02,
+    "intermediate_size": 176, "max_position_embeddings": 256, "mlp_bias": False, "model_type": "llama",
+    "num_attention_heads": 4, "num_hidden_layers": 2, "num_key_value_heads": 2, "pretraining_tp": 1,
+    "rms_norm_eps": 1e-06, "rope_scaling": None, "rope_theta": 10000.0, "tie_word_embeddings": False,
+    "torch_dtype": "float32", "use_cache": True, "vocab_size": 512}, indent=2))
+put("llama_config", "llama1_mha_tied.json", json.dumps({
+    "model_type": "llama", "vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 11008,
+    "num_hidden_layers": 32, "num_attention_heads": 32, "rms_norm_eps": 1e-05, "tie_word_embeddings": True,
+    "pad_token_id": 0, "eos_token_id": [2, 32000], "bos_token_id": None}))
+put("llama_config", "v5_rope_parameters.json", json.dumps({
+    "model_type": "llama", "vocab_size": 128256, "hidden_size": 2048, "intermediate_size": 8192,
+    "num_hidden_layers": 16, "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 64,
+    "rope_parameters": {"rope_type": "default", "rope_theta": 500000.0}, "attention_bias": True, "mlp_bias": True,
+    "dtype": "bfloat16"}))
 # --- cx-pretrain recipes: the presets as they are, and one with overrides-like first line -----------
 for preset in ("tiny", "cxformer-small", "dinov2-vits14"):
     put("recipe", preset + ".yaml", open(os.path.join(HERE, "..", "share", "cx", "recipes", preset + ".yaml")).read())

@@ -39,4 +39,23 @@ struct SearchOptions {
 std::vector<std::vector<std::int64_t>> generate(CausalDecoder& decoder, const torch::Tensor& first_logits,
                                                 const SearchOptions& options);
 
+// The two searches generate() chooses between (beams == 1: greedy_search, else beam_search).
+// greedy_search: argmax of the logits after the bans (first index on ties); a row that emits EOS
+// stops and leaves the decoder (select_rows keeps the others).
+// beam_search follows Hugging Face's BeamSearchScorer (transformers >= 4.36, early_stopping=False):
+// scores are log_softmax(logits) after the bans (barred tokens -inf) plus the beam's sum; the
+// 2 * beams best (beam, token) candidates of each input row are taken in order (ties: lower token,
+// then lower beam); an EOS candidate among the first `beams` ends a hypothesis scored
+// sum / generated_length^length_penalty (EOS counted), the others continue until `beams` live ones;
+// an input row is done once it holds `beams` finished hypotheses and the worst of them is >= the
+// best candidate's sum / current_length^length_penalty (HF's heuristic); at max_new_tokens the live
+// beams join the finished ones (their length without EOS), and the best score wins (on equal
+// scores the later-added one, as HF's sort-and-pop). Before the first step the decoder is expanded
+// to B * beams rows; rows of finished inputs leave it. With beams == 1 it gives greedy_search's ids.
+// Bans: no_repeat_ngram over the row's generated tokens, and EOS before min_new_tokens.
+std::vector<std::vector<std::int64_t>> greedy_search(CausalDecoder& decoder, const torch::Tensor& first_logits,
+                                                     const SearchOptions& options);
+std::vector<std::vector<std::int64_t>> beam_search(CausalDecoder& decoder, const torch::Tensor& first_logits,
+                                                   const SearchOptions& options);
+
 }  // namespace cx::model

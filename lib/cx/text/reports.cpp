@@ -366,6 +366,33 @@ std::vector<std::string> corpus_lines(const ReportSections& s) {
   return out;
 }
 
+ReportSections sections_only(const ReportSections& s, const std::string& section) {
+  ReportSections out = s;
+  if (section == "both") return out;
+  if (section == "findings") {
+    out.impression.clear();
+    if (!s.findings.empty() || !s.impression.empty()) out.text.clear();
+    return out;
+  }
+  if (section == "impression") {
+    out.findings.clear();
+    out.text.clear();
+    return out;
+  }
+  throw UsageError("--section " + section + ": unknown (findings, impression, both)");
+}
+
+std::string report_section(const std::string& report, const std::string& section) {
+  std::string out;
+  for (const auto& line : corpus_lines(sections_only(parse_mimic_report(report), section))) {
+    const std::string t = clean_report(line);
+    if (t.empty()) continue;
+    if (!out.empty()) out += ' ';
+    out += t;
+  }
+  return out;
+}
+
 bool natural_less(const std::string& a, const std::string& b) {
   std::size_t i = 0, j = 0;
   auto digit = [](char c) { return c >= '0' && c <= '9'; };

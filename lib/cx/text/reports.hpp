@@ -48,6 +48,15 @@ std::string clean_report(const std::string& text);
 // section is one line. Nothing else changes.
 std::vector<std::string> corpus_lines(const ReportSections& sections);
 
+// The sections a report-generation target names: "findings" keeps FINDINGS (a report without any
+// section header counts as findings: its whole text), "impression" keeps IMPRESSION, "both" keeps
+// everything. Anything else is a cx::UsageError naming --section.
+ReportSections sections_only(const ReportSections& sections, const std::string& section);
+// The decoder target of a report text (a cx ".txt" or MIMIC-CXR report): the chosen sections'
+// corpus_lines through clean_report, joined with a space ("both": FINDINGS then IMPRESSION). Empty
+// when the report has none of them.
+std::string report_section(const std::string& report, const std::string& section);
+
 // Report texts from
 //  - an Open-i archive (.tgz / .tar.gz / .tar): every *.xml member (ecgen-radiology/N.xml), read
 //    without unpacking, in natural order of member names (1, 2, ..., 10, ...), keyed by uId;

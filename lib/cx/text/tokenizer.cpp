@@ -11,12 +11,11 @@
 #include <unordered_map>
 
 #include <nlohmann/json.hpp>
-#include <sentencepiece_processor.h>
-#include <sentencepiece_trainer.h>
 
 #include "cx/cli/error.hpp"
 #include "cx/io/file_bytes.hpp"
 #include "cx/io/sha256.hpp"
+#include "cx/text/spm_runtime.hpp"
 
 namespace cx::text {
 
@@ -202,26 +201,14 @@ void atomic_write(const std::string& path, const std::string& data) {
   if (std::fclose(f) != 0 || !ok) throw Error(at(path, std::string("write error: ") + std::strerror(err)));
 }
 
-class LinesIterator : public sentencepiece::SentenceIterator {
- public:
-  explicit LinesIterator(const std::vector<std::string>& lines) : lines_(lines) {}
-  bool done() const override { return i_ >= lines_.size(); }
-  void Next() override { ++i_; }
-  const std::string& value() const override { return lines_[i_]; }
-  sentencepiece::util::Status status() const override { return sentencepiece::util::Status(); }
-
- private:
-  const std::vector<std::string>& lines_;
-  std::size_t i_ = 0;
-};
 
 }  // namespace
 
 struct Tokenizer::Impl {
   std::string model_path;
   std::string sha;
-  sentencepiece::SentencePieceProcessor sp;         // the model as written (sp.encode / sp.decode)
-  sentencepiece::SentencePieceProcessor sp_plain;   // without the dummy prefix (HF legacy=false)
+  detail::SpProcessor sp;         // the model as written (sp.encode / sp.decode)
+  detail::SpProcessor sp_plain;   // without the dummy prefix (HF legacy=false)
   std::int64_t n_pieces = 0;
   std::vector<int> types;  // ModelProto.SentencePiece.Type per piece (1 normal ... 6 byte)
   std::vector<AddedToken> added;  // longest content first, for leftmost-longest matching
@@ -232,14 +219,14 @@ struct Tokenizer::Impl {
   std::int64_t bos = -1, eos = -1, unk = -1, pad = -1;
   std::size_t unk_length = 0;
 
-  std::vector<int> sp_encode(const sentencepiece::SentencePieceProcessor& p, const std::string& text) const {
+  std::vector<int> sp_encode(const detail::SpProcessor& p, const std::string& text) const {
     std::vector<int> ids;
     const auto st = p.Encode(text, &ids);
     if (!st.ok()) throw Error(at(model_path, "cannot encode text: " + std::string(st.message())));
     return ids;
   }
 
-  std::string sp_decode(const sentencepiece::SentencePieceProcessor& p, const std::vector<int>& ids) const {
+  std::string sp_decode(const detail::SpProcessor& p, const std::vector<int>& ids) const {
     std::string out;
     const auto st = p.Decode(ids, &out);
     if (!st.ok()) throw Error(at(model_path, "cannot decode ids: " + std::string(st.message())));
@@ -649,10 +636,8 @@ void train_tokenizer(const std::vector<std::string>& lines, const std::string& o
       {"user_defined_symbols", symbols},
       {"minloglevel", "2"},
   };
-  sentencepiece::SetRandomGeneratorSeed(static_cast<unsigned int>(o.seed % 0xFFFFFFFFULL));
-  LinesIterator it(lines);
   std::string model;
-  const auto st = sentencepiece::SentencePieceTrainer::Train(args, &it, &model);
+  const auto st = detail::sp_train(args, lines, static_cast<unsigned int>(o.seed % 0xFFFFFFFFULL), &model);
   if (!st.ok()) throw Error(at(out_dir, "tokenizer training failed: " + std::string(st.message())));
   model = with_training_names(model);
 
