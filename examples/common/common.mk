@@ -19,8 +19,6 @@ endif
 # is refused by every reader (no __end__ member; zero bytes are truncated too), so when a writer fails
 # mid-pipe the reader fails with it and leaves nothing.
 .DELETE_ON_ERROR:
-# Keep intermediate files (the phantom streams): make must not delete what a later run reuses.
-.SECONDARY:
 SHELL := /bin/sh
 
 COMMON := $(dir $(lastword $(MAKEFILE_LIST)))
