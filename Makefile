@@ -5,7 +5,7 @@ JOBS    ?= $(shell nproc 2>/dev/null || echo 2)
 GEN     := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
 CMAKE_ARGS ?=
 
-.PHONY: all deps configure build test demo install clean bench test-asan test-tsan fuzz fuzz-build fuzz-smoke
+.PHONY: all deps configure build test demo install clean bench test-asan test-tsan fuzz fuzz-build fuzz-smoke test-examples
 
 all: build
 
@@ -25,6 +25,17 @@ test: build
 
 demo: build
 	sh examples/demo.sh $(BUILD)
+
+# Every example workflow of examples/ end to end on phantoms with its checks (`make -C examples/X
+# test`, in examples/X/out/test), one after the other, each saying how long it took. Not part of
+# `make test`. EXAMPLES picks some: make test-examples EXAMPLES="classify-probe embed-shards".
+EXAMPLES ?= classify-probe segment-chexmask continued-pretraining embed-shards compare-encoders multinode-pretraining
+test-examples: build
+	@for e in $(EXAMPLES); do \
+	  start=$$(date +%s); \
+	  $(MAKE) --no-print-directory -C examples/$$e test BIN="$(abspath $(BUILD))/bin" || exit 1; \
+	  echo "test-examples: $$e passed in $$(($$(date +%s) - start)) s"; \
+	done
 
 # Tools, man pages, share/cx (recipes, label sets) and bash completion under PREFIX; DESTDIR stages
 # the tree elsewhere (packaging), as GNU's conventions say.
