@@ -29,7 +29,7 @@ demo: build
 # Every example workflow of examples/ end to end on phantoms with its checks (`make -C examples/X
 # test`, in examples/X/out/test), one after the other, each saying how long it took. Not part of
 # `make test`. EXAMPLES picks some: make test-examples EXAMPLES="classify-probe embed-shards".
-EXAMPLES ?= classify-probe segment-chexmask continued-pretraining embed-shards compare-encoders multinode-pretraining
+EXAMPLES ?= classify-probe segment-chexmask continued-pretraining embed-shards compare-encoders multinode-pretraining report-generation
 test-examples: build
 	@for e in $(EXAMPLES); do \
 	  start=$$(date +%s); \

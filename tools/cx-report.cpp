@@ -368,7 +368,7 @@ int run_generate(Tool& tool, const GenerateCli& c) {
     if (!c.ignore_encoder && m.info.contains("encoder")) {
       cx::train::HeadRecord rec;
       rec.encoder = m.info["encoder"];
-      cx::train::check_encoder(rec, source->header(), where);
+      cx::train::check_encoder(rec, source->header(), where, "decoder");
     }
     std::vector<std::string> keys;
     std::vector<torch::Tensor> rows;
@@ -401,7 +401,7 @@ int run_generate(Tool& tool, const GenerateCli& c) {
     if (!c.ignore_encoder) {
       cx::train::HeadRecord rec;
       rec.encoder = decoder.config.encoder;
-      cx::train::check_encoder(rec, source->header(), where);
+      cx::train::check_encoder(rec, source->header(), where, "decoder");
     }
     cx::model::SearchOptions search = c.search;
     search.eos_id = decoder.config.tokens.eos;
@@ -465,7 +465,7 @@ int run_retrieve(Tool& tool, const RetrieveCli& c) {
   if (!c.ignore_encoder) {
     cx::train::HeadRecord rec;
     rec.encoder = index.encoder;
-    cx::train::check_encoder(rec, source->header(), where);
+    cx::train::check_encoder(rec, source->header(), where, "decoder");
   }
   cx::cli::OutputFile out(tool.common().output, false);
   out.write("key\treport\n");

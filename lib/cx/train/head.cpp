@@ -257,11 +257,11 @@ void check_same_encoder(const nlohmann::json& train_header, const nlohmann::json
                 ") than the training stream (" + a.substr(0, 12) + ")");
 }
 
-void check_encoder(const HeadRecord& head, const nlohmann::json& stream_header, const std::string& where) {
+void check_encoder(const HeadRecord& head, const nlohmann::json& stream_header, const std::string& where, const std::string& what) {
   const std::string want_id = head.encoder.value("id", "");
   const std::string want_sha = head.encoder.value("sha256", "");
   if (!stream_header.contains("model") || !stream_header["model"].is_object())
-    throw Error(at(where, "the stream header names no encoder (\"model\"), so it cannot be checked against the head's "
+    throw Error(at(where, "the stream header names no encoder (\"model\"), so it cannot be checked against the " + what + "'s "
                           "encoder '" + want_id + "' (sha256 " + want_sha.substr(0, 12) +
                           "); use --ignore-encoder to predict anyway"));
   const auto& m = stream_header["model"];
@@ -272,7 +272,7 @@ void check_encoder(const HeadRecord& head, const nlohmann::json& stream_header, 
   const bool same = (!got_sha.empty() && !want_sha.empty()) ? got_sha == want_sha : got_id == want_id;
   if (!same)
     throw Error(at(where, "embedded with encoder '" + got_id + "' (sha256 " + got_sha.substr(0, 12) +
-                              "), but the head was trained on encoder '" + want_id + "' (sha256 " + want_sha.substr(0, 12) +
+                              "), but the " + what + " was trained on encoder '" + want_id + "' (sha256 " + want_sha.substr(0, 12) +
                               "); use --ignore-encoder to predict anyway"));
 }
 

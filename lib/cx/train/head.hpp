@@ -117,7 +117,9 @@ using cli::write_folder_atomic;
 // Refuses (cx::Error naming `where`) features from an encoder other than the head's: the stream
 // header's "model" id and sha256 must equal the head's encoder. A stream without "model" cannot
 // be checked and is refused too.
-void check_encoder(const HeadRecord& head, const nlohmann::json& stream_header, const std::string& where);
+// `what` names the trained thing in the message ("head", "decoder").
+void check_encoder(const HeadRecord& head, const nlohmann::json& stream_header, const std::string& where,
+                   const std::string& what = "head");
 // Training and validation streams must come from one encoder: both headers' weight hashes, where
 // both name one, are equal; otherwise cx::Error naming both hashes.
 void check_same_encoder(const nlohmann::json& train_header, const nlohmann::json& val_header);
