@@ -149,6 +149,12 @@ void run_ordered(int threads, std::size_t window, const std::function<bool(Item&
     }
     if (front->error) std::rethrow_exception(front->error);
     sink(front->item, *front->result);
+    // The result goes now, on this thread: the worker that made it may still hold the slot for a
+    // moment, and the next pull must not find window + 1 results alive.
+    {
+      std::lock_guard<std::mutex> lk(m);
+      front->result.reset();
+    }
   }
 }
 
