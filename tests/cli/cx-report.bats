@@ -86,7 +86,11 @@ llama_folder() {
   [ "$output" = "true false false LlamaTokenizer" ]
 }
 
-@test "small decoder on phantoms: trained, written with its tokenizer, BLEU-4 above the constant-report baseline; retrieval scored beside it" {
+# What this shows is the machinery: a decoder trained on the streams, written with its tokenizer, whose
+# greedy reports are whole sentences of the reports' language (BLEU-4 clearly above the most frequent
+# training report's). It does not show that the reports follow the image: on this random-init
+# encoder the decoder writes nearly the same report for every phantom (issue 14's evidence is open).
+@test "small decoder on phantoms: trained, written with its tokenizer, reports in the reports' language (BLEU-4 above the most frequent report's)" {
   run jq -r '[.format, .memory.registers, (.memory.grid | map(tostring) | join("x")), .memory.dim, .encoder.id] | map(tostring) | join(" ")' "$D/dec/decoder.json"
   [ "$output" = "cx-report-decoder 4 8x8 64 tiny" ]
   [ -f "$D/dec/tokenizer.model" ]

@@ -255,6 +255,12 @@ TEST(TextReports, SourcesOfEveryKind) {
   EXPECT_EQ(seen[0].second.impression, "Normal.");
   EXPECT_EQ(seen[1].first, "0003");
   EXPECT_EQ(seen[1].second.text, "Free text.");
+  // cx's own name for a stream reads the same.
+  fs::copy_file(t / "s.tar", t / "s.cx");
+  std::vector<std::pair<std::string, ReportSections>> again;
+  for_each_report(t / "s.cx", [&](const std::string& k, const ReportSections& r) { again.emplace_back(k, r); });
+  ASSERT_EQ(again.size(), seen.size());
+  EXPECT_EQ(again[1].second.text, "Free text.");
   // A cut stream is an error naming it.
   fs::resize_file(t / "s.tar", 1536);
   EXPECT_NE(cx_test::error_of([&] { read_all(t / "s.tar"); }).find(t / "s.tar"), std::string::npos);

@@ -123,8 +123,9 @@ bool is_header_name(const std::string& name) {
 bool has_suffix(const std::string& s, std::string_view suffix) { return util::ends_with_ci(s, suffix); }
 
 bool is_archive_name(const std::string& p) {
+  // .cx: the name cx's own streams go by (cx-embed -o train.cx), plain or compressed.
   return has_suffix(p, ".tar") || has_suffix(p, ".tgz") || has_suffix(p, ".tar.gz") || has_suffix(p, ".tar.zst") ||
-         has_suffix(p, ".tzst");
+         has_suffix(p, ".tzst") || has_suffix(p, ".cx") || has_suffix(p, ".cx.gz") || has_suffix(p, ".cx.zst");
 }
 
 bool is_tsv_name(const std::string& p) {
@@ -437,7 +438,7 @@ void for_each_report(const std::string& path, const Each& each) {
   } else {
     throw Error(at(path,
                    "expected an Open-i archive (.tgz), a folder of MIMIC-CXR or Open-i reports, a .xml or .txt "
-                   "report, a TSV (key<TAB>report) or a cx stream (.tar, .tar.gz, .tar.zst)"));
+                   "report, a TSV (key<TAB>report) or a cx stream (.cx, .tar, .tar.gz, .tar.zst)"));
   }
 }
 

@@ -65,7 +65,7 @@ std::string report_section(const std::string& report, const std::string& section
 //  - one Open-i .xml or MIMIC-CXR .txt file;
 //  - a TSV (.tsv, optionally gzip/zstd compressed): a header row, then key<TAB>report per line
 //    (the report cell parsed as a MIMIC/cx ".txt" report);
-//  - a cx stream (.tar, .tar.gz, .tar.zst, .tgz, or "-"): the .txt field of every record that has
+//  - a cx stream (.cx, .tar, .tar.gz, .tar.zst, .tgz, or "-"): the .txt field of every record that has
 //    one, keyed by the record key, in stream order.
 // Calls each(key, sections) in that deterministic order; reports that are empty() are skipped.
 // Errors (cx::Error / TruncatedError) name the file (and the member inside an archive).
