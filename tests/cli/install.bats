@@ -28,6 +28,7 @@ setup() {
   [ -f "$R/opt/cx/share/man/man7/cx.7" ]
   [ -f "$R/opt/cx/share/cx/recipes/tiny.yaml" ]
   [ -f "$R/opt/cx/share/cx/labeller/mentions.txt" ]
+  [ -f "$R/opt/cx/lib/cx/libcx_spm.so" ]
   # Nothing escapes DESTDIR.
   [ -z "$(find "$R" -mindepth 1 -maxdepth 1 ! -name opt)" ]
 }
@@ -38,6 +39,15 @@ setup() {
   run env -u CX_SHARE_DIR "$R/opt/cx/bin/cx-pretrain" info --recipe tiny
   [ "$status" -eq 0 ]
   [[ "$output" == *"0.000123"* ]]
+}
+
+@test "the installed cx-report finds its SentencePiece module (lib/cx/libcx_spm.so) without the build tree" {
+  printf 'key\treport\n' > "$BATS_TEST_TMPDIR/r.tsv"
+  for i in $(seq 1 60); do printf 'k%s\tFINDINGS: The heart size is normal %s. No effusion.\n' "$i" "$i" >> "$BATS_TEST_TMPDIR/r.tsv"; done
+  run env -u CX_SPM_LIBRARY "$R/opt/cx/bin/cx-report" tokenizer --vocab 300 -o "$BATS_TEST_TMPDIR/tok" "$BATS_TEST_TMPDIR/r.tsv"
+  echo "$output"
+  [ "$status" -eq 0 ]
+  [ -s "$BATS_TEST_TMPDIR/tok/tokenizer.model" ]
 }
 
 @test "the installed completion offers subcommands and each subcommand's options from the tool's --help" {
