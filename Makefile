@@ -23,8 +23,10 @@ build: configure
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
+# The whole toolkit end to end on the embedded default (examples/quickstart.sh): results table on the
+# terminal, pictures in demo-out/.
 demo: build
-	sh examples/demo.sh $(BUILD)
+	sh examples/quickstart.sh $(BUILD)
 
 # Every example workflow of examples/ end to end on phantoms with its checks (`make -C examples/X
 # test`, in examples/X/out/test), one after the other, each saying how long it took. Not part of
@@ -36,6 +38,10 @@ test-examples: build
 	  $(MAKE) --no-print-directory -C examples/$$e test BIN="$(abspath $(BUILD))/bin" || exit 1; \
 	  echo "test-examples: $$e passed in $$(($$(date +%s) - start)) s"; \
 	done
+	@start=$$(date +%s); \
+	CX_DEMO_DIR="$(abspath $(BUILD))/quickstart-test" CX_DEMO_STEPS=20 sh examples/quickstart.sh $(BUILD) > "$(abspath $(BUILD))/quickstart-test.txt" && \
+	  test "$$(grep -c '\[[0-9.-]*, ' "$(abspath $(BUILD))/quickstart-test.txt")" -eq 12 || { cat "$(abspath $(BUILD))/quickstart-test.txt"; exit 1; }; \
+	echo "test-examples: quickstart (make demo, 20 pretraining steps) passed in $$(($$(date +%s) - start)) s"
 
 # Tools, man pages, share/cx (recipes, label sets) and bash completion under PREFIX; DESTDIR stages
 # the tree elsewhere (packaging), as GNU's conventions say.
