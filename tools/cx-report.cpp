@@ -28,8 +28,8 @@
 #include "cx/train/head.hpp"
 #include "cx/train/llava.hpp"
 #include "cx/train/report_decoder.hpp"
+#include "cx/train/report_io.hpp"
 #include "cx/train/report_retrieve.hpp"
-#include "cx/train/segment.hpp"
 
 namespace {
 
@@ -138,47 +138,6 @@ std::string llama_folder_of(const std::string& decoder) {
   return "";
 }
 
-// The records whose target section is not empty, with its ids; counts the others.
-std::int64_t fill_targets(cx::train::ReportSet& set, const cx::text::Tokenizer& tok, const std::string& section) {
-  std::vector<std::int64_t> keep;
-  for (std::int64_t i = 0; i < set.rows(); ++i) {
-    const std::string t = cx::text::report_section(set.texts[static_cast<std::size_t>(i)], section);
-    if (t.empty()) continue;
-    keep.push_back(i);
-    set.ids.push_back(tok.encode(t, false));
-  }
-  const std::int64_t dropped = set.rows() - static_cast<std::int64_t>(keep.size());
-  if (dropped > 0) {
-    std::vector<std::string> keys, texts;
-    for (std::int64_t i : keep) {
-      keys.push_back(set.keys[static_cast<std::size_t>(i)]);
-      texts.push_back(set.texts[static_cast<std::size_t>(i)]);
-    }
-    set.keys = std::move(keys);
-    set.texts = std::move(texts);
-    set.memory = keep.empty() ? set.memory.slice(0, 0, 0) : set.memory.index_select(0, torch::tensor(keep, torch::kInt64));
-  }
-  return dropped;
-}
-
-cx::train::ReportSet read_set(const std::vector<std::string>& inputs, const cx::train::MemoryOptions& mo, const std::string& where,
-                              const cx::text::Tokenizer& tok, const std::string& section, const cx::train::MemoryLayout* layout) {
-  auto source = cx::data::RecordSource::open(inputs);
-  cx::train::ReportSet set = cx::train::load_report_set(*source, mo, false, where, layout);
-  const std::int64_t dropped = fill_targets(set, tok, section);
-  if (dropped) cx::log::warn(where + ": " + std::to_string(dropped) + " record(s) without a " + section + " report left out");
-  if (set.rows() == 0) throw cx::Error(where + ": no record has a " + section + " report (.txt)");
-  return set;
-}
-
-// The training reports' corpus lines, for a tokenizer trained on the fly.
-std::vector<std::string> corpus_of(const cx::train::ReportSet& set, const std::string& section) {
-  std::vector<std::string> lines;
-  for (const auto& t : set.texts)
-    for (auto& l : cx::text::corpus_lines(cx::text::sections_only(cx::text::parse_mimic_report(t), section))) lines.push_back(std::move(l));
-  return lines;
-}
-
 int run_train_small(Tool& tool, const TrainCli& c, const std::string& out, const std::vector<std::string>& inputs) {
   const auto device = cx::model::parse_device(tool.common().device);
   const std::string where = cx::cli::input_name(inputs[0]);
@@ -196,7 +155,7 @@ int run_train_small(Tool& tool, const TrainCli& c, const std::string& out, const
     cx::text::TokenizerTrainOptions to;
     to.vocab_size = c.vocab;
     to.seed = tool.common().seed;
-    const auto lines = corpus_of(train, c.section);
+    const auto lines = cx::train::report_corpus(train, c.section);
     if (lines.empty()) throw cx::Error(where + ": no record has a " + c.section + " report (.txt)");
     cx::text::train_tokenizer(lines, trained_tok, to);
     tok_dir = trained_tok;
@@ -210,12 +169,13 @@ int run_train_small(Tool& tool, const TrainCli& c, const std::string& out, const
     }
   } cleanup{trained_tok};
   const cx::text::Tokenizer tok = cx::text::Tokenizer::load(tok_dir);
-  const std::int64_t dropped = fill_targets(train, tok, c.section);
+  const std::int64_t dropped = cx::train::keep_report_targets(train, tok, c.section);
   if (dropped) cx::log::warn(where + ": " + std::to_string(dropped) + " record(s) without a " + c.section + " report left out");
   if (train.rows() == 0) throw cx::Error(where + ": no record has a " + c.section + " report (.txt)");
   std::unique_ptr<cx::train::ReportSet> val;
   if (!c.val.empty()) {
-    val = std::make_unique<cx::train::ReportSet>(read_set({c.val}, mo, c.val, tok, c.section, &train.layout));
+    auto vs = cx::data::RecordSource::open({c.val});
+    val = std::make_unique<cx::train::ReportSet>(cx::train::load_report_targets(*vs, mo, tok, c.section, c.val, &train.layout));
     cx::train::check_same_encoder(train.header, val->header);
   }
   cx::train::ReportTrainOptions o;
@@ -282,10 +242,13 @@ int run_train_llava(Tool& tool, const TrainCli& c, const std::string& out, const
   cx::train::MemoryOptions mo;
   mo.registers = false;
   const cx::text::Tokenizer tok = cx::text::Tokenizer::load(c.tokenizer.empty() ? lm : c.tokenizer);
-  cx::train::ReportSet train = read_set(inputs, mo, where, tok, c.section, nullptr);
+  auto source = cx::data::RecordSource::open(inputs);
+  cx::train::ReportSet train = cx::train::load_report_targets(*source, mo, tok, c.section, where);
+  source.reset();
   std::unique_ptr<cx::train::ReportSet> val;
   if (!c.val.empty()) {
-    val = std::make_unique<cx::train::ReportSet>(read_set({c.val}, mo, c.val, tok, c.section, &train.layout));
+    auto vs = cx::data::RecordSource::open({c.val});
+    val = std::make_unique<cx::train::ReportSet>(cx::train::load_report_targets(*vs, mo, tok, c.section, c.val, &train.layout));
     cx::train::check_same_encoder(train.header, val->header);
   }
   cx::train::LlavaModel m = cx::train::new_llava(lm, c.tokenizer, train.layout.dim, prompt, c.init, device, tool.common().seed);
@@ -362,72 +325,12 @@ int run_generate(Tool& tool, const GenerateCli& c) {
   cx::cli::OutputFile out(tool.common().output, false);
   out.write("key\treport\n");
   cx::cli::Progress progress("reports");
-  std::int64_t n = 0;
-  if (fs::exists(c.decoder_dir + "/llava.json")) {
-    cx::train::LlavaModel m = cx::train::load_llava(c.decoder_dir, device);
-    if (!c.ignore_encoder && m.info.contains("encoder")) {
-      cx::train::HeadRecord rec;
-      rec.encoder = m.info["encoder"];
-      cx::train::check_encoder(rec, source->header(), where, "decoder");
-    }
-    std::vector<std::string> keys;
-    std::vector<torch::Tensor> rows;
-    auto flush = [&] {
-      if (keys.empty()) return;
-      const auto texts = cx::train::llava_generate(m, torch::stack(rows), c.search);
-      for (std::size_t i = 0; i < keys.size(); ++i) out.write(keys[i] + "\t" + tsv_cell(texts[i]) + "\n");
-      progress.add(static_cast<std::int64_t>(keys.size()));
-      n += static_cast<std::int64_t>(keys.size());
-      keys.clear();
-      rows.clear();
-    };
-    cx::io::Record r;
-    while (source->next(r)) {
-      torch::Tensor t = cx::train::record_tokens(r, "patch");
-      if (!t.defined()) throw cx::Error(where + ": " + r.key + ": no patch.npy (embed with cx-embed --emit patch)");
-      t = t.flatten(1).transpose(0, 1).to(torch::kFloat32).contiguous();
-      if (t.size(1) != m.projector->in())
-        throw cx::Error(where + ": " + r.key + ": patch tokens of " + std::to_string(t.size(1)) + " channels, the projector takes " +
-                        std::to_string(m.projector->in()));
-      if (!rows.empty() && t.sizes() != rows.front().sizes()) flush();  // a batch holds one token grid
-      keys.push_back(r.key);
-      rows.push_back(t);
-      if (static_cast<std::int64_t>(keys.size()) == c.batch) flush();
-    }
-    flush();
-  } else {
-    const cx::train::ReportDecoder decoder = cx::train::load_report_decoder(c.decoder_dir, device);
-    const cx::text::Tokenizer tok = cx::text::Tokenizer::load((fs::path(c.decoder_dir) / decoder.config.tokenizer).string());
-    if (!c.ignore_encoder) {
-      cx::train::HeadRecord rec;
-      rec.encoder = decoder.config.encoder;
-      cx::train::check_encoder(rec, source->header(), where, "decoder");
-    }
-    cx::model::SearchOptions search = c.search;
-    search.eos_id = decoder.config.tokens.eos;
-    const std::int64_t limit = decoder.config.shape.max_len - 1;
-    if (search.max_new_tokens > limit) search.max_new_tokens = static_cast<int>(limit);
-    std::vector<std::string> keys;
-    std::vector<torch::Tensor> rows;
-    auto flush = [&] {
-      if (keys.empty()) return;
-      cx::train::ReportDecoderCache cache(decoder);
-      const torch::Tensor first = cache.start(torch::stack(rows));
-      const auto ids = cx::model::generate(cache, first, search);
-      for (std::size_t i = 0; i < keys.size(); ++i) out.write(keys[i] + "\t" + tsv_cell(tok.decode(ids[i], true)) + "\n");
-      progress.add(static_cast<std::int64_t>(keys.size()));
-      n += static_cast<std::int64_t>(keys.size());
-      keys.clear();
-      rows.clear();
-    };
-    cx::io::Record r;
-    while (source->next(r)) {
-      rows.push_back(cx::train::record_memory(r, decoder.config.memory, where + ": " + r.key));
-      keys.push_back(r.key);
-      if (static_cast<std::int64_t>(keys.size()) == c.batch) flush();
-    }
-    flush();
-  }
+  const auto writer = cx::train::load_report_writer(c.decoder_dir, device);
+  const std::int64_t n = cx::train::generate_reports(*source, *writer, c.batch, c.search, where, c.ignore_encoder,
+                                                     [&](const std::string& key, const std::string& report) {
+                                                       out.write(key + "\t" + tsv_cell(report) + "\n");
+                                                       progress.add();
+                                                     });
   progress.finish();
   out.commit();
   cx::log::info("generated " + std::to_string(n) + " report(s)" +
