@@ -159,19 +159,6 @@ std::vector<ParamGroup> param_groups(LlavaModel& m, const LlavaOptions& o) {
   return groups;
 }
 
-void clip_grad_norm(const std::vector<ParamGroup>& groups, double max_norm) {
-  std::vector<torch::Tensor> norms;
-  for (const auto& g : groups)
-    for (const auto& p : g.params)
-      if (p.grad().defined()) norms.push_back(p.grad().detach().norm(2).to(torch::kFloat32));
-  if (norms.empty() || max_norm <= 0) return;
-  const double total = torch::stack(norms).norm(2).item<double>();
-  const double coef = max_norm / (total + 1e-6);
-  if (coef < 1.0)
-    for (const auto& g : groups)
-      for (const auto& p : g.params)
-        if (p.grad().defined()) p.grad().mul_(coef);
-}
 
 nlohmann::json signature_of(const LlavaModel& m, const ReportSet& train, const LlavaOptions& o) {
   return {{"stage", o.stage},
@@ -347,6 +334,8 @@ LlavaTrainResult train_llava(LlavaModel& m, const ReportSet& train, const Report
   const torch::Device device = o.device;
   set_trainable(m, o);
   AdamW optimizer(param_groups(m, o));
+  std::vector<torch::Tensor> trained;  // what the gradient clipping sees: every trained tensor
+  for (const auto& g : optimizer.groups()) trained.insert(trained.end(), g.params.begin(), g.params.end());
   const auto prompt = llava_prompt_ids(m.prompt, *m.tokenizer);
   const std::int64_t per_epoch = (train.rows() + o.batch - 1) / o.batch;
   const std::int64_t total = per_epoch * o.epochs;
@@ -411,7 +400,7 @@ LlavaTrainResult train_llava(LlavaModel& m, const ReportSet& train, const Report
     if (!std::isfinite(value)) throw Error("training diverged (loss " + std::to_string(value) + " at update " + std::to_string(step + 1) + "); nothing was written");
     optimizer.zero_grad();
     loss.backward();
-    clip_grad_norm(optimizer.groups(), o.clip);
+    if (o.clip > 0) torch::nn::utils::clip_grad_norm_(trained, o.clip);
     optimizer.step(lr_scale(Schedule::cosine, step, total, warmup));
     epoch_sum += value * static_cast<double>(n);
     epoch_count += n;
