@@ -1,9 +1,7 @@
 #include "cx/text/tokenizer.hpp"
 
-#include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -13,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cx/cli/error.hpp"
+#include "cx/cli/output.hpp"
 #include "cx/io/file_bytes.hpp"
 #include "cx/io/sha256.hpp"
 #include "cx/text/spm_runtime.hpp"
@@ -192,14 +191,6 @@ bool token_string(const json& j, const char* key, std::string& out, const std::s
   throw Error(at(where, std::string(key) + " is neither a string nor a token with \"content\""));
 }
 
-void atomic_write(const std::string& path, const std::string& data) {
-  std::FILE* f = std::fopen(path.c_str(), "wb");
-  if (!f) throw Error(at(path, std::string("cannot create: ") + std::strerror(errno)));
-  const bool ok = std::fwrite(data.data(), 1, data.size(), f) == data.size() && std::fflush(f) == 0 &&
-                  ::fsync(::fileno(f)) == 0;
-  const int err = errno;
-  if (std::fclose(f) != 0 || !ok) throw Error(at(path, std::string("write error: ") + std::strerror(err)));
-}
 
 
 }  // namespace
@@ -671,43 +662,12 @@ void train_tokenizer(const std::vector<std::string>& lines, const std::string& o
   };
   const json special_map = {{"bos_token", token("<s>")}, {"eos_token", token("</s>")}, {"unk_token", token("<unk>")}};
 
-  // Written into a fresh folder beside out_dir, then renamed into place.
-  fs::path target(out_dir);
-  while (target.has_filename() == false && target.has_parent_path() && target != target.root_path())
-    target = target.parent_path();
-  const fs::path parent = target.parent_path().empty() ? fs::path(".") : target.parent_path();
-  std::string tmpl = (parent / ("." + target.filename().string() + ".tmp-XXXXXX")).string();
-  std::vector<char> buf(tmpl.begin(), tmpl.end());
-  buf.push_back('\0');
-  if (!::mkdtemp(buf.data())) throw Error(at(out_dir, std::string("cannot create a folder beside it: ") + std::strerror(errno)));
-  const fs::path tmp(buf.data());
-  std::error_code ec;
-  try {
-    atomic_write((tmp / "tokenizer.model").string(), model);
-    atomic_write((tmp / "tokenizer_config.json").string(), config.dump(2) + "\n");
-    atomic_write((tmp / "special_tokens_map.json").string(), special_map.dump(2) + "\n");
-    fs::permissions(tmp, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
-                             fs::perms::others_read | fs::perms::others_exec, ec);
-    if (fs::exists(target, ec)) {
-      if (!fs::is_directory(target, ec)) throw Error(at(out_dir, "exists and is not a folder"));
-      // Keep the old folder until the new one is in place.
-      const fs::path old = parent / ("." + target.filename().string() + ".old-" + tmp.filename().string().substr(tmp.filename().string().size() - 6));
-      fs::rename(target, old, ec);
-      if (ec) throw Error(at(out_dir, "cannot replace: " + ec.message()));
-      fs::rename(tmp, target, ec);
-      if (ec) {
-        fs::rename(old, target);
-        throw Error(at(out_dir, "cannot replace: " + ec.message()));
-      }
-      fs::remove_all(old, ec);
-    } else {
-      fs::rename(tmp, target, ec);
-      if (ec) throw Error(at(out_dir, "cannot write: " + ec.message()));
-    }
-  } catch (...) {
-    fs::remove_all(tmp, ec);
-    throw;
-  }
+  // Written into a fresh folder beside out_dir, then renamed into place (cx's folder writer).
+  cli::write_folder_atomic(out_dir, [&](const std::string& tmp) {
+    cli::write_file_atomic(tmp + "/tokenizer.model", model);
+    cli::write_file_atomic(tmp + "/tokenizer_config.json", config.dump(2) + "\n");
+    cli::write_file_atomic(tmp + "/special_tokens_map.json", special_map.dump(2) + "\n");
+  });
 }
 
 }  // namespace cx::text
