@@ -3,9 +3,9 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 
 #include "cx/cli/error.hpp"
+#include "cx/cli/output.hpp"
 #include "cx/io/json_file.hpp"
 #include "cx/io/sha256.hpp"
 #include "cx/random/rng.hpp"
@@ -24,18 +24,6 @@ constexpr const char* kFormat = "cx-report-llava";
 constexpr const char* kCheckpointFormat = "cx-report-llava-checkpoint";
 constexpr std::uint64_t kShufflePurpose = 0x11A7A5u;
 constexpr std::int64_t kIgnore = -100;
-
-std::string at(const std::string& where, const std::string& what) { return where + ": " + what; }
-
-nlohmann::json read_json_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw Error(at(path, "cannot open"));
-  try {
-    return nlohmann::json::parse(f);
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(at(path, std::string("not valid JSON: ") + e.what()));
-  }
-}
 
 // The LoRA spec as llava.json records it.
 nlohmann::json lora_json(const model::LoraSpec& s) {
@@ -140,6 +128,19 @@ model::NamedTensors language_trained(const LlavaModel& m, bool full) {
     for (const auto& [name, t] : m.language->lora_parameters()) out.emplace_back(name, t);
   }
   return out;
+}
+
+// Copies `saved` into the tensors of `into` by name (checkpoint.hpp's NamedParams: a missing or
+// misshapen tensor names `where`); weights read from a folder are checked finite first.
+void load_named(const model::NamedTensors& into, const model::NamedTensors& saved, const std::string& where, bool check_finite) {
+  if (check_finite)
+    for (const auto& [name, t] : saved) model::check_finite_weight(t, name, where);
+  NamedParams p;
+  for (const auto& [name, t] : into) {
+    p.names.push_back(name);
+    p.tensors.push_back(t);
+  }
+  p.load(saved, where);
 }
 
 std::vector<ParamGroup> param_groups(LlavaModel& m, const LlavaOptions& o) {
@@ -252,16 +253,7 @@ model::NamedTensors LlavaProjector::named() const {
           {"model.mm_projector.2.weight", fc2_->weight}};
 }
 
-void LlavaProjector::load(const model::NamedTensors& t, const std::string& where) {
-  torch::NoGradGuard no_grad;
-  for (const auto& [name, dst] : named()) {
-    auto it = std::find_if(t.begin(), t.end(), [&](const auto& p) { return p.first == name; });
-    if (it == t.end()) throw Error(at(where, "no tensor " + name));
-    if (it->second.sizes() != dst.sizes()) throw Error(at(where, name + " has another shape than the projector's"));
-    model::check_finite_weight(it->second, name, where);
-    dst.copy_(it->second.to(dst.device(), dst.scalar_type()));
-  }
-}
+void LlavaProjector::load(const model::NamedTensors& t, const std::string& where) { load_named(named(), t, where, true); }
 
 // --- model ----------------------------------------------------------------------------------------
 
@@ -353,15 +345,7 @@ LlavaTrainResult train_llava(LlavaModel& m, const ReportSet& train, const Report
       Checkpoint c = read_checkpoint(latest, kCheckpointFormat);
       check_signature(c.signature, signature, latest);
       m.projector->load(c.group("projector"), latest);
-      if (o.stage >= 2) {
-        torch::NoGradGuard no_grad;
-        const auto& saved = c.group("language");
-        for (auto& [name, t] : language_trained(m, o.full)) {
-          auto it = std::find_if(saved.begin(), saved.end(), [&](const auto& p) { return p.first == name; });
-          if (it == saved.end() || it->second.sizes() != t.sizes()) throw Error(at(latest, "no tensor " + name + " of its shape"));
-          t.copy_(it->second.to(t.device(), t.scalar_type()));
-        }
-      }
+      if (o.stage >= 2) load_named(language_trained(m, o.full), c.group("language"), latest, false);
       optimizer.load_state(c.group("optimizer"), latest);
       step = c.step;
       epoch_sum = c.state.at("epoch_loss_sum").get<double>();
@@ -442,22 +426,18 @@ void write_llava(const std::string& folder, const LlavaModel& m) {
   const std::string tuning = m.info.value("tuning", std::string("projector"));
   if (tuning == "lora") write_tensors(folder + "/adapter_model.safetensors", language_trained(m, false));
   if (tuning == "full") write_tensors(folder + "/language_model.safetensors", language_trained(m, true));
-  std::ofstream f(folder + "/llava.json", std::ios::binary);
-  f << m.info.dump(2) << "\n";
-  if (!f.flush()) throw Error(at(folder + "/llava.json", "write failed"));
+  cli::write_file_atomic(folder + "/llava.json", m.info.dump(2) + "\n");
 }
 
 LlavaModel load_llava(const std::string& folder, const torch::Device& device) {
   const std::string json_path = folder + "/llava.json";
   if (!fs::exists(json_path)) throw Error(at(folder, "no llava.json: not a cx-report LLaVA folder"));
   LlavaModel m;
-  m.info = read_json_file(json_path);
+  m.info = io::read_json_file(json_path);
+  io::check_format(m.info, json_path, kFormat, 1);
   std::string lm_folder, tok_path, sha, tuning;
   std::int64_t in = 0;
   try {
-    if (m.info.at("format").get<std::string>() != kFormat) throw Error(at(json_path, "format is not " + std::string(kFormat)));
-    const std::string version = m.info.at("version").get<std::string>();
-    if (version.empty() || version[0] != '1') throw Error(at(json_path, "version " + version + " is newer than this cx reads (1.x)"));
     lm_folder = m.info.at("base_model").at("path").get<std::string>();
     sha = m.info.at("base_model").at("sha256").get<std::string>();
     tok_path = m.info.at("tokenizer").at("path").get<std::string>();
@@ -484,15 +464,8 @@ LlavaModel load_llava(const std::string& folder, const torch::Device& device) {
     m.language->add_lora(lora_from_json(m.info.at("lora")), 0);
     m.language->load_lora(read_tensors(folder + "/adapter_model.safetensors"), folder + "/adapter_model.safetensors");
   } else if (tuning == "full") {
-    torch::NoGradGuard no_grad;
     const std::string path = folder + "/language_model.safetensors";
-    const auto saved = read_tensors(path);
-    for (auto& [name, t] : language_trained(m, true)) {
-      auto it = std::find_if(saved.begin(), saved.end(), [&](const auto& p) { return p.first == name; });
-      if (it == saved.end() || it->second.sizes() != t.sizes()) throw Error(at(path, "no tensor " + name + " of its shape"));
-      model::check_finite_weight(it->second, name, path);
-      t.copy_(it->second.to(t.device(), t.scalar_type()));
-    }
+    load_named(language_trained(m, true), read_tensors(path), path, true);
   } else if (tuning != "projector") {
     throw Error(at(json_path, "unknown tuning \"" + tuning + "\""));
   }
