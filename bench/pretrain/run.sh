@@ -29,21 +29,10 @@ trap '[ "${KEEP:-0}" = 1 ] || rm -rf "$tmp"' EXIT INT TERM
 echo "bench/pretrain: cxformer-small at 224/96 crops, batch $batch, $threads threads, $steps steps (first untimed)"
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'),"\
      "$(grep -o -w -m1 'avx512_bf16' /proc/cpuinfo || echo 'no avx512_bf16')"
-# The matmul peak in the same run: the best of a 2048 and a 4096 square product through torch (the same
-# OpenBLAS / oneDNN LibTorch uses), in float32 and in bfloat16; each precision's figures divide by its own.
-peak_of() {  # dtype
-  "$py" -c "
-import time, torch
-torch.set_num_threads($threads)
-best = 0.0
-for n in (2048, 4096):
-    a, b = torch.randn(n, n).to(torch.$1), torch.randn(n, n).to(torch.$1)
-    torch.mm(a, b)
-    for _ in range(3):
-        t = time.perf_counter(); torch.mm(a, b); best = max(best, 2 * n ** 3 / (time.perf_counter() - t) / 1e9)
-print(round(best, 1))"
-}
-peak_fp32=$(peak_of float32)
+# The matmul peak in the same run (bench/matmul_peak.sh), in float32 and in bfloat16; each precision's
+# figures divide by its own.
+. "$here/../matmul_peak.sh"
+peak_fp32=$(matmul_peak float32)
 echo "matmul peak (torch mm 2048/4096, $threads threads, now): float32 $peak_fp32 GFLOP/s"
 
 cx-phantom -q -n $((batch * (steps + 1))) --size 256 --seed 1 -o "$tmp/data.cx"
@@ -85,7 +74,7 @@ for precision in fp32 bf16; do
   cx_rss=$(tail -n 1 "$tmp/run-$precision/log.tsv" | cut -f 15)
   flag=""; peak=$peak_fp32
   if [ "$precision" = bf16 ]; then
-    flag=--bf16; peak=$(peak_of bfloat16)
+    flag=--bf16; peak=$(matmul_peak bfloat16)
     echo "matmul peak bfloat16 (same way, now): $peak GFLOP/s"
   fi
   ref=$("$py" "$here/reference_step.py" --config "$tmp/enc/config.json" --batch "$batch" --global-size 224 \

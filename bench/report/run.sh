@@ -39,6 +39,9 @@ echo "bench/report: Llama $layers layers, hidden $hidden (8 heads, 4 KV heads), 
      "batch $batch (left-padded prompts of up to $prompt tokens), $new new tokens per row, greedy, KV cache, $threads threads"
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'),"\
      "load average $(cut -d' ' -f1-3 /proc/loadavg) at start"
+# The matmul peak in the same run (bench/matmul_peak.sh), to set the figures below against.
+. "$here/../matmul_peak.sh"
+echo "matmul peak (torch mm 2048/4096, $threads threads, now): float32 $(matmul_peak float32) GFLOP/s"
 $py "$here/reference.py" make-model "$model" --seed 0 --layers "$layers" --hidden "$hidden"
 
 "$build/bench-report/report_bench" --model "$model" --batch "$batch" --prompt "$prompt" --new "$new" \
