@@ -207,14 +207,24 @@ PY
   cx-phantom -n 12 --size 64 --seed 5 --p-cardiomegaly 0.5 > "$D/kill.cx"
   ft=(cx-classify finetune "$D/kill.cx" --model "$D/tiny" --labels Cardiomegaly --steps 8 --batch 3
       --lr-backbone 1e-4 --seed 2 --threads 1)
-  start=$(date +%s%N)
   "${ft[@]}" -o "$D/kref" 2>/dev/null
+  # The kill window is the time a whole checkpointed run takes, measured warm (the reference run
+  # above loaded the libraries), so that a busy machine does not make the window too wide.
+  start=$(date +%s%N)
+  "${ft[@]}" -o "$D/kwarm" --checkpoint "$D/kwarmck" --checkpoint-every 1 2>/dev/null
   run_ms=$(( ($(date +%s%N) - start) / 1000000 ))
+  rm -rf "$D/kwarm" "$D/kwarmck"
   # A checkpoint after every update, so that kills land inside checkpoint writes as well; each
-  # attempt is killed at a random moment of the time a whole run takes.
+  # attempt is killed at a random moment of that window. A run that completes before two kills
+  # landed (the machine got faster) starts the sequence over with half the window.
   RANDOM=42
   kills=0
-  for attempt in $(seq 1 40); do
+  for attempt in $(seq 1 60); do
+    if [ -f "$D/kout/head.safetensors" ] && [ "$kills" -lt 2 ]; then
+      rm -rf "$D/kout" "$D/kck"
+      run_ms=$(( run_ms / 2 > 50 ? run_ms / 2 : 50 ))
+      kills=0
+    fi
     resume=()
     [ -e "$D/kck/state.json" ] && resume=(--resume "$D/kck")
     "${ft[@]}" -o "$D/kout" --checkpoint "$D/kck" --checkpoint-every 1 "${resume[@]}" 2>/dev/null &
@@ -232,11 +242,11 @@ PY
       # The head appears whole or not at all: killed after its swap-in (while exiting), it is complete.
       if [ -e "$D/kout" ]; then
         [ -f "$D/kout/head.json" ] && [ -f "$D/kout/head.safetensors" ] && [ -f "$D/kout/encoder/model.safetensors" ]
-        break
+        [ "$kills" -lt 2 ] || break
       fi
     else
       wait "$pid"
-      break
+      [ "$kills" -lt 2 ] || break
     fi
   done
   echo "# $kills kills (run ${run_ms} ms) before the run completed" >&3
