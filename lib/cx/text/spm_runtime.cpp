@@ -17,6 +17,22 @@ namespace fs = std::filesystem;
 
 constexpr std::size_t kErrorCap = 1024;
 
+// The sanitizer runtimes refuse RTLD_DEEPBIND (google/sanitizers#611: the library would bypass their
+// interceptors). Sanitized builds (make fuzz, test-asan, test-tsan) load SentencePiece without it,
+// which is right where LibTorch's protobuf is not in the process (the fuzz targets link cx_core
+// alone); a sanitized tool that links LibTorch too cannot hold both protobufs.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr int kDeepBind = 0;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || __has_feature(memory_sanitizer)
+constexpr int kDeepBind = 0;
+#else
+constexpr int kDeepBind = RTLD_DEEPBIND;
+#endif
+#else
+constexpr int kDeepBind = RTLD_DEEPBIND;
+#endif
+
 const cxspm_api& api() {
   static const cxspm_api* loaded = nullptr;
   static std::string failure;
@@ -26,7 +42,7 @@ const cxspm_api& api() {
     // SentencePiece first, each with RTLD_LOCAL (its protobuf symbols stay out of the global scope,
     // so LibTorch's protobuf never calls them) and RTLD_DEEPBIND (its own calls bind to its own
     // protobuf before LibTorch's, which is already global); the module then finds them loaded.
-    for (const char* dep : {"libsentencepiece.so.0", "libsentencepiece_train.so.0"}) ::dlopen(dep, RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+    for (const char* dep : {"libsentencepiece.so.0", "libsentencepiece_train.so.0"}) ::dlopen(dep, RTLD_NOW | RTLD_LOCAL | kDeepBind);
     void* lib = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
     if (!lib) {
       const char* e = ::dlerror();
