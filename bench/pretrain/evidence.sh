@@ -2,7 +2,7 @@
 # bench/pretrain/evidence.sh: does the tiny recipe learn? On 2 CPU cores: pretrain on unlabelled
 # phantoms, then compare the encoder at its initialisation (the same run at step 0) with the pretrained
 # teacher on held-out phantoms: a linear probe (cx-classify, AUROC per finding, paired bootstrap of the
-# difference) and a segmentation decoder (cx-segment, Dice). Prints the loss at the start and the end of
+# difference), a segmentation decoder and a linear segmentation probe (cx-segment, Dice). Prints the loss at the start and the end of
 # pretraining, the wall time of each step, and the cx-eval tables.
 #
 #   sh bench/pretrain/evidence.sh [BUILD]
@@ -43,15 +43,20 @@ cx-pretrain export "$out/run" -o "$out/enc"
 awk -F'\t' 'NR == 2 || NR % 40 == 1 { printf "  step %4d  loss %.4f  (dino local %.4f global %.4f koleo %.4f ibot %.4f)  %.1f images/s\n", $1, $3, $4, $5, $6, $7, $14 }' "$out/run/log.tsv" >&2
 
 for e in enc0 enc; do
-  step "embed with $e (cx5, patch4)" sh -c "
-    cx-embed -q --threads $threads --model '$out/$e' --emit cx5,patch4 -o '$out/train.$e.cx' '$out/train.cx' &&
-    cx-embed -q --threads $threads --model '$out/$e' --emit cx5,patch4 --keep-image -o '$out/test.$e.cx' '$out/test.cx'"
+  step "embed with $e (cx5, patch, patch4)" sh -c "
+    cx-embed -q --threads $threads --model '$out/$e' --emit cx5,patch,patch4 -o '$out/train.$e.cx' '$out/train.cx' &&
+    cx-embed -q --threads $threads --model '$out/$e' --emit cx5,patch,patch4 --keep-image -o '$out/test.$e.cx' '$out/test.cx'"
   step "linear probe ($e)" sh -c "
     cx-classify train -q '$out/train.$e.cx' --feature cx5 -o '$out/head.$e' &&
     cx-classify predict -q '$out/head.$e' '$out/test.$e.cx' -o '$out/pred.$e.tsv'"
   step "segmentation decoder ($e)" sh -c "
     cx-segment train -q '$out/train.$e.cx' --feature patch4 --head conv --hidden 64 --epochs 15 -o '$out/seg.$e' &&
     cx-segment predict -q '$out/seg.$e' '$out/test.$e.cx' -o '$out/seg.$e.cx'"
+  # DINOv2's linear segmentation protocol: a 1x1 convolution on the frozen last-layer patch tokens,
+  # where the encoder's features, not the decoder, have to carry the masks.
+  step "segmentation linear probe ($e)" sh -c "
+    cx-segment train -q '$out/train.$e.cx' --feature patch --head linear --epochs 15 -o '$out/segl.$e' &&
+    cx-segment predict -q '$out/segl.$e' '$out/test.$e.cx' -o '$out/segl.$e.cx'"
 done
 
 echo "== AUROC, initialisation"; cx-eval auroc "$out/pred.enc0.tsv"
@@ -59,3 +64,5 @@ echo "== AUROC, pretrained"; cx-eval auroc "$out/pred.enc.tsv"
 echo "== AUROC, pretrained - initialisation (paired bootstrap)"; cx-eval auroc --paired "$out/pred.enc.tsv" "$out/pred.enc0.tsv"
 echo "== Dice, initialisation"; cx-eval dice "$out/test.cx" "$out/seg.enc0.cx"
 echo "== Dice, pretrained"; cx-eval dice "$out/test.cx" "$out/seg.enc.cx"
+echo "== Dice of the linear probe, initialisation"; cx-eval dice "$out/test.cx" "$out/segl.enc0.cx"
+echo "== Dice of the linear probe, pretrained"; cx-eval dice "$out/test.cx" "$out/segl.enc.cx"
