@@ -183,6 +183,34 @@ TEST(DistEnv, OneRankNeedsNoMaster) {
   EXPECT_EQ(e.master_addr, "");
 }
 
+// `--device cuda` on a launcher's rank is the rank's own GPU; explicit indices, the CPU and one
+// process keep what was asked; a local rank past the GPUs this machine shows is named.
+TEST(DistEnv, RankDeviceIsTheLocalRanksGpu) {
+  dist::Env e;
+  e.from_env = true;
+  e.world_size = 8;
+  e.rank = 5;
+  e.local_rank = 1;
+  const torch::Device cuda(torch::kCUDA), cpu(torch::kCPU);
+  EXPECT_EQ(dist::rank_device(cuda, e, 4), torch::Device(torch::kCUDA, 1));
+  EXPECT_EQ(dist::rank_device(torch::Device(torch::kCUDA, 3), e, 4), torch::Device(torch::kCUDA, 3));
+  EXPECT_EQ(dist::rank_device(cpu, e, 4), cpu);
+  dist::Env alone;  // no launcher: whatever cuda means to LibTorch (device 0)
+  EXPECT_EQ(dist::rank_device(cuda, alone, 4), cuda);
+  dist::Env single = e;  // a launcher with one rank: nothing to spread
+  single.world_size = 1;
+  single.rank = single.local_rank = 0;
+  EXPECT_EQ(dist::rank_device(cuda, single, 1), cuda);
+  e.local_rank = 2;
+  try {
+    dist::rank_device(cuda, e, 2);
+    FAIL() << "a local rank without a GPU was accepted";
+  } catch (const cx::Error& err) {
+    EXPECT_STREQ(err.what(), "LOCAL_RANK 2 has no GPU: this machine shows 2 CUDA devices (start one rank per GPU, or give --device cuda:N)");
+  }
+  EXPECT_EQ(dist::rank_device(cpu, e, 0), cpu);  // CPU ranks need no GPU
+}
+
 TEST(DistEnv, PartialOrInvalidValuesNameTheVariable) {
   const std::map<std::string, std::string> ok = {{"RANK", "1"}, {"WORLD_SIZE", "2"}, {"LOCAL_RANK", "1"},
                                                  {"MASTER_ADDR", "node0"}, {"MASTER_PORT", "29500"}};

@@ -119,6 +119,14 @@ Env read_env() {
   return env;
 }
 
+torch::Device rank_device(torch::Device requested, const Env& env, std::int64_t cuda_devices) {
+  if (!requested.is_cuda() || requested.has_index() || !env.from_env || env.world_size < 2) return requested;
+  if (env.local_rank >= cuda_devices)
+    throw Error("LOCAL_RANK " + std::to_string(env.local_rank) + " has no GPU: this machine shows " + std::to_string(cuda_devices) +
+                " CUDA device" + (cuda_devices == 1 ? "" : "s") + " (start one rank per GPU, or give --device cuda:N)");
+  return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank));
+}
+
 bool available(torch::DeviceType type) {
 #ifdef CX_WITH_GLOO
   if (type == torch::kCPU) return true;

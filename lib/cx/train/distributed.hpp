@@ -39,6 +39,14 @@ struct Env {
 //   "environment: MASTER_PORT=70000: expected a port number (1-65535)"
 Env read_env();
 
+// The device this rank computes on. `--device cuda` (no index) on a launcher's rank means the rank's
+// own GPU, cuda:LOCAL_RANK (torchrun and SLURM start one process per GPU, as DINOv2's launchers do);
+// an explicit cuda:N, the CPU, or one process without a launcher keep what was asked. cuda_devices is
+// the number of GPUs this process sees (torch::cuda::device_count()). Throws cx::Error when the
+// local rank has no GPU:
+//   "LOCAL_RANK 2 has no GPU: this machine shows 2 CUDA devices (start one rank per GPU, or give --device cuda:N)"
+torch::Device rank_device(torch::Device requested, const Env& env, std::int64_t cuda_devices);
+
 // Whether groups of more than one rank can be built for tensors on `type` in this build (CPU: Gloo;
 // CUDA: NCCL). A group of one rank needs neither.
 bool available(torch::DeviceType type);

@@ -412,7 +412,7 @@ PretrainResult pretrain(const PretrainOptions& o) {
   }
   validate_recipe(recipe);
 
-  const torch::Device device = o.device;
+  const torch::Device device = dist::rank_device(o.device, env, static_cast<std::int64_t>(torch::cuda::device_count()));
   const model::Precision precision = recipe_precision(recipe, device);
   const std::uint64_t seed = static_cast<std::uint64_t>(recipe.integer("train.seed"));
   const std::int64_t batch = recipe.integer("train.batch_size_per_gpu");
