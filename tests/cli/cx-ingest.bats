@@ -320,6 +320,33 @@ for iid, v in votes.items():
 PY
 }
 
+@test "vindr image_labels (PhysioNet): the file's labels with Tuberculosis, the majority of readers, train/ beside annotations/; a bad value is named" {
+  mkdir -p "$T/vd/annotations"
+  printf '%s\n' "image_id,rad_ID,Cardiomegaly,Pleural effusion,Tuberculosis,No finding" \
+    "a1,R1,1,0,1,0" "a1,R2,1,0,0,0" "a1,R3,0,0,1,0" "b2,R4,0,0,0,1" > "$T/vd/annotations/image_labels_train.csv"
+  make_image "$T/vd/train/a1.png" 30 30
+  make_image "$T/vd/train/b2.png" 30 30
+  run cx-ingest --dataset vindr "$T/vd/annotations/image_labels_train.csv" -o "$T/vd.cx"
+  [ "$status" -eq 0 ]
+  run read_stream "$T/vd.cx"
+  echo "$output" > "$T/vd.json"
+  "$PY" - "$T/vd.json" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+assert s["header"]["labels"] == ["Cardiomegaly", "Pleural effusion", "Tuberculosis", "No finding"], s["header"]["labels"]
+assert s["header"]["label_set"] == "vindr-image"
+a, b = s["records"]["a1"]["json"], s["records"]["b2"]["json"]
+assert a["labels"] == {"Cardiomegaly": 1, "Pleural effusion": 0, "Tuberculosis": 1, "No finding": 0}, a["labels"]
+assert a["votes"] == {"R1": ["Cardiomegaly", "Tuberculosis"], "R2": ["Cardiomegaly"], "R3": ["Tuberculosis"]}
+assert a["readers"] == 3 and a["boxes"] == []
+assert b["labels"]["No finding"] == 1 and b["source"] == "b2.png"
+PY
+  printf '%s\n' "image_id,rad_ID,Cardiomegaly" "a1,R1,1" "b2,R4,yes" > "$T/vd/annotations/bad_labels.csv"
+  run -1 --separate-stderr cx-ingest --dataset vindr "$T/vd/annotations/bad_labels.csv" -o "$T/vdbad.cx"
+  [ "$stderr" = "cx-ingest: $T/vd/annotations/bad_labels.csv:3: Cardiomegaly: 'yes' is not 0 or 1" ]
+  [ ! -e "$T/vdbad.cx" ]
+}
+
 @test "chexmask: the label map follows the image through --size (nearest), against numpy's RLE decode" {
   make_image "$T/img/p1.png" 40 30
   "$PY" - "$T/cm.csv" <<'PY'

@@ -356,6 +356,59 @@ TEST(Adapters, VindrVotesAndMajorityMatchCsv) {
 
 // --- layouts without a real sample here: small files in the datasets' shapes ---
 
+// PhysioNet's VinDr-CXR 1.0.0 image-level labels (annotations/image_labels_train.csv beside train/):
+// one 0/1 row per radiologist, global labels such as Tuberculosis included; the test file's
+// consensus rows without rad_ID; a value other than 0/1 named by line and column.
+TEST(Adapters, VindrImageLabelsWideForm) {
+  TempDir t;
+  write(t / "annotations/image_labels_train.csv",
+        "image_id,rad_ID,Aortic enlargement,Cardiomegaly,Pleural effusion,Tuberculosis,No finding\n"
+        "img1,R1,1,1,0,1,0\n"
+        "img1,R2,0,1,0,0,0\n"
+        "img1,R3,0,1,0,1,0\n"
+        "img2,R4,0,0,0,0,1\n"
+        "img2,R5,0,0,1,0,0\n"
+        "img2,R6,0,0,0,0,1\n");
+  std::filesystem::create_directories(t / "train");
+  AdapterOptions o;
+  o.label_file = t / "annotations/image_labels_train.csv";
+  auto src = open_dataset("vindr", o);
+  ASSERT_NE(src->label_set(), nullptr);
+  EXPECT_EQ(src->label_set()->classes,
+            (std::vector<std::string>{"Aortic enlargement", "Cardiomegaly", "Pleural effusion", "Tuberculosis", "No finding"}));
+  auto items = take(*src);
+  ASSERT_EQ(items.size(), 2u);
+  EXPECT_EQ(items[0].key, "img1");
+  EXPECT_EQ(items[0].image_path, t / "train/img1.dicom");
+  EXPECT_EQ(items[0].meta["readers"], 3);
+  EXPECT_EQ(items[0].meta["votes"]["R1"], json({"Aortic enlargement", "Cardiomegaly", "Tuberculosis"}));
+  EXPECT_EQ(items[0].meta["votes"]["R2"], json({"Cardiomegaly"}));
+  EXPECT_EQ(items[0].meta["labels"], json({{"Aortic enlargement", 0}, {"Cardiomegaly", 1}, {"Pleural effusion", 0},
+                                           {"Tuberculosis", 1}, {"No finding", 0}}));
+  EXPECT_EQ(items[1].meta["labels"]["No finding"], 1);  // 2 of 3
+  EXPECT_EQ(items[1].meta["labels"]["Pleural effusion"], 0);  // 1 of 3
+  EXPECT_EQ(items[1].meta["votes"]["R5"], json({"Pleural effusion"}));
+  EXPECT_TRUE(items[1].meta["boxes"].empty());
+
+  write(t / "annotations/image_labels_test.csv", "image_id,Cardiomegaly,Tuberculosis,No finding\nimg9,1,0,0\n");
+  std::filesystem::create_directories(t / "test");
+  o.label_file = t / "annotations/image_labels_test.csv";
+  items = take(*open_dataset("vindr", o));
+  ASSERT_EQ(items.size(), 1u);
+  EXPECT_EQ(items[0].image_path, t / "test/img9.dicom");
+  EXPECT_EQ(items[0].meta["votes"], json({{"consensus", {"Cardiomegaly"}}}));
+  EXPECT_EQ(items[0].meta["labels"]["Cardiomegaly"], 1);
+
+  write(t / "bad.csv", "image_id,rad_ID,Cardiomegaly\nimg1,R1,1\nimg2,R2,2\n");
+  o.label_file = t / "bad.csv";
+  try {
+    take(*open_dataset("vindr", o));
+    FAIL() << "a value of 2 was accepted";
+  } catch (const cx::Error& e) {
+    EXPECT_EQ(std::string(e.what()), t / "bad.csv" + ":3: Cardiomegaly: '2' is not 0 or 1");
+  }
+}
+
 TEST(Adapters, MimicJoinsChexpertSplitAndReports) {
   TempDir t;
   write(t / "mimic-cxr-2.0.0-metadata.csv",

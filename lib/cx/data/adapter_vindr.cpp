@@ -6,8 +6,14 @@
 //   labels: the majority label per class of the vindr set: positive when more than half of the
 //           radiologists who read the image named it, else negative,
 //   boxes:  every box with its class and rad_id (pixel coordinates of the original image).
+// Or PhysioNet's image-level annotations/image_labels_{train,test}.csv: one row per image per
+// radiologist (rad_ID; the test set's consensus rows may have none), a 0/1 column per label, the
+// 22 local and 6 global labels (Tuberculosis, Pneumonia, COPD, ...) of VinDr-CXR 1.0.0. Then the
+// label set is the file's own columns, votes hold each reading's positive labels, labels the
+// majority per column, and there are no boxes.
 // Images: <root>/<image_id>.dicom, .dcm or .png (first that exists); the root defaults to the
-// label file's folder's train/ when that exists.
+// split's folder (train/ or test/, by the file name) beside the label file or beside its folder
+// (PhysioNet's annotations/ and train/), else the label file's folder.
 #include <algorithm>
 #include <map>
 #include <memory>
@@ -33,10 +39,19 @@ class VindrSource : public ItemSource {
  public:
   explicit VindrSource(const AdapterOptions& o) : set_(load_label_set("vindr")) {
     const std::string dir = parent_folder(o.label_file);
+    const std::string name = o.label_file.substr(o.label_file.find_last_of('/') + 1);
+    const std::string split = name.find("test") != std::string::npos ? "test" : "train";
+    const std::string base = dir.substr(dir.find_last_of('/') + 1);
+    const std::string up = base == "." || base == ".." ? join_path(dir, "..") : parent_folder(dir);
     if (!o.root.empty()) root_ = o.root;
-    else if (is_dir(join_path(dir, "train"))) root_ = join_path(dir, "train");
+    else if (is_dir(join_path(dir, split))) root_ = join_path(dir, split);
+    else if (is_dir(join_path(up, split))) root_ = join_path(up, split);
     else root_ = dir;
     CsvReader csv(o.label_file);
+    if (csv.find_column("class_name") < 0 && csv.find_column("image_id") >= 0 && csv.find_column("x_min") < 0) {
+      read_image_labels(csv);
+      return;
+    }
     int id = csv.require_column("image_id"), cls = csv.require_column("class_name");
     int rad = csv.find_column("rad_id");
     if (rad < 0) rad = csv.require_column("rad_ID");
@@ -104,6 +119,46 @@ class VindrSource : public ItemSource {
   const LabelSet* label_set() const override { return &set_; }
 
  private:
+  // The wide form: image_id, rad_ID (optional), then one 0/1 column per label.
+  void read_image_labels(CsvReader& csv) {
+    const int id = csv.require_column("image_id");
+    int rad = csv.find_column("rad_ID");
+    if (rad < 0) rad = csv.find_column("rad_id");
+    std::vector<int> label_columns;
+    set_ = LabelSet{};
+    set_.name = "vindr-image";
+    for (int c = 0; c < static_cast<int>(csv.columns().size()); ++c) {
+      if (c == id || c == rad) continue;
+      const std::string label = util::trim(csv.columns()[c]);
+      if (label.empty()) throw Error(csv.path() + ": a label column without a name (column " + std::to_string(c + 1) + ")");
+      if (set_.index(label) >= 0) throw Error(csv.path() + ": label column '" + label + "' appears twice");
+      set_.classes.push_back(label);
+      label_columns.push_back(c);
+    }
+    if (label_columns.empty()) throw Error(csv.path() + ": no label columns besides image_id");
+    std::vector<std::string> r;
+    while (csv.next(r)) {
+      const std::string where = csv.where();
+      const std::string image = util::trim(r[id]);
+      if (image.empty()) throw Error(at(where, "empty image_id"));
+      auto [it, fresh] = index_.emplace(image, order_.size());
+      if (fresh) {
+        order_.push_back(image);
+        images_.push_back(VindrImage{where, {}, nlohmann::json::array()});
+      }
+      VindrImage& im = images_[it->second];
+      const std::string rid = rad >= 0 ? util::trim(r[rad]) : std::string("consensus");
+      if (rid.empty()) throw Error(at(where, "empty rad_ID"));
+      auto& reading = im.votes[rid];  // a reading with no positive label is still a reader
+      for (std::size_t k = 0; k < label_columns.size(); ++k) {
+        const std::string v = util::trim(r[label_columns[k]]);
+        if (v == "1" || v == "1.0") reading.insert(set_.classes[k]);
+        else if (v != "0" && v != "0.0")
+          throw Error(at(where, set_.classes[k] + ": '" + v + "' is not 0 or 1"));
+      }
+    }
+  }
+
   std::string locate(const std::string& image) const {
     for (const char* ext : {".dicom", ".dcm", ".png"}) {
       std::string p = join_path(root_, image + ext);
