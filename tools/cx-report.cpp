@@ -8,9 +8,6 @@
 // See man/cx-report.1.
 #include <algorithm>
 #include <cmath>
-#include <filesystem>
-
-#include <unistd.h>
 
 #include "cx/cli/error.hpp"
 #include "cx/cli/log.hpp"
@@ -20,6 +17,7 @@
 #include "cx/cli/progress.hpp"
 #include "cx/cli/tool.hpp"
 #include "cx/data/record_source.hpp"
+#include "cx/data/table.hpp"
 #include "cx/model/runtime.hpp"
 #include "cx/text/reports.hpp"
 #include "cx/text/tokenizer.hpp"
@@ -33,16 +31,9 @@
 
 namespace {
 
-namespace fs = std::filesystem;
 using cx::cli::Tool;
+using cx::data::tsv_cell;
 using cx::log::number;
-
-// One TSV cell: tabs and line breaks become spaces (a report is one line of the table).
-std::string tsv_cell(std::string s) {
-  for (char& c : s)
-    if (c == '\t' || c == '\n' || c == '\r') c = ' ';
-  return s;
-}
 
 // --- tokenizer -------------------------------------------------------------------------------------
 
@@ -86,18 +77,8 @@ int run_references(Tool& tool, const ReferencesCli& c) {
   auto source = cx::data::RecordSource::open(inputs);
   cx::cli::OutputFile out(tool.common().output, false);
   out.write("key\treport\n");
-  cx::io::Record r;
-  std::int64_t n = 0, empty = 0;
-  while (source->next(r)) {
-    const cx::io::Field* f = r.find("txt");
-    const std::string t = f ? cx::text::report_section(f->data, c.section) : "";
-    if (t.empty()) {
-      ++empty;
-      continue;
-    }
-    out.write(r.key + "\t" + tsv_cell(t) + "\n");
-    ++n;
-  }
+  const auto [n, empty] = cx::train::for_each_reference(
+      *source, c.section, [&](const std::string& key, const std::string& t) { out.write(key + "\t" + tsv_cell(t) + "\n"); });
   out.commit();
   cx::log::info("wrote " + std::to_string(n) + " " + c.section + " reference(s)" +
                 (empty ? "; " + std::to_string(empty) + " record(s) without that section left out" : ""));
@@ -144,40 +125,18 @@ int run_train_small(Tool& tool, const TrainCli& c, const std::string& out, const
   cx::train::MemoryOptions mo;
   mo.registers = !c.no_registers;
   mo.cls = c.cls;
-  // The tokenizer: given, or trained here on the training reports (then kept in DEC).
-  std::string tok_dir = c.tokenizer;
-  std::string trained_tok;
   auto source = cx::data::RecordSource::open(inputs);
   cx::train::ReportSet train = cx::train::load_report_set(*source, mo, false, where);
   source.reset();
-  if (tok_dir.empty()) {
-    trained_tok = fs::path(out).lexically_normal().string() + ".tokenizer.tmp." + std::to_string(::getpid());
-    cx::text::TokenizerTrainOptions to;
-    to.vocab_size = c.vocab;
-    to.seed = tool.common().seed;
-    const auto lines = cx::train::report_corpus(train, c.section);
-    if (lines.empty()) throw cx::Error(where + ": no record has a " + c.section + " report (.txt)");
-    cx::text::train_tokenizer(lines, trained_tok, to);
-    tok_dir = trained_tok;
-    cx::log::debug("trained a " + std::to_string(c.vocab) + "-piece tokenizer on " + std::to_string(lines.size()) + " report sections");
-  }
-  struct Cleanup {
-    std::string dir;
-    ~Cleanup() {
-      std::error_code ec;
-      if (!dir.empty()) fs::remove_all(dir, ec);
-    }
-  } cleanup{trained_tok};
-  const cx::text::Tokenizer tok = cx::text::Tokenizer::load(tok_dir);
+  // The tokenizer: given, or trained here on the training reports (then kept in DEC).
+  const cx::train::DecoderTokenizer tok_files(c.tokenizer, train, c.section, c.vocab, tool.common().seed, out, where);
+  const cx::text::Tokenizer tok = cx::text::Tokenizer::load(tok_files.path());
   const std::int64_t dropped = cx::train::keep_report_targets(train, tok, c.section);
   if (dropped) cx::log::warn(where + ": " + std::to_string(dropped) + " record(s) without a " + c.section + " report left out");
   if (train.rows() == 0) throw cx::Error(where + ": no record has a " + c.section + " report (.txt)");
   std::unique_ptr<cx::train::ReportSet> val;
-  if (!c.val.empty()) {
-    auto vs = cx::data::RecordSource::open({c.val});
-    val = std::make_unique<cx::train::ReportSet>(cx::train::load_report_targets(*vs, mo, tok, c.section, c.val, &train.layout));
-    cx::train::check_same_encoder(train.header, val->header);
-  }
+  if (!c.val.empty())
+    val = std::make_unique<cx::train::ReportSet>(cx::train::load_validation_targets(c.val, mo, tok, c.section, train));
   cx::train::ReportTrainOptions o;
   o.shape.vocab_size = tok.size();
   o.shape.d_model = c.d_model;
@@ -221,9 +180,7 @@ int run_train_small(Tool& tool, const TrainCli& c, const std::string& out, const
   if (!tool.common().no_provenance) result.decoder.config.training["provenance"] = tool.provenance_entry();
   cx::cli::write_folder_atomic(out, [&](const std::string& tmp) {
     cx::train::write_report_decoder_files(tmp, result.decoder);
-    for (const char* f : {"tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"})
-      if (fs::exists(fs::path(tok_dir) / f)) fs::copy_file(fs::path(tok_dir) / f, fs::path(tmp) / f);
-    if (!fs::is_directory(tok_dir)) fs::copy_file(tok_dir, fs::path(tmp) / "tokenizer.model");
+    tok_files.copy_into(tmp);
   });
   const auto& m = result.decoder.config.metrics;
   cx::log::info("trained a small report decoder (" + std::to_string(c.layers) + " layers, width " + std::to_string(c.d_model) + ") on " +
@@ -246,11 +203,8 @@ int run_train_llava(Tool& tool, const TrainCli& c, const std::string& out, const
   cx::train::ReportSet train = cx::train::load_report_targets(*source, mo, tok, c.section, where);
   source.reset();
   std::unique_ptr<cx::train::ReportSet> val;
-  if (!c.val.empty()) {
-    auto vs = cx::data::RecordSource::open({c.val});
-    val = std::make_unique<cx::train::ReportSet>(cx::train::load_report_targets(*vs, mo, tok, c.section, c.val, &train.layout));
-    cx::train::check_same_encoder(train.header, val->header);
-  }
+  if (!c.val.empty())
+    val = std::make_unique<cx::train::ReportSet>(cx::train::load_validation_targets(c.val, mo, tok, c.section, train));
   cx::train::LlavaModel m = cx::train::new_llava(lm, c.tokenizer, train.layout.dim, prompt, c.init, device, tool.common().seed);
   if (m.tokenizer->sha256() != tok.sha256())
     throw cx::UsageError("--tokenizer differs from the tokenizer the folder of --init " + c.init + " was trained with: leave it out");
@@ -364,23 +318,21 @@ int run_retrieve(Tool& tool, const RetrieveCli& c) {
     index = cx::train::load_retrieval_index(c.index);
   }
   auto source = cx::data::RecordSource::open(inputs);
-  const std::string where = cx::cli::input_name(inputs[0]);
-  if (!c.ignore_encoder) {
-    cx::train::HeadRecord rec;
-    rec.encoder = index.encoder;
-    cx::train::check_encoder(rec, source->header(), where, "decoder");
-  }
   cx::cli::OutputFile out(tool.common().output, false);
-  out.write("key\treport\n");
+  // The header once the encoder check has passed (retrieve_reports checks before the first record).
+  bool started = false;
+  auto start = [&] {
+    if (!started) out.write("key\treport\n");
+    started = true;
+  };
   cx::cli::Progress progress("reports");
-  cx::io::Record r;
-  std::int64_t n = 0;
-  while (source->next(r)) {
-    const auto nb = cx::train::nearest_report(index, r, where + ": " + r.key);
-    out.write(r.key + "\t" + tsv_cell(index.texts[static_cast<std::size_t>(nb.index)]) + "\n");
-    progress.add();
-    ++n;
-  }
+  const std::int64_t n = cx::train::retrieve_reports(*source, index, cx::cli::input_name(inputs[0]), c.ignore_encoder,
+                                                     [&](const std::string& key, const std::string& report) {
+                                                       start();
+                                                       out.write(key + "\t" + tsv_cell(report) + "\n");
+                                                       progress.add();
+                                                     });
+  start();
   progress.finish();
   out.commit();
   cx::log::info("retrieved " + std::to_string(n) + " report(s) from " + std::to_string(index.size()) + " training reports (" + index.feature + ")");

@@ -75,12 +75,18 @@ Table read_table(const std::string& path, char delimiter) {
   return parse_table(text, cli::input_name(path), delimiter);
 }
 
+std::string tsv_cell(std::string text) {
+  for (char& c : text)
+    if (c == '\t' || c == '\n' || c == '\r') c = ' ';
+  return text;
+}
+
 std::string format_tsv(const Table& table) {
   std::string out;
   auto put_row = [&out](const std::vector<std::string>& row) {
     for (std::size_t i = 0; i < row.size(); ++i) {
       if (i) out.push_back('\t');
-      for (char c : row[i]) out.push_back(c == '\t' || c == '\n' || c == '\r' ? ' ' : c);
+      out += tsv_cell(row[i]);
     }
     out.push_back('\n');
   };

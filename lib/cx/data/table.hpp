@@ -37,6 +37,8 @@ std::string read_text_file(const std::string& path);
 
 // Writes a table as TSV (fields must not contain tab or newline; they are replaced by spaces).
 std::string format_tsv(const Table& table);
+// One TSV cell: tabs and line breaks become spaces (what format_tsv does to each field).
+std::string tsv_cell(std::string text);
 
 // Strict number parsing. `where` names the cell in errors ("pred.tsv: line 12: column Edema.score").
 // Leading and trailing spaces are allowed; anything else must be consumed by the number.

@@ -2,6 +2,8 @@
 
 #include <filesystem>
 
+#include <unistd.h>
+
 #include "cx/cli/error.hpp"
 #include "cx/cli/log.hpp"
 #include "cx/text/reports.hpp"
@@ -57,6 +59,12 @@ class LlavaWriter : public ReportWriter {
   LlavaModel m_;
 };
 
+void check_stream_encoder(const nlohmann::json& encoder, data::RecordSource& source, const std::string& where) {
+  HeadRecord rec;
+  rec.encoder = encoder;
+  check_encoder(rec, source.header(), where, "decoder");
+}
+
 }  // namespace
 
 std::int64_t keep_report_targets(ReportSet& set, const text::Tokenizer& tokenizer, const std::string& section) {
@@ -97,6 +105,61 @@ std::vector<std::string> report_corpus(const ReportSet& set, const std::string& 
   return lines;
 }
 
+ReportSet load_validation_targets(const std::string& path, const MemoryOptions& options, const text::Tokenizer& tokenizer,
+                                  const std::string& section, const ReportSet& train) {
+  auto source = data::RecordSource::open({path});
+  ReportSet val = load_report_targets(*source, options, tokenizer, section, path, &train.layout);
+  check_same_encoder(train.header, val.header);
+  return val;
+}
+
+DecoderTokenizer::DecoderTokenizer(const std::string& given, const ReportSet& train, const std::string& section, int vocab,
+                                   std::uint64_t seed, const std::string& out, const std::string& where)
+    : path_(given) {
+  if (!path_.empty()) return;
+  const auto lines = report_corpus(train, section);
+  if (lines.empty()) throw Error(where + ": no record has a " + section + " report (.txt)");
+  trained_ = std::filesystem::path(out).lexically_normal().string() + ".tokenizer.tmp." + std::to_string(::getpid());
+  text::TokenizerTrainOptions o;
+  o.vocab_size = vocab;
+  o.seed = seed;
+  text::train_tokenizer(lines, trained_, o);
+  path_ = trained_;
+  log::debug("trained a " + std::to_string(vocab) + "-piece tokenizer on " + std::to_string(lines.size()) + " report sections");
+}
+
+DecoderTokenizer::~DecoderTokenizer() {
+  std::error_code ec;
+  if (!trained_.empty()) std::filesystem::remove_all(trained_, ec);
+}
+
+void DecoderTokenizer::copy_into(const std::string& folder) const {
+  namespace fs = std::filesystem;
+  if (!fs::is_directory(path_)) {
+    fs::copy_file(path_, fs::path(folder) / "tokenizer.model");
+    return;
+  }
+  for (const char* f : {"tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"})
+    if (fs::exists(fs::path(path_) / f)) fs::copy_file(fs::path(path_) / f, fs::path(folder) / f);
+}
+
+std::pair<std::int64_t, std::int64_t> for_each_reference(data::RecordSource& source, const std::string& section,
+                                                         const std::function<void(const std::string&, const std::string&)>& sink) {
+  std::int64_t written = 0, left_out = 0;
+  io::Record r;
+  while (source.next(r)) {
+    const io::Field* f = r.find("txt");
+    const std::string t = f ? text::report_section(f->data, section) : "";
+    if (t.empty()) {
+      ++left_out;
+      continue;
+    }
+    sink(r.key, t);
+    ++written;
+  }
+  return {written, left_out};
+}
+
 std::unique_ptr<ReportWriter> load_report_writer(const std::string& folder, const torch::Device& device) {
   if (std::filesystem::exists(folder + "/llava.json")) return std::make_unique<LlavaWriter>(folder, device);
   return std::make_unique<SmallWriter>(folder, device);
@@ -105,11 +168,7 @@ std::unique_ptr<ReportWriter> load_report_writer(const std::string& folder, cons
 std::int64_t generate_reports(data::RecordSource& source, ReportWriter& writer, std::int64_t batch,
                               const model::SearchOptions& search, const std::string& where, bool ignore_encoder,
                               const std::function<void(const std::string&, const std::string&)>& sink) {
-  if (!ignore_encoder && !writer.encoder().is_null()) {
-    HeadRecord rec;
-    rec.encoder = writer.encoder();
-    check_encoder(rec, source.header(), where, "decoder");
-  }
+  if (!ignore_encoder && !writer.encoder().is_null()) check_stream_encoder(writer.encoder(), source, where);
   std::int64_t n = 0;
   std::vector<std::string> keys;
   std::vector<torch::Tensor> rows;
@@ -133,6 +192,19 @@ std::int64_t generate_reports(data::RecordSource& source, ReportWriter& writer, 
     if (static_cast<std::int64_t>(keys.size()) == batch) flush();
   }
   flush();
+  return n;
+}
+
+std::int64_t retrieve_reports(data::RecordSource& source, const RetrievalIndex& index, const std::string& where, bool ignore_encoder,
+                              const std::function<void(const std::string&, const std::string&)>& sink) {
+  if (!ignore_encoder) check_stream_encoder(index.encoder, source, where);
+  std::int64_t n = 0;
+  io::Record r;
+  while (source.next(r)) {
+    const Neighbour nb = nearest_report(index, r, where + ": " + r.key);
+    sink(r.key, index.texts[static_cast<std::size_t>(nb.index)]);
+    ++n;
+  }
   return n;
 }
 

@@ -18,6 +18,7 @@
 #include "cx/model/generate.hpp"
 #include "cx/text/tokenizer.hpp"
 #include "cx/train/report_decoder.hpp"
+#include "cx/train/report_retrieve.hpp"
 
 namespace cx::train {
 
@@ -32,6 +33,33 @@ ReportSet load_report_targets(data::RecordSource& source, const MemoryOptions& o
 
 // The corpus lines (text::corpus_lines) of the set's reports restricted to `section`.
 std::vector<std::string> report_corpus(const ReportSet& set, const std::string& section);
+
+// The validation stream at `path` as load_report_targets reads it, in the training set's memory
+// layout; its encoder must be the training streams' (check_same_encoder).
+ReportSet load_validation_targets(const std::string& path, const MemoryOptions& options, const text::Tokenizer& tokenizer,
+                                  const std::string& section, const ReportSet& train);
+
+// The small decoder's tokenizer: the folder (or tokenizer.model) given, or, when `given` is empty, a
+// `vocab`-piece one trained on the training set's `section` (report_corpus) in a hidden folder
+// beside `out`, removed with this object. copy_into puts its files into a decoder folder.
+class DecoderTokenizer {
+ public:
+  DecoderTokenizer(const std::string& given, const ReportSet& train, const std::string& section, int vocab, std::uint64_t seed,
+                   const std::string& out, const std::string& where);
+  ~DecoderTokenizer();
+  DecoderTokenizer(const DecoderTokenizer&) = delete;
+  DecoderTokenizer& operator=(const DecoderTokenizer&) = delete;
+  const std::string& path() const { return path_; }
+  void copy_into(const std::string& folder) const;
+
+ private:
+  std::string path_, trained_;
+};
+
+// The reference reports of a stream: sink(key, section text) for each record whose .txt has
+// `section`; returns {written, left out}.
+std::pair<std::int64_t, std::int64_t> for_each_reference(data::RecordSource& source, const std::string& section,
+                                                         const std::function<void(const std::string& key, const std::string& report)>& sink);
 
 class ReportWriter {
  public:
@@ -53,6 +81,11 @@ std::unique_ptr<ReportWriter> load_report_writer(const std::string& folder, cons
 // sink(key, report) in record order. Returns the number of reports.
 std::int64_t generate_reports(data::RecordSource& source, ReportWriter& writer, std::int64_t batch,
                               const model::SearchOptions& search, const std::string& where, bool ignore_encoder,
+                              const std::function<void(const std::string& key, const std::string& report)>& sink);
+
+// The retrieval baseline over `source`: sink(key, the nearest training report) in record order,
+// after checking the stream's encoder against the index's (unless ignore_encoder). Returns the count.
+std::int64_t retrieve_reports(data::RecordSource& source, const RetrievalIndex& index, const std::string& where, bool ignore_encoder,
                               const std::function<void(const std::string& key, const std::string& report)>& sink);
 
 }  // namespace cx::train
