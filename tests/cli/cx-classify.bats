@@ -208,50 +208,52 @@ PY
   ft=(cx-classify finetune "$D/kill.cx" --model "$D/tiny" --labels Cardiomegaly --steps 8 --batch 3
       --lr-backbone 1e-4 --seed 2 --threads 1)
   "${ft[@]}" -o "$D/kref" 2>/dev/null
-  # The kill window is the time a whole checkpointed run takes, measured warm (the reference run
-  # above loaded the libraries), so that a busy machine does not make the window too wide.
+  # Each attempt waits until its first new checkpoint is written, then is killed at a random moment of
+  # the next updates (a window of 1/16 of a warm checkpointed run: an update or two), so that every kill
+  # lands mid-run, inside checkpoint writes as well, whatever the machine's load; a run that completes
+  # before two kills landed starts the sequence over with half the window.
   start=$(date +%s%N)
   "${ft[@]}" -o "$D/kwarm" --checkpoint "$D/kwarmck" --checkpoint-every 1 2>/dev/null
   run_ms=$(( ($(date +%s%N) - start) / 1000000 ))
   rm -rf "$D/kwarm" "$D/kwarmck"
-  # A checkpoint after every update, so that kills land inside checkpoint writes as well; each
-  # attempt is killed at a random moment of that window. A run that completes before two kills
-  # landed (the machine got faster) starts the sequence over with half the window.
+  ckpt_step() { if [ -f "$D/kck/state.json" ]; then jq -r .step "$D/kck/state.json" 2>/dev/null || echo 0; else echo 0; fi; }
   RANDOM=42
-  kills=0
+  kills=0 window=$(( run_ms / 16 > 10 ? run_ms / 16 : 10 ))
   for attempt in $(seq 1 60); do
-    if [ -f "$D/kout/head.safetensors" ] && [ "$kills" -lt 2 ]; then
+    if [ -f "$D/kout/head.safetensors" ]; then
+      [ "$kills" -lt 2 ] || break
       rm -rf "$D/kout" "$D/kck"
-      run_ms=$(( run_ms / 2 > 50 ? run_ms / 2 : 50 ))
+      window=$(( window / 2 > 5 ? window / 2 : 5 ))
       kills=0
     fi
+    [ "$kills" -lt 3 ] || break
     resume=()
     [ -e "$D/kck/state.json" ] && resume=(--resume "$D/kck")
+    before=$(ckpt_step)
     "${ft[@]}" -o "$D/kout" --checkpoint "$D/kck" --checkpoint-every 1 "${resume[@]}" 2>/dev/null &
     pid=$!
-    delay_ms=$(( RANDOM % run_ms ))
+    while kill -0 "$pid" 2>/dev/null && [ "$(ckpt_step)" -le "$before" ]; do sleep 0.005; done
+    delay_ms=$(( RANDOM % window ))
     sleep "$((delay_ms / 1000)).$(printf '%03d' $((delay_ms % 1000)))"
     if kill -9 "$pid" 2>/dev/null; then
       wait "$pid" || true
       kills=$((kills + 1))
-      # Whatever the moment, the checkpoint folder is absent (killed before the first) or complete.
-      if [ -e "$D/kck" ]; then
-        [ -f "$D/kck/state.json" ]
-        [ "$(jq -r .step "$D/kck/state.json")" -ge 1 ]
-      fi
+      # Whatever the moment, the checkpoint folder is complete (state.json, a step of at least 1).
+      [ -f "$D/kck/state.json" ]
+      [ "$(jq -r .step "$D/kck/state.json")" -ge 1 ]
       # The head appears whole or not at all: killed after its swap-in (while exiting), it is complete.
       if [ -e "$D/kout" ]; then
         [ -f "$D/kout/head.json" ] && [ -f "$D/kout/head.safetensors" ] && [ -f "$D/kout/encoder/model.safetensors" ]
-        [ "$kills" -lt 2 ] || break
       fi
     else
       wait "$pid"
-      [ "$kills" -lt 2 ] || break
     fi
   done
-  echo "# $kills kills (run ${run_ms} ms) before the run completed" >&3
+  echo "# $kills kills mid-run (window ${window} ms, warm run ${run_ms} ms, $attempt attempts)" >&3
   [ "$kills" -ge 2 ]
-  [ -f "$D/kout/head.safetensors" ] || "${ft[@]}" -o "$D/kout" --checkpoint "$D/kck" --resume "$D/kck"
+  resume=()
+  [ -e "$D/kck/state.json" ] && resume=(--resume "$D/kck")
+  [ -f "$D/kout/head.safetensors" ] || "${ft[@]}" -o "$D/kout" --checkpoint "$D/kck" --checkpoint-every 1 "${resume[@]}"
   cmp "$D/kref/head.safetensors" "$D/kout/head.safetensors"
   cmp "$D/kref/encoder/model.safetensors" "$D/kout/encoder/model.safetensors"
   # The next runs removed what the killed ones left behind (hidden .tmp/.old folders of dead PIDs).
