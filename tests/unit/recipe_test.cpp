@@ -38,6 +38,10 @@ TEST(Recipe, DefaultsAreDinov2s) {
   EXPECT_EQ(r.text("optim.scaling_rule"), "sqrt_wrt_1024");
   EXPECT_EQ(r.range("crops.global_crops_scale"), std::make_pair(0.32, 1.0));
   EXPECT_EQ(r.integer("crops.local_crops_number"), 8);
+  // dinov2/data/augmentations.py: ColorJitter with p 0.8, blur, solarisation with p 0.2
+  EXPECT_DOUBLE_EQ(r.number("crops.color_jitter_prob"), 0.8);
+  EXPECT_TRUE(r.flag("crops.gaussian_blur"));
+  EXPECT_DOUBLE_EQ(r.number("crops.solarize_prob"), 0.2);
   EXPECT_NO_THROW(validate_recipe(r));
 }
 
@@ -78,6 +82,16 @@ TEST(Recipe, PresetsResolveToTheIssuesValues) {
   EXPECT_DOUBLE_EQ(d.number("optim.weight_decay_end"), 0.4);
   EXPECT_DOUBLE_EQ(d.number("optim.layerwise_decay"), 0.9);
   EXPECT_EQ(d.integer("crops.global_crops_size"), 224);
+  // The toy recipe drops the photometric augmentations (see share/cx/recipes/tiny.yaml); the paper's keep them.
+  const auto t = load_recipe("tiny");
+  EXPECT_DOUBLE_EQ(t.number("crops.color_jitter_prob"), 0.0);
+  EXPECT_FALSE(t.flag("crops.gaussian_blur"));
+  EXPECT_DOUBLE_EQ(t.number("crops.solarize_prob"), 0.0);
+  for (const auto& p : {s, b, d}) {
+    EXPECT_DOUBLE_EQ(p.number("crops.color_jitter_prob"), 0.8);
+    EXPECT_TRUE(p.flag("crops.gaussian_blur"));
+    EXPECT_DOUBLE_EQ(p.number("crops.solarize_prob"), 0.2);
+  }
 
   for (const auto& name : cx::train::recipe_presets()) EXPECT_NO_THROW(validate_recipe(load_recipe(name))) << name;
 }
@@ -115,6 +129,11 @@ TEST(Recipe, UnknownKeysAndBadValuesAreRefusedByName) {
             "r.yaml: train.centering: \"softmax\" is not one of centering, sinkhorn_knopp");
   r = parse_recipe("crops:\n  local_crops_scale: [0.5, 0.1]\n", "r.yaml");
   EXPECT_EQ(error_of([&] { validate_recipe(r); }), "r.yaml: crops.local_crops_scale: expected 0 < min <= max <= 1");
+  r = parse_recipe("crops:\n  color_jitter_prob: 1.5\n", "r.yaml");
+  EXPECT_EQ(error_of([&] { validate_recipe(r); }).rfind("r.yaml: crops.color_jitter_prob: ", 0), 0u);
+  r = parse_recipe("crops:\n  solarize_prob: -0.1\n", "r.yaml");
+  EXPECT_EQ(error_of([&] { validate_recipe(r); }).rfind("r.yaml: crops.solarize_prob: ", 0), 0u);
+  EXPECT_EQ(error_of([] { parse_recipe("crops:\n  gaussian_blur: 0.5\n", "r.yaml"); }).rfind("r.yaml: line 2: crops.gaussian_blur: ", 0), 0u);
   EXPECT_EQ(error_of([] { load_recipe("no-such-preset"); }).rfind("--recipe no-such-preset: no such preset (", 0), 0u);
   // Text values come back from the saved recipe.yaml as they were only if they are plain text (fuzz
   // finding: a NUL or a control byte in a name did not survive the YAML round trip).

@@ -513,9 +513,12 @@ PretrainResult pretrain(const PretrainOptions& o) {
   // Blur as DINOv2's code applies it (its GaussianBlur(p) keeps the image with probability p, so the
   // paper's 1.0 / 0.1 / 0.5 become never / 0.9 / 0.5): the models CXformer and DINOv2 published were
   // trained this way.
+  const bool blur = recipe.flag("crops.gaussian_blur");
   lo.crops.blur_p_global1 = 0.0;
-  lo.crops.blur_p_global2 = 0.9;
-  lo.crops.blur_p_local = 0.5;
+  lo.crops.blur_p_global2 = blur ? 0.9 : 0.0;
+  lo.crops.blur_p_local = blur ? 0.5 : 0.0;
+  lo.crops.jitter_p = recipe.number("crops.color_jitter_prob");
+  lo.crops.solarize_p_global2 = recipe.number("crops.solarize_prob");
   lo.crops.hist_equalize = recipe.flag("crops.hist_equalize");
   SslLoader loader(o.inputs, lo);
 

@@ -100,6 +100,9 @@ crops:
   local_crops_size: 96
   global_affine: false     # cx: CXformer's random affine on the global crops
   hist_equalize: false     # cx: CXformer's histogram equalisation of each image
+  color_jitter_prob: 0.8   # cx: brightness/contrast jitter (0.4, 0.4) of each crop, DINOv2's probability
+  gaussian_blur: true      # cx: DINOv2's blur (kernel 9, sigma 0.1-2; as its code: global crop 2 p 0.9, locals 0.5)
+  solarize_prob: 0.2       # cx: solarisation of global crop 2, DINOv2's probability
 )";
 
 std::string line_of(const YAML::Mark& mark) {
@@ -398,6 +401,8 @@ void validate_recipe(const Recipe& r) {
   }
   within("dino.koleo_loss_weight", 0, 1e6);
   within("ibot.mask_sample_probability", 0, 1);
+  within("crops.color_jitter_prob", 0, 1);
+  within("crops.solarize_prob", 0, 1);
   const auto ratio = r.range("ibot.mask_ratio_min_max");
   if (!(ratio.first >= 0 && ratio.first <= ratio.second && ratio.second <= 1))
     throw fail("ibot.mask_ratio_min_max", "expected 0 <= min <= max <= 1");
