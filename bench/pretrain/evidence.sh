@@ -6,7 +6,8 @@
 # pretraining, the wall time of each step, and the cx-eval tables.
 #
 #   sh bench/pretrain/evidence.sh [BUILD]
-#   environment: PRETRAIN (600 phantoms), PROBE (300 train + 300 test), SIZE (128), THREADS (2),
+#   environment: PRETRAIN (600 phantoms), PROBE (300 labelled phantoms to train the probes on),
+#                TEST (1000 held-out phantoms to score them on), SIZE (128), THREADS (2),
 #                EPOCHS (default: the tiny recipe's), OUT (BUILD/pretrain-evidence)
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
@@ -20,6 +21,7 @@ threads=${THREADS:-2}
 size=${SIZE:-128}
 n_pre=${PRETRAIN:-600}
 n_probe=${PROBE:-300}
+n_test=${TEST:-1000}
 epochs=${EPOCHS:-}   # empty: the recipe's
 rm -rf "$out"
 mkdir -p "$out"
@@ -30,10 +32,10 @@ step() {  # label command...
   printf '%-58s %7.1f s\n' "$label" "$(echo "$(date +%s.%N) $t0" | awk '{print $1 - $2}')" >&2
 }
 
-step "phantoms: $n_pre to pretrain on, ${n_probe}+${n_probe} to probe" sh -c "
+step "phantoms: $n_pre to pretrain on, $n_probe to train probes on, $n_test to score them on" sh -c "
   cx-phantom -q -n $n_pre --size $size --seed 101 -o '$out/pre.cx' &&
   cx-phantom -q -n $n_probe --size $size --seed 102 -o '$out/train.cx' &&
-  cx-phantom -q -n $n_probe --size $size --seed 103 -o '$out/test.cx'"
+  cx-phantom -q -n $n_test --size $size --seed 103 -o '$out/test.cx'"
 step "the encoder at its initialisation (--max-steps 0)" \
   cx-pretrain train -q --threads "$threads" --recipe tiny ${epochs:+optim.epochs=$epochs} -o "$out/run0" --max-steps 0 "$out/pre.cx"
 step "cx-pretrain train --recipe tiny ${epochs:+optim.epochs=$epochs}" \

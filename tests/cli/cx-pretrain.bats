@@ -105,6 +105,30 @@ last_checkpoint() { ls -d "$1"/checkpoints/step-* | tail -n 1; }
   cmp "$T/a.cols" "$T/r.cols"
 }
 
+@test "a run saved before the crops' photometric keys existed resumes with their defaults, equal to a run that sets them" {
+  OLD=(crops.color_jitter_prob=0.8 crops.gaussian_blur=true crops.solarize_prob=0.2)
+  cx-pretrain train -q --threads 2 --recipe tiny -o "$T/b" "${FAST[@]}" "${OLD[@]}" "$DATA"
+  cx-pretrain train -q --threads 2 --recipe tiny -o "$T/a" --max-steps 2 "${FAST[@]}" "${OLD[@]}" "$DATA"
+  # What an earlier cx wrote: neither the run's recipe nor the checkpoint's signature has the keys.
+  grep -v -e color_jitter_prob -e gaussian_blur -e solarize_prob "$T/a/recipe.yaml" > "$T/recipe.yaml"
+  mv "$T/recipe.yaml" "$T/a/recipe.yaml"
+  "$PY" - "$T/a/checkpoints/step-000000002/state.json" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+for k in ("color_jitter_prob", "gaussian_blur", "solarize_prob"):
+    del s["signature"]["recipe"]["crops"][k]
+json.dump(s, open(sys.argv[1], "w"), indent=2)
+PY
+  cx-pretrain train -q --threads 2 --resume -o "$T/a" "$DATA"
+  A=$(last_checkpoint "$T/a"); B=$(last_checkpoint "$T/b")
+  [ "$(basename "$A")" = step-000000006 ]
+  for f in student teacher optimizer loss; do cmp "$A/$f.safetensors" "$B/$f.safetensors"; done
+  # a key that differs is still refused
+  sed -i 's/^  base_lr: .*/  base_lr: 0.1/' "$T/a/recipe.yaml"
+  run -1 cx-pretrain train -q --threads 2 --resume -o "$T/a" --max-steps 7 "$DATA"
+  [[ "$output" == *"the checkpoint was made with other settings: recipe"* ]]
+}
+
 @test "SIGTERM checkpoints the step in progress and exits 143; --resume then equals the uninterrupted run" {
   # Slow each step down with a bigger batch so that the signal lands mid-run.
   cx-pretrain train -q --threads 2 --recipe tiny -o "$T/ref2" "${FAST[@]}" train.batch_size_per_gpu=4 "$DATA"

@@ -156,6 +156,19 @@ TEST(Recipe, YamlRoundTripKeepsEveryValueAndTheOrder) {
   EXPECT_EQ(yaml.rfind("student:\n  arch: vit_small\n", 0), 0u) << yaml.substr(0, 80);
 }
 
+TEST(Recipe, SavedRecipesGetTheKeysAddedSinceAsTheirDefaults) {
+  // A checkpoint of a cx from before crops.color_jitter_prob: its resolved recipe without the key.
+  nlohmann::json saved = nlohmann::json::parse(load_recipe("tiny").tree.dump());
+  saved["crops"].erase("color_jitter_prob");
+  saved["optim"]["base_lr"] = 1e-3;
+  const nlohmann::json filled = cx::train::recipe_with_defaults(saved);
+  EXPECT_EQ(filled["crops"]["color_jitter_prob"], 0.8);          // the default, what that cx did
+  EXPECT_EQ(filled["crops"]["gaussian_blur"], false);            // kept as saved
+  EXPECT_EQ(filled["optim"]["base_lr"], 1e-3);
+  EXPECT_EQ(filled.size(), nlohmann::json::parse(default_recipe().tree.dump()).size());
+  EXPECT_EQ(cx::train::recipe_with_defaults(nlohmann::json("x")), nlohmann::json("x"));
+}
+
 TEST(Recipe, FileRecipe) {
   cx_test::TempDir dir;
   const std::string path = dir / "mine.yaml";

@@ -532,6 +532,8 @@ PretrainResult pretrain(const PretrainOptions& o) {
     const Checkpoint& c = resumed;
     nlohmann::json saved_sig = c.signature;
     signature["init_sha256"] = saved_sig.value("init_sha256", "");
+    // A run an earlier cx saved lacks the recipe keys added since; their defaults are what it did.
+    if (saved_sig.contains("recipe")) saved_sig["recipe"] = recipe_with_defaults(saved_sig["recipe"]);
     check_signature(saved_sig, signature, resume_from);
     sp.load(c.group("student"), resume_from + "/student.safetensors");
     tp.load(c.group("teacher"), resume_from + "/teacher.safetensors");

@@ -443,6 +443,20 @@ void validate_recipe(const Recipe& r) {
   at_least("crops.local_crops_size", 1, 16384);
 }
 
+nlohmann::json recipe_with_defaults(const nlohmann::json& saved) {
+  if (!saved.is_object()) return saved;
+  nlohmann::json out = nlohmann::json::parse(default_recipe().tree.dump());
+  for (auto section = saved.begin(); section != saved.end(); ++section) {
+    if (section.value().is_object() && out.contains(section.key()) && out[section.key()].is_object()) {
+      for (auto key = section.value().begin(); key != section.value().end(); ++key)
+        out[section.key()][key.key()] = key.value();
+    } else {
+      out[section.key()] = section.value();
+    }
+  }
+  return out;
+}
+
 std::string recipe_to_yaml(const Recipe& recipe) {
   YAML::Emitter out;
   emit(out, recipe.tree);

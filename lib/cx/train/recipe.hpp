@@ -46,6 +46,11 @@ void apply_override(Recipe& recipe, const std::string& assignment);
 // cx::Error naming the recipe and the key.
 void validate_recipe(const Recipe& recipe);
 
+// A resolved recipe saved by an earlier cx (a checkpoint's signature), with the keys added since filled
+// with their defaults, which are what that cx did: so a run saved before them resumes. Keys it has keep
+// their values; anything that is not a section of keys is returned as it is.
+nlohmann::json recipe_with_defaults(const nlohmann::json& saved);
+
 // The recipe as YAML, every key, in the defaults' order (what `info` prints and RUN/recipe.yaml holds);
 // parse_recipe of it gives the same tree.
 std::string recipe_to_yaml(const Recipe& recipe);
