@@ -61,14 +61,7 @@ class VindrSource : public ItemSource {
     std::set<std::string> unknown;
     while (csv.next(r)) {
       const std::string where = csv.where();
-      std::string image = util::trim(r[id]);
-      if (image.empty()) throw Error(at(where, "empty image_id"));
-      auto [it, fresh] = index_.emplace(image, order_.size());
-      if (fresh) {
-        order_.push_back(image);
-        images_.push_back(VindrImage{where, {}, nlohmann::json::array()});
-      }
-      VindrImage& im = images_[it->second];
+      VindrImage& im = image_of(r[id], where);
       std::string c = util::trim(r[cls]), rid = util::trim(r[rad]);
       if (rid.empty()) throw Error(at(where, "empty rad_id"));
       if (set_.index(c) < 0) unknown.insert(c);
@@ -119,6 +112,18 @@ class VindrSource : public ItemSource {
   const LabelSet* label_set() const override { return &set_; }
 
  private:
+  // The image of a row's image_id, added in first-seen order (its first row is where it is named).
+  VindrImage& image_of(const std::string& cell, const std::string& where) {
+    const std::string image = util::trim(cell);
+    if (image.empty()) throw Error(at(where, "empty image_id"));
+    auto [it, fresh] = index_.emplace(image, order_.size());
+    if (fresh) {
+      order_.push_back(image);
+      images_.push_back(VindrImage{where, {}, nlohmann::json::array()});
+    }
+    return images_[it->second];
+  }
+
   // The wide form: image_id, rad_ID (optional), then one 0/1 column per label.
   void read_image_labels(CsvReader& csv) {
     const int id = csv.require_column("image_id");
@@ -139,14 +144,7 @@ class VindrSource : public ItemSource {
     std::vector<std::string> r;
     while (csv.next(r)) {
       const std::string where = csv.where();
-      const std::string image = util::trim(r[id]);
-      if (image.empty()) throw Error(at(where, "empty image_id"));
-      auto [it, fresh] = index_.emplace(image, order_.size());
-      if (fresh) {
-        order_.push_back(image);
-        images_.push_back(VindrImage{where, {}, nlohmann::json::array()});
-      }
-      VindrImage& im = images_[it->second];
+      VindrImage& im = image_of(r[id], where);
       const std::string rid = rad >= 0 ? util::trim(r[rad]) : std::string("consensus");
       if (rid.empty()) throw Error(at(where, "empty rad_ID"));
       auto& reading = im.votes[rid];  // a reading with no positive label is still a reader
