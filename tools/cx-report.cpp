@@ -46,22 +46,15 @@ struct TokenizerCli {
 int run_tokenizer(Tool& tool, const TokenizerCli& c) {
   const std::string out = tool.common().output;
   if (out.empty() || out == "-") throw cx::UsageError("tokenizer: give the output folder with -o DIR");
-  auto inputs = tool.inputs_or_stdin(c.inputs);
-  std::vector<std::string> lines;
-  std::int64_t reports = 0;
-  for (const auto& in : inputs) {
-    cx::text::for_each_report(in, [&](const std::string&, const cx::text::ReportSections& s) {
-      ++reports;
-      for (auto& line : cx::text::corpus_lines(cx::text::sections_only(s, c.section))) lines.push_back(std::move(line));
-    });
-  }
-  if (lines.empty()) throw cx::Error(cx::cli::input_name(inputs[0]) + ": no report text found");
+  const auto inputs = tool.inputs_or_stdin(c.inputs);
+  const cx::text::ReportCorpus corpus = cx::text::report_file_corpus(inputs, c.section);
+  if (corpus.lines.empty()) throw cx::Error(cx::cli::input_name(inputs[0]) + ": no report text found");
   cx::text::TokenizerTrainOptions o;
   o.vocab_size = c.vocab;
   o.seed = tool.common().seed;
-  cx::text::train_tokenizer(lines, out, o);
-  cx::log::info("trained a " + std::to_string(c.vocab) + "-piece SentencePiece BPE tokenizer on " + std::to_string(lines.size()) +
-                " sections of " + std::to_string(reports) + " reports -> " + out);
+  cx::text::train_tokenizer(corpus.lines, out, o);
+  cx::log::info("trained a " + std::to_string(c.vocab) + "-piece SentencePiece BPE tokenizer on " + std::to_string(corpus.lines.size()) +
+                " sections of " + std::to_string(corpus.reports) + " reports -> " + out);
   return cx::kExitOk;
 }
 
@@ -308,11 +301,7 @@ int run_retrieve(Tool& tool, const RetrieveCli& c) {
   cx::train::RetrievalIndex index;
   if (!c.train.empty()) {
     auto ts = cx::data::RecordSource::open({c.train});
-    index = cx::train::build_retrieval_index(*ts, cx::cli::input_name(c.train), [&](const cx::io::Record& r) {
-      const cx::io::Field* f = r.find("txt");
-      if (!f) throw cx::Error(cx::cli::input_name(c.train) + ": " + r.key + ": no .txt report");
-      return cx::text::report_section(f->data, c.section);
-    });
+    index = cx::train::build_retrieval_index(*ts, cx::cli::input_name(c.train), c.section);
     if (!c.save_index.empty()) cx::train::write_retrieval_index(c.save_index, index);
   } else {
     index = cx::train::load_retrieval_index(c.index);

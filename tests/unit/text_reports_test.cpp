@@ -226,6 +226,16 @@ TEST(TextReports, SourcesOfEveryKind) {
   EXPECT_EQ(seen[0].second.findings, "Clear. IMPRESSION: Normal.");  // headers start lines; a TSV cell is one line
   EXPECT_EQ(seen[1].first, "a");
   EXPECT_EQ(seen[1].second.text, "No acute process.");
+  // The tokenizer corpus of files: every report of every file in order, its chosen sections' lines.
+  write(t / "more.txt", "FINDINGS: Heart normal.\nIMPRESSION: Stable.\n");
+  const std::vector<std::string> files = {t / "mimic/files/p10/p10000032/s53189527.txt", t / "more.txt"};
+  cx::text::ReportCorpus corpus = cx::text::report_file_corpus(files, "both");
+  EXPECT_EQ(corpus.reports, 2);
+  EXPECT_EQ(corpus.lines, (std::vector<std::string>{"Stable.", "Heart normal.", "Stable."}));
+  corpus = cx::text::report_file_corpus(files, "findings");
+  EXPECT_EQ(corpus.reports, 2);
+  EXPECT_EQ(corpus.lines, (std::vector<std::string>{"Heart normal."}));
+  EXPECT_TRUE(cx::text::report_file_corpus({t / "mimic/files/p10/p10000764/s57375967.txt"}, "both").lines.empty());
   write(t / "bad.tsv", "key\treport\nno tab here\n");
   EXPECT_EQ(cx_test::error_of([&] { read_all(t / "bad.tsv"); }), t / "bad.tsv" + ": line 2: expected key<TAB>report");
 

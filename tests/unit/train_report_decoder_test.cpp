@@ -685,6 +685,17 @@ TEST(ReportRetrieval, PicksTheNearestReportByCosineTiesToTheLowerIndex) {
   std::vector<cx::io::Record> no_text = {embed_record("x", torch::zeros({1, 1, 2}), {}, {}, "")};
   VectorSource nsrc(no_text);
   EXPECT_EQ(error_of([&] { build_retrieval_index(nsrc, "n.cx"); }), "n.cx: x: no .txt report to retrieve");
+  VectorSource nsrc2(no_text);
+  EXPECT_EQ(error_of([&] { build_retrieval_index(nsrc2, "n.cx", "findings"); }), "n.cx: x: no .txt report to retrieve");
+
+  // With a section: the index holds that section of each report, cleaned as decoder targets are.
+  std::vector<cx::io::Record> sections = {
+      embed_record("s", {}, {}, torch::tensor({1.0f, 0.0f}), "FINDINGS: Heart  normal.\nIMPRESSION: No acute\n disease.")};
+  VectorSource s1(sections), s2(sections), s3(sections);
+  EXPECT_EQ(build_retrieval_index(s1, "s.cx", "impression").texts, std::vector<std::string>{"No acute disease."});
+  EXPECT_EQ(build_retrieval_index(s2, "s.cx", "findings").texts, std::vector<std::string>{"Heart normal."});
+  EXPECT_EQ(build_retrieval_index(s3, "s.cx").texts,
+            std::vector<std::string>{"FINDINGS: Heart  normal.\nIMPRESSION: No acute\n disease."});
 }
 
 TEST(ReportRetrieval, IndexFolderRoundTripAndErrors) {

@@ -442,4 +442,14 @@ void for_each_report(const std::string& path, const Each& each) {
   }
 }
 
+ReportCorpus report_file_corpus(const std::vector<std::string>& paths, const std::string& section) {
+  ReportCorpus corpus;
+  for (const auto& path : paths)
+    for_each_report(path, [&](const std::string&, const ReportSections& s) {
+      ++corpus.reports;
+      for (auto& line : corpus_lines(sections_only(s, section))) corpus.lines.push_back(std::move(line));
+    });
+  return corpus;
+}
+
 }  // namespace cx::text

@@ -4,6 +4,7 @@
 // the cleaning rule of decoder targets, and report corpora for tokenizer training read straight
 // from the sources as distributed (the Open-i .tgz without unpacking, a MIMIC-CXR reports tree).
 #include <functional>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -71,6 +72,15 @@ std::string report_section(const std::string& report, const std::string& section
 // Errors (cx::Error / TruncatedError) name the file (and the member inside an archive).
 void for_each_report(const std::string& path,
                      const std::function<void(const std::string& key, const ReportSections& sections)>& each);
+
+// A tokenizer corpus from report files: every report for_each_report finds in `paths`, in order, as
+// the corpus_lines of its `section` (sections_only: findings, impression or both). `reports` counts
+// the reports read.
+struct ReportCorpus {
+  std::vector<std::string> lines;
+  std::int64_t reports = 0;
+};
+ReportCorpus report_file_corpus(const std::vector<std::string>& paths, const std::string& section);
 
 // Name order with digit runs compared as numbers ("ecgen-radiology/9.xml" < ".../10.xml").
 bool natural_less(const std::string& a, const std::string& b);

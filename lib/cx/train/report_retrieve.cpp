@@ -8,6 +8,7 @@
 #include "cx/cli/output.hpp"
 #include "cx/io/json_file.hpp"
 #include "cx/io/npy.hpp"
+#include "cx/text/reports.hpp"
 #include "cx/train/tensor_io.hpp"
 
 namespace cx::train {
@@ -81,8 +82,7 @@ torch::Tensor retrieval_embedding(const io::Record& record, const std::string& f
   throw Error(at(where, "unknown retrieval feature \"" + feature + "\" (cls or patch_mean)"));
 }
 
-RetrievalIndex build_retrieval_index(data::RecordSource& source, const std::string& where,
-                                     const std::function<std::string(const io::Record&)>& text_of) {
+RetrievalIndex build_retrieval_index(data::RecordSource& source, const std::string& where, const std::string& section) {
   RetrievalIndex index;
   const auto& header = source.header();
   if (header.contains("model") && header["model"].is_object()) index.encoder = header["model"];
@@ -96,14 +96,9 @@ RetrievalIndex build_retrieval_index(data::RecordSource& source, const std::stri
       if (e.size(0) != index.dim)
         throw Error(at(r.key, "an embedding of " + std::to_string(e.size(0)) + " values, the first record's has " +
                                   std::to_string(index.dim)));
-      std::string text;
-      if (text_of) {
-        text = text_of(r);
-      } else {
-        const io::Field* t = r.find("txt");
-        if (!t) throw Error(at(r.key, "no .txt report to retrieve"));
-        text = t->data;
-      }
+      const io::Field* t = r.find("txt");
+      if (!t) throw Error(at(r.key, "no .txt report to retrieve"));
+      std::string text = section.empty() ? t->data : text::report_section(t->data, section);
       index.keys.push_back(r.key);
       index.texts.push_back(std::move(text));
       rows.push_back(std::move(e));

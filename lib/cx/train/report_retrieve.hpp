@@ -16,7 +16,6 @@
 // Errors name the folder or file and the problem (missing file, another format, counts or shapes
 // that disagree with retrieval.json).
 #include <cstdint>
-#include <functional>
 #include <string>
 #include <vector>
 
@@ -42,11 +41,11 @@ std::string retrieval_feature_of(const io::Record& record, const std::string& wh
 // The record's embedding for `feature`, float32 [D], L2-normalised. Errors name `where`.
 torch::Tensor retrieval_embedding(const io::Record& record, const std::string& feature, const std::string& where);
 
-// Every record of `source` with its report: the .txt field as it is, or text_of(record) when given
-// (a record without .txt is then the caller's to judge). The feature is the first record's; the
-// header's "model" is the encoder. Errors name `where` and the record; an empty source is an error.
-RetrievalIndex build_retrieval_index(data::RecordSource& source, const std::string& where,
-                                     const std::function<std::string(const io::Record&)>& text_of = {});
+// Every record of `source` with its report: the .txt field as it is, or with `section` given its
+// report_section (findings, impression or both). The feature is the first record's; the header's
+// "model" is the encoder. Errors name `where` and the record (a record without .txt is one); an
+// empty source is an error.
+RetrievalIndex build_retrieval_index(data::RecordSource& source, const std::string& where, const std::string& section = "");
 
 struct Neighbour {
   std::int64_t index = -1;  // into the index's keys and texts
