@@ -124,9 +124,7 @@ int run_train_small(Tool& tool, const TrainCli& c, const std::string& out, const
   // The tokenizer: given, or trained here on the training reports (then kept in DEC).
   const cx::train::DecoderTokenizer tok_files(c.tokenizer, train, c.section, c.vocab, tool.common().seed, out, where);
   const cx::text::Tokenizer tok = cx::text::Tokenizer::load(tok_files.path());
-  const std::int64_t dropped = cx::train::keep_report_targets(train, tok, c.section);
-  if (dropped) cx::log::warn(where + ": " + std::to_string(dropped) + " record(s) without a " + c.section + " report left out");
-  if (train.rows() == 0) throw cx::Error(where + ": no record has a " + c.section + " report (.txt)");
+  cx::train::keep_report_targets(train, tok, c.section, where);
   std::unique_ptr<cx::train::ReportSet> val;
   if (!c.val.empty())
     val = std::make_unique<cx::train::ReportSet>(cx::train::load_validation_targets(c.val, mo, tok, c.section, train));

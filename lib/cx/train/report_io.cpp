@@ -67,7 +67,8 @@ void check_stream_encoder(const nlohmann::json& encoder, data::RecordSource& sou
 
 }  // namespace
 
-std::int64_t keep_report_targets(ReportSet& set, const text::Tokenizer& tokenizer, const std::string& section) {
+std::int64_t keep_report_targets(ReportSet& set, const text::Tokenizer& tokenizer, const std::string& section,
+                                 const std::string& where) {
   std::vector<std::int64_t> keep;
   for (std::int64_t i = 0; i < set.rows(); ++i) {
     const std::string t = text::report_section(set.texts[static_cast<std::size_t>(i)], section);
@@ -86,15 +87,15 @@ std::int64_t keep_report_targets(ReportSet& set, const text::Tokenizer& tokenize
     set.texts = std::move(texts);
     set.memory = keep.empty() ? set.memory.slice(0, 0, 0) : set.memory.index_select(0, torch::tensor(keep, torch::kInt64));
   }
+  if (dropped) log::warn(where + ": " + std::to_string(dropped) + " record(s) without a " + section + " report left out");
+  if (set.rows() == 0) throw Error(where + ": no record has a " + section + " report (.txt)");
   return dropped;
 }
 
 ReportSet load_report_targets(data::RecordSource& source, const MemoryOptions& options, const text::Tokenizer& tokenizer,
                               const std::string& section, const std::string& where, const MemoryLayout* layout) {
   ReportSet set = load_report_set(source, options, false, where, layout);
-  const std::int64_t dropped = keep_report_targets(set, tokenizer, section);
-  if (dropped) log::warn(where + ": " + std::to_string(dropped) + " record(s) without a " + section + " report left out");
-  if (set.rows() == 0) throw Error(where + ": no record has a " + section + " report (.txt)");
+  keep_report_targets(set, tokenizer, section, where);
   return set;
 }
 

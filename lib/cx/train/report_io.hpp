@@ -23,11 +23,12 @@
 namespace cx::train {
 
 // Keeps the records whose report (texts) has `section` (text::report_section), filling their ids
-// (no BOS/EOS); returns how many were dropped.
-std::int64_t keep_report_targets(ReportSet& set, const text::Tokenizer& tokenizer, const std::string& section);
+// (no BOS/EOS); warns (named by `where`) about the records left out and returns how many; a set where
+// no record has the section is an error.
+std::int64_t keep_report_targets(ReportSet& set, const text::Tokenizer& tokenizer, const std::string& section,
+                                 const std::string& where);
 
-// load_report_set + keep_report_targets, warning (named by `where`) about the records left out; a
-// stream where no record has the section is an error.
+// load_report_set + keep_report_targets.
 ReportSet load_report_targets(data::RecordSource& source, const MemoryOptions& options, const text::Tokenizer& tokenizer,
                               const std::string& section, const std::string& where, const MemoryLayout* layout = nullptr);
 
