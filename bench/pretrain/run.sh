@@ -33,7 +33,8 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 # figures divide by its own.
 . "$here/../matmul_peak.sh"
 peak_fp32=$(matmul_peak float32)
-echo "matmul peak (torch mm 2048/4096, $threads threads, now): float32 $peak_fp32 GFLOP/s"
+echo "matmul peak float32 (2048/4096, $threads threads, now): $peak_fp32 GFLOP/s, the best of torch.mm" \
+     "$(matmul_peak float32 torch) and oneDNN's sgemm $(matmul_peak float32 onednn)"
 
 cx-phantom -q -n $((batch * (steps + 1))) --size 256 --seed 1 -o "$tmp/data.cx"
 common="crops.global_crops_size=224 crops.local_crops_size=96 train.batch_size_per_gpu=$batch train.shuffle_buffer=$batch
@@ -75,7 +76,8 @@ for precision in fp32 bf16; do
   flag=""; peak=$peak_fp32
   if [ "$precision" = bf16 ]; then
     flag=--bf16; peak=$(matmul_peak bfloat16)
-    echo "matmul peak bfloat16 (same way, now): $peak GFLOP/s"
+    echo "matmul peak bfloat16 (same way, now): $peak GFLOP/s, the best of torch.mm $(matmul_peak bfloat16 torch)" \
+         "and oneDNN's bf16 GEMM $(matmul_peak bfloat16 onednn)"
   fi
   ref=$("$py" "$here/reference_step.py" --config "$tmp/enc/config.json" --batch "$batch" --global-size 224 \
         --local-size 96 --local-crops 8 --prototypes 16384 --bottleneck 384 --hidden 2048 --steps "$steps" \

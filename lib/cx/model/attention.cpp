@@ -17,6 +17,7 @@
 #include <ATen/TensorIterator.h>
 
 #include "cx/cli/error.hpp"
+#include "cx/model/gemm.hpp"
 
 namespace cx::model {
 namespace {
@@ -328,9 +329,9 @@ void check_shapes(const torch::Tensor& q, const torch::Tensor& k, const torch::T
 
 torch::Tensor reference_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                   double scale) {
-  torch::Tensor scores = torch::matmul(q, k.transpose(-2, -1)) * scale;
+  torch::Tensor scores = model::matmul(q, k.transpose(-2, -1)) * scale;
   torch::Tensor probs = torch::softmax(scores, -1, torch::kFloat32).to(q.scalar_type());
-  return torch::matmul(probs, v);
+  return model::matmul(probs, v);
 }
 
 

@@ -5,7 +5,8 @@
 // fused qkv projection, [B, N, 3, H, d].permute(2, 0, 3, 1, 4)); others are copied first.
 //
 // Kernels:
-//   reference  matmul, softmax in float32, matmul: exactly Hugging Face's eager attention.
+//   reference  matmul, softmax in float32, matmul: exactly Hugging Face's eager attention (float32 CPU
+//              products on oneDNN's sgemm through model::matmul, gemm.hpp; autograd through it).
 //   fused      CPU float32, inference only. Per (batch, head, tile of Tq queries): the tile's scores
 //              against every key with one sgemm of the BLAS LibTorch itself calls, an in-cache row
 //              softmax with a vectorised exp (AVX-512 / AVX2+FMA / portable, chosen at run time),

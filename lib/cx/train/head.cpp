@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "cx/cli/error.hpp"
+#include "cx/model/gemm.hpp"
 #include "cx/cli/output.hpp"
 #include "cx/io/json_file.hpp"
 #include "cx/io/safetensors.hpp"
@@ -68,9 +69,9 @@ HeadModule::HeadModule(HeadShape shape) : shape_(shape) {
 }
 
 torch::Tensor HeadModule::forward(const torch::Tensor& x) {
-  torch::Tensor h = at::linear(x, w1_, b1_);
+  torch::Tensor h = model::linear(x, w1_, b1_);
   if (shape_.type == HeadType::linear) return h;
-  return at::linear(at::gelu(h), w2_, b2_);
+  return model::linear(at::gelu(h), w2_, b2_);
 }
 
 void HeadModule::init(std::uint64_t seed) {

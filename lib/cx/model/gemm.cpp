@@ -1,0 +1,211 @@
+#include "cx/model/gemm.hpp"
+
+#include <dlfcn.h>
+
+#include <ATen/Parallel.h>
+#include <ATen/autocast_mode.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "cx/cli/error.hpp"
+
+namespace cx::model {
+namespace {
+
+// dnnl.h: row-major C[m, n] = alpha op(A) op(B) + beta C, 'N' or 'T' per operand; 0 = dnnl_success.
+using SgemmFn = int (*)(char transa, char transb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
+                        const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
+                        std::int64_t ldc);
+
+SgemmFn find_sgemm() {
+  static const SgemmFn fn = reinterpret_cast<SgemmFn>(dlsym(RTLD_DEFAULT, "dnnl_sgemm"));
+  return fn;
+}
+
+std::atomic<bool> g_enabled{true};
+
+void sgemm(char ta, char tb, std::int64_t m, std::int64_t n, std::int64_t k, const float* a, std::int64_t lda,
+           const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
+  const int status = find_sgemm()(ta, tb, m, n, k, 1.0f, a, lda, b, ldb, beta, c, ldc);
+  if (status != 0)
+    throw Error("linear: oneDNN's sgemm failed (status " + std::to_string(status) + ") on " + std::to_string(m) + " x " +
+                std::to_string(n) + " x " + std::to_string(k));
+}
+
+// A 2-D float32 operand whose rows are contiguous: element (i, j) at data[i * ld + j].
+torch::Tensor rows_contiguous(const torch::Tensor& t) {
+  return t.stride(-1) == 1 && t.stride(0) >= t.size(1) ? t : t.contiguous();
+}
+
+// x [M, K] (rows contiguous), w [N, K] -> x w^T + b [M, N].
+torch::Tensor forward_2d(const torch::Tensor& x2, const torch::Tensor& w, const torch::Tensor& b) {
+  const std::int64_t M = x2.size(0), K = x2.size(1), N = w.size(0);
+  torch::Tensor wc = w.contiguous();
+  // C starts as the bias in every row (beta 1), a fresh buffer: for M = 1 b.expand() is b itself.
+  torch::Tensor y = torch::empty({M, N}, x2.options());
+  float beta = 0.0f;
+  if (b.defined()) {
+    y.copy_(b.expand({M, N}));
+    beta = 1.0f;
+  }
+  sgemm('N', 'T', M, N, K, x2.data_ptr<float>(), x2.stride(0), wc.data_ptr<float>(), K, beta, y.data_ptr<float>(), N);
+  return y;
+}
+
+std::vector<std::int64_t> out_shape(const torch::Tensor& x, std::int64_t n) {
+  std::vector<std::int64_t> s(x.sizes().begin(), x.sizes().end());
+  s.back() = n;
+  return s;
+}
+
+struct OneDnnLinear : public torch::autograd::Function<OneDnnLinear> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& w,
+                               const torch::Tensor& b) {
+    torch::Tensor x2 = rows_contiguous(x.reshape({-1, x.size(-1)}));
+    ctx->save_for_backward({x2, w});
+    const bool has_bias = b.numel() > 0;
+    ctx->saved_data["has_bias"] = has_bias;
+    ctx->saved_data["x_shape"] = x.sizes().vec();
+    return forward_2d(x2, w, has_bias ? b : torch::Tensor()).view(out_shape(x, w.size(0)));
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_out) {
+    const auto saved = ctx->get_saved_variables();
+    const torch::Tensor& x2 = saved[0];
+    const torch::Tensor w = saved[1].contiguous();
+    const std::int64_t M = x2.size(0), K = x2.size(1), N = w.size(0);
+    torch::Tensor gy = grad_out[0].reshape({M, N}).contiguous();
+    torch::Tensor gx, gw, gb;
+    if (ctx->needs_input_grad(0)) {
+      gx = torch::empty({M, K}, gy.options());
+      sgemm('N', 'N', M, K, N, gy.data_ptr<float>(), N, w.data_ptr<float>(), K, 0.0f, gx.data_ptr<float>(), K);
+      gx = gx.view(ctx->saved_data["x_shape"].toIntVector());
+    }
+    if (ctx->needs_input_grad(1)) {
+      gw = torch::empty({N, K}, gy.options());
+      sgemm('T', 'N', N, K, M, gy.data_ptr<float>(), N, x2.data_ptr<float>(), x2.stride(0), 0.0f, gw.data_ptr<float>(), K);
+    }
+    if (ctx->saved_data["has_bias"].toBool() && ctx->needs_input_grad(2)) gb = gy.sum(0);
+    return {gx, gw, gb};
+  }
+};
+
+// One operand of a batched product as oneDNN reads it: row-major with leading dimension ld, or
+// transposed ('T', the matrix stored column by column).
+struct Operand {
+  torch::Tensor t;  // keeps the storage alive; [..., rows, cols]
+  char trans;
+  std::int64_t ld;
+};
+
+Operand operand(const torch::Tensor& t) {
+  const std::int64_t rows = t.size(-2), cols = t.size(-1);
+  if (t.stride(-1) == 1 && t.stride(-2) >= std::max<std::int64_t>(cols, 1)) return {t, 'N', t.stride(-2)};
+  if (t.stride(-2) == 1 && t.stride(-1) >= std::max<std::int64_t>(rows, 1)) return {t, 'T', t.stride(-1)};
+  torch::Tensor c = t.contiguous();
+  return {c, 'N', std::max<std::int64_t>(cols, 1)};
+}
+
+// Element offset of matrix g of the batch (row-major over the batch dimensions).
+std::int64_t batch_offset(const torch::Tensor& t, std::int64_t g) {
+  std::int64_t off = 0;
+  for (std::int64_t d = t.dim() - 3; d >= 0; --d) {
+    off += (g % t.size(d)) * t.stride(d);
+    g /= t.size(d);
+  }
+  return off;
+}
+
+// c = a @ b over the batch, c a fresh contiguous [..., M, N].
+torch::Tensor batched_product(const torch::Tensor& a_in, const torch::Tensor& b_in) {
+  const Operand a = operand(a_in), b = operand(b_in);
+  const std::int64_t M = a_in.size(-2), K = a_in.size(-1), N = b_in.size(-1);
+  std::vector<std::int64_t> shape(a_in.sizes().begin(), a_in.sizes().end());
+  shape.back() = N;
+  torch::Tensor c = torch::empty(shape, a_in.options().memory_format(at::MemoryFormat::Contiguous));
+  const std::int64_t G = c.numel() / std::max<std::int64_t>(M * N, 1);
+  const float* pa = a.t.data_ptr<float>();
+  const float* pb = b.t.data_ptr<float>();
+  float* pc = c.data_ptr<float>();
+  std::atomic<int> failed{0};
+  at::parallel_for(0, G, 1, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t g = begin; g < end; ++g) {
+      const int status = find_sgemm()(a.trans, b.trans, M, N, K, 1.0f, pa + batch_offset(a.t, g), a.ld,
+                                      pb + batch_offset(b.t, g), b.ld, 0.0f, pc + g * M * N, N);
+      if (status != 0) failed = status;
+    }
+  });
+  if (failed != 0)
+    throw Error("matmul: oneDNN's sgemm failed (status " + std::to_string(failed.load()) + ") on " + std::to_string(M) +
+                " x " + std::to_string(N) + " x " + std::to_string(K));
+  return c;
+}
+
+struct OneDnnMatmul : public torch::autograd::Function<OneDnnMatmul> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& a, const torch::Tensor& b) {
+    ctx->save_for_backward({a, b});
+    return batched_product(a, b);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_out) {
+    const auto saved = ctx->get_saved_variables();
+    const torch::Tensor& gc = grad_out[0];
+    torch::Tensor ga, gb;
+    if (ctx->needs_input_grad(0)) ga = batched_product(gc, saved[1].transpose(-2, -1));
+    if (ctx->needs_input_grad(1)) gb = batched_product(saved[0].transpose(-2, -1), gc);
+    return {ga, gb};
+  }
+};
+
+}  // namespace
+
+namespace detail {
+
+bool onednn_sgemm_available() { return find_sgemm() != nullptr; }
+
+void set_onednn_linear_enabled(bool enabled) { g_enabled = enabled; }
+
+bool onednn_linear_applies(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
+  if (!g_enabled || !onednn_sgemm_available() || at::autocast::is_cpu_enabled()) return false;
+  auto cpu_f32 = [](const torch::Tensor& t) { return t.device().is_cpu() && t.scalar_type() == torch::kFloat32; };
+  if (!cpu_f32(x) || !cpu_f32(weight) || (bias.defined() && !cpu_f32(bias))) return false;
+  if (x.dim() < 1 || weight.dim() != 2 || x.size(-1) != weight.size(1)) return false;  // at::linear reports it
+  if (bias.defined() && (bias.dim() != 1 || bias.size(0) != weight.size(0))) return false;
+  // Empty products: at::linear's zeros (or bias) are all there is to compute.
+  return x.numel() > 0 && weight.numel() > 0;
+}
+
+bool onednn_matmul_applies(const torch::Tensor& a, const torch::Tensor& b) {
+  if (!g_enabled || !onednn_sgemm_available() || at::autocast::is_cpu_enabled()) return false;
+  auto cpu_f32 = [](const torch::Tensor& t) { return t.device().is_cpu() && t.scalar_type() == torch::kFloat32; };
+  if (!cpu_f32(a) || !cpu_f32(b) || a.dim() < 2 || a.dim() != b.dim()) return false;
+  for (std::int64_t d = 0; d + 2 < a.dim(); ++d)
+    if (a.size(d) != b.size(d)) return false;  // broadcasting: torch::matmul
+  if (a.size(-1) != b.size(-2)) return false;  // torch::matmul reports it
+  return a.numel() > 0 && b.numel() > 0;
+}
+
+}  // namespace detail
+
+torch::Tensor matmul(const torch::Tensor& a, const torch::Tensor& b) {
+  if (!detail::onednn_matmul_applies(a, b)) return torch::matmul(a, b);
+  const bool grad = torch::GradMode::is_enabled() && (a.requires_grad() || b.requires_grad());
+  return grad ? OneDnnMatmul::apply(a, b) : batched_product(a, b);
+}
+
+torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
+  if (!detail::onednn_linear_applies(x, weight, bias)) return at::linear(x, weight, bias);
+  const bool grad = torch::GradMode::is_enabled() &&
+                    (x.requires_grad() || weight.requires_grad() || (bias.defined() && bias.requires_grad()));
+  // A custom function's inputs must be defined tensors: no bias travels as an empty placeholder.
+  if (grad) return OneDnnLinear::apply(x, weight, bias.defined() ? bias : torch::empty({0}, x.options()));
+  torch::Tensor x2 = rows_contiguous(x.reshape({-1, x.size(-1)}));
+  return forward_2d(x2, weight, bias).view(out_shape(x, weight.size(0)));
+}
+
+}  // namespace cx::model

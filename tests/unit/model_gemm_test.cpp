@@ -1,0 +1,206 @@
+// cx::model::linear (oneDNN's sgemm for float32 CPU products, forward and backward) against
+// float64 and against at::linear; where it applies and where it falls back; determinism.
+#include <gtest/gtest.h>
+
+#include <ATen/autocast_mode.h>
+
+#include <iostream>
+#include <vector>
+
+#include "cx/model/gemm.hpp"
+
+namespace {
+namespace detail = cx::model::detail;
+
+// Inputs ~N(0, 1): every output and gradient element is a sum of n unit-scale products (n = K for y,
+// N for dx, M for dw and db), of size ~sqrt(n), accumulated in float32 in some blocked order. Its
+// rounding error grows like u * sqrt(n) * |partial sums| ~ u * n with u = 6e-8; the largest over
+// thousands of elements is a few times that (measured: 3.8e-5 for dx with n = 288, ~2.2 u n). The
+// tolerance tol(n) = 5e-7 * n + 1e-6 (~8 u n) leaves ~4x headroom; a wrong transpose, stride or a
+// missing bias moves elements by O(1).
+double tol(std::int64_t n) { return 5e-7 * static_cast<double>(n) + 1e-6; }
+
+double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b) {
+  EXPECT_EQ(a.sizes(), b.sizes());
+  if (a.sizes() != b.sizes()) return 1e30;
+  return (a.to(torch::kFloat64) - b.to(torch::kFloat64)).abs().max().item<double>();
+}
+
+struct Grads {
+  torch::Tensor y, gx, gw, gb;
+};
+
+// y = f(x, w, b), then the gradients of sum(y * g) for a fixed random g.
+template <typename F>
+Grads run(F f, const torch::Tensor& x0, const torch::Tensor& w0, const torch::Tensor& b0, const torch::Tensor& g,
+          torch::ScalarType dtype) {
+  torch::Tensor x = x0.to(dtype).detach().requires_grad_(true), w = w0.to(dtype).detach().requires_grad_(true);
+  torch::Tensor b = b0.defined() ? b0.to(dtype).detach().requires_grad_(true) : torch::Tensor();
+  torch::Tensor y = f(x, w, b);
+  (y * g.to(dtype)).sum().backward();
+  return {y.detach(), x.grad(), w.grad(), b.defined() ? b.grad() : torch::Tensor()};
+}
+
+class GemmTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!detail::onednn_sgemm_available()) GTEST_SKIP() << "dnnl_sgemm not found in this process: linear() is at::linear";
+  }
+  void TearDown() override { detail::set_onednn_linear_enabled(true); }
+};
+
+TEST_F(GemmTest, MatchesFloat64ForwardAndBackward) {
+  torch::manual_seed(1);
+  struct Case {
+    std::vector<std::int64_t> x;
+    std::int64_t n;
+    bool bias;
+  };
+  for (const Case& c : {Case{{2, 37, 96}, 288, true}, Case{{5, 384}, 1536, true}, Case{{3, 4, 7, 700}, 33, false},
+                        Case{{1, 1}, 1, true}, Case{{64, 2048}, 4096, true}}) {
+    const std::int64_t K = c.x.back();
+    torch::Tensor x = torch::randn(c.x), w = torch::randn({c.n, K});
+    torch::Tensor b = c.bias ? torch::randn({c.n}) : torch::Tensor();
+    std::vector<std::int64_t> ys = c.x;
+    ys.back() = c.n;
+    torch::Tensor g = torch::randn(ys);
+    ASSERT_TRUE(detail::onednn_linear_applies(x, w, b));
+    Grads ours = run([](auto& a, auto& bw, auto& bb) { return cx::model::linear(a, bw, bb); }, x, w, b, g, torch::kFloat32);
+    Grads ref = run([](auto& a, auto& bw, auto& bb) { return at::linear(a, bw, bb); }, x, w, b, g, torch::kFloat64);
+    const std::int64_t M = x.numel() / K;
+    EXPECT_LT(max_abs_diff(ours.y, ref.y), tol(K)) << "y, K " << K;
+    EXPECT_LT(max_abs_diff(ours.gx, ref.gx), tol(c.n)) << "dx";
+    EXPECT_LT(max_abs_diff(ours.gw, ref.gw), tol(M)) << "dw";
+    if (c.bias) {
+      EXPECT_LT(max_abs_diff(ours.gb, ref.gb), tol(M)) << "db";
+    }
+    EXPECT_EQ(ours.y.sizes(), ref.y.sizes());
+    EXPECT_EQ(ours.gx.sizes(), x.sizes());
+  }
+}
+
+TEST_F(GemmTest, ReadsStridedRowsAndNonContiguousWeights) {
+  torch::manual_seed(2);
+  // The CLS row of every image, a [B, D] view with row stride N * D, as the DINO head reads it.
+  torch::Tensor tokens = torch::randn({6, 9, 64});
+  torch::Tensor cls = tokens.select(1, 0);
+  torch::Tensor wt = torch::randn({64, 48}).t();  // [48, 64], transposed storage
+  torch::Tensor b = torch::randn({48});
+  torch::Tensor ours = cx::model::linear(cls, wt, b), ref = at::linear(cls.to(torch::kFloat64), wt.to(torch::kFloat64), b.to(torch::kFloat64));
+  EXPECT_LT(max_abs_diff(ours, ref), 2e-5);
+  // Columns not contiguous: copied first, same result.
+  torch::Tensor xt = torch::randn({64, 10}).t();
+  EXPECT_LT(max_abs_diff(cx::model::linear(xt, wt, b), at::linear(xt.to(torch::kFloat64), wt.to(torch::kFloat64), b.to(torch::kFloat64))), 2e-5);
+}
+
+TEST_F(GemmTest, LeavesItsInputsAlone) {
+  // One row: the bias broadcast to [1, N] is the bias's own storage; the product must not land in it.
+  for (std::int64_t m : {1, 3}) {
+    torch::Tensor x = torch::randn({m, 5}), w = torch::randn({4, 5}), b = torch::randn({4});
+    const torch::Tensor x0 = x.clone(), w0 = w.clone(), b0 = b.clone();
+    cx::model::linear(x, w, b);
+    cx::model::linear(x, w.requires_grad_(true), b).sum().backward();
+    EXPECT_TRUE(x.equal(x0) && w.detach().equal(w0) && b.equal(b0)) << "m " << m;
+  }
+}
+
+TEST_F(GemmTest, GradientOnlyWhereAsked) {
+  torch::manual_seed(3);
+  torch::Tensor x = torch::randn({8, 16}), w = torch::randn({4, 16}).requires_grad_(true), b = torch::randn({4});
+  cx::model::linear(x, w, b).sum().backward();
+  ASSERT_TRUE(w.grad().defined());
+  // d sum(x w^T) / dw = column sums of x, repeated per output.
+  EXPECT_LT(max_abs_diff(w.grad(), x.sum(0).expand({4, 16})), 1e-5);
+  EXPECT_FALSE(x.grad().defined());
+  // No gradient mode: no graph.
+  torch::NoGradGuard no_grad;
+  EXPECT_FALSE(cx::model::linear(x, w, b).requires_grad());
+}
+
+TEST_F(GemmTest, FallsBackWhereItDoesNotApply) {
+  torch::Tensor x = torch::randn({4, 8}), w = torch::randn({3, 8}), b = torch::randn({3});
+  EXPECT_FALSE(detail::onednn_linear_applies(x.to(torch::kFloat64), w.to(torch::kFloat64), b.to(torch::kFloat64)));
+  EXPECT_FALSE(detail::onednn_linear_applies(x.to(torch::kBFloat16), w.to(torch::kBFloat16), {}));
+  EXPECT_FALSE(detail::onednn_linear_applies(torch::randn({0, 8}), w, b));
+  EXPECT_FALSE(detail::onednn_linear_applies(x, torch::randn({3, 7}), b));  // at::linear's own shape error
+  EXPECT_THROW(cx::model::linear(x, torch::randn({3, 7}), b), c10::Error);
+  {
+    // Under CPU autocast at::linear casts to bf16 (and runs oneDNN's bf16 matmul): left to it.
+    at::autocast::set_cpu_enabled(true);
+    at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+    EXPECT_FALSE(detail::onednn_linear_applies(x, w, b));
+    EXPECT_EQ(cx::model::linear(x, w, b).scalar_type(), torch::kBFloat16);
+    at::autocast::set_cpu_enabled(false);
+    at::autocast::clear_cache();
+  }
+  detail::set_onednn_linear_enabled(false);
+  EXPECT_FALSE(detail::onednn_linear_applies(x, w, b));
+  EXPECT_TRUE(cx::model::linear(x, w, b).equal(at::linear(x, w, b)));
+}
+
+TEST_F(GemmTest, SameBitsOnEveryCall) {
+  torch::manual_seed(4);
+  torch::Tensor x = torch::randn({261 * 4, 384}), w = torch::randn({1152, 384}), b = torch::randn({1152});
+  torch::Tensor g = torch::randn({261 * 4, 1152});
+  auto f = [](auto& a, auto& bw, auto& bb) { return cx::model::linear(a, bw, bb); };
+  Grads a = run(f, x, w, b, g, torch::kFloat32), c = run(f, x, w, b, g, torch::kFloat32);
+  EXPECT_TRUE(a.y.equal(c.y));
+  EXPECT_TRUE(a.gx.equal(c.gx));
+  EXPECT_TRUE(a.gw.equal(c.gw));
+  EXPECT_TRUE(a.gb.equal(c.gb));
+}
+
+}  // namespace
+
+namespace {
+
+// matmul: q k^T and P V as attention reads them, strided views of one fused qkv projection.
+TEST_F(GemmTest, BatchedMatmulOnStridedViewsForwardAndBackward) {
+  torch::manual_seed(5);
+  const std::int64_t B = 3, N = 37, H = 2, d = 16;
+  torch::Tensor qkv0 = torch::randn({B, N, 3, H, d});
+  auto run_attention_products = [&](bool ours, torch::ScalarType dtype) {
+    torch::Tensor qkv = qkv0.to(dtype).detach().requires_grad_(true);
+    torch::Tensor p = qkv.permute({2, 0, 3, 1, 4});  // [3, B, H, N, d] views
+    auto mm = [&](const torch::Tensor& a, const torch::Tensor& b) {
+      return ours ? cx::model::matmul(a, b) : torch::matmul(a, b);
+    };
+    if (ours) {
+      EXPECT_TRUE(detail::onednn_matmul_applies(p[0], p[1].transpose(-2, -1)));
+    }
+    torch::Tensor s = mm(p[0], p[1].transpose(-2, -1)) * 0.25;
+    torch::Tensor out = mm(torch::softmax(s, -1), p[2]);
+    torch::Tensor g = torch::ones_like(out).cumsum(-1).sin();  // fixed, non-uniform upstream gradient
+    (out * g).sum().backward();
+    return std::make_pair(out.detach(), qkv.grad());
+  };
+  auto [y, gq] = run_attention_products(true, torch::kFloat32);
+  auto [y64, gq64] = run_attention_products(false, torch::kFloat64);
+  // Sums of d = 16 and N = 37 unit-scale terms: tol(n) as above.
+  EXPECT_LT(max_abs_diff(y, y64), tol(N));
+  EXPECT_LT(max_abs_diff(gq, gq64), tol(N));
+  EXPECT_EQ(y.sizes(), (std::vector<std::int64_t>{B, H, N, d}));
+}
+
+TEST_F(GemmTest, BatchedMatmulDoesNotDependOnThreads) {
+  torch::manual_seed(6);
+  torch::Tensor a = torch::randn({4, 6, 50, 64}), b = torch::randn({4, 6, 64, 50});
+  const int before = at::get_num_threads();
+  at::set_num_threads(1);
+  torch::Tensor one = cx::model::matmul(a, b);
+  at::set_num_threads(2);
+  torch::Tensor two = cx::model::matmul(a, b);
+  at::set_num_threads(before);
+  EXPECT_TRUE(one.equal(two));
+  EXPECT_LT(max_abs_diff(one, torch::matmul(a.to(torch::kFloat64), b.to(torch::kFloat64))), tol(64));
+}
+
+TEST_F(GemmTest, BatchedMatmulFallsBackOnBroadcasting) {
+  torch::Tensor a = torch::randn({2, 3, 4}), b = torch::randn({1, 4, 5});
+  EXPECT_FALSE(detail::onednn_matmul_applies(a, b));
+  EXPECT_TRUE(cx::model::matmul(a, b).equal(torch::matmul(a, b)));
+  EXPECT_FALSE(detail::onednn_matmul_applies(a, torch::randn({2, 5, 4})));
+  EXPECT_THROW(cx::model::matmul(a, torch::randn({2, 5, 4})), c10::Error);
+}
+
+}  // namespace
