@@ -252,3 +252,78 @@ TEST(Checkpoint, NamesInStateJsonStayInsideTheFolder) {
   EXPECT_NE(message([&] { read_checkpoint(ck, "cx-test-checkpoint"); }).find("group name '../student' is not a file name"),
             std::string::npos);
 }
+
+namespace {
+using nlohmann::json;
+using cx::train::EarlyStopping;
+
+// Early stopping: NaN ignored, the first defined metric a best, `patience` validations without
+// improvement stop; the best copy and report kept; the state a resumed trainer reloads gives the same
+// decisions as an uninterrupted run.
+TEST(EarlyStoppingTest, KeepsTheBestAndStopsAfterPatience) {
+  torch::Tensor w = torch::zeros({3});
+  const std::vector<torch::Tensor> params{w};
+  const std::vector<double> metrics{std::nan(""), 0.5, 0.7, 0.7, 0.6, 0.65};
+  EarlyStopping s(3);
+  std::vector<bool> best, stop;
+  for (std::size_t i = 0; i < metrics.size(); ++i) {
+    w.fill_(static_cast<double>(i));
+    best.push_back(s.update(metrics[i], static_cast<int>(i) + 1, params, {{"auroc", metrics[i]}}));
+    stop.push_back(s.should_stop());
+  }
+  EXPECT_EQ(best, (std::vector<bool>{false, true, true, false, false, false}));
+  EXPECT_EQ(stop, (std::vector<bool>{false, false, false, false, false, true}));
+  EXPECT_EQ(s.best_epoch(), 3);
+  EXPECT_DOUBLE_EQ(s.best_metric(), 0.7);
+  EXPECT_EQ(s.validations(), 6);
+  EXPECT_EQ(s.best_report(), json({{"auroc", 0.7}}));
+  s.restore_best(params);
+  EXPECT_TRUE(w.equal(torch::full({3}, 2.0)));  // the weights of validation 3 (index 2)
+}
+
+TEST(EarlyStoppingTest, ResumesFromItsState) {
+  torch::Tensor w = torch::zeros({2});
+  const std::vector<torch::Tensor> params{w};
+  const std::vector<double> metrics{0.4, 0.6, 0.5, 0.55, 0.58, 0.3};
+  EarlyStopping whole(4), first(4);
+  std::vector<bool> expected, got;
+  for (std::size_t i = 0; i < metrics.size(); ++i) {
+    w.fill_(static_cast<double>(i));
+    expected.push_back(whole.update(metrics[i], static_cast<int>(i) + 1, params));
+    expected.push_back(whole.should_stop());
+  }
+  for (std::size_t i = 0; i < 3; ++i) {
+    w.fill_(static_cast<double>(i));
+    got.push_back(first.update(metrics[i], static_cast<int>(i) + 1, params));
+    got.push_back(first.should_stop());
+  }
+  // Through JSON text, as state.json carries it.
+  EarlyStopping resumed(4);
+  resumed.load_state(json::parse(first.state().dump()), "run/state.json");
+  EXPECT_FALSE(resumed.have_best());  // until the best weights are given back
+  resumed.set_best(first.best());
+  for (std::size_t i = 3; i < metrics.size(); ++i) {
+    w.fill_(static_cast<double>(i));
+    got.push_back(resumed.update(metrics[i], static_cast<int>(i) + 1, params));
+    got.push_back(resumed.should_stop());
+  }
+  EXPECT_EQ(got, expected);
+  EXPECT_EQ(resumed.state(), whole.state());
+  resumed.restore_best(params);
+  EXPECT_TRUE(w.equal(torch::full({2}, 1.0)));
+  // Without a best, best_metric is null.
+  EXPECT_TRUE(EarlyStopping(2).state().at("best_metric").is_null());
+}
+
+TEST(EarlyStoppingTest, RefusesAMalformedState) {
+  EarlyStopping s(2);
+  try {
+    s.load_state(json{{"best_metric", 0.5}, {"best_epoch", "two"}}, "run/state.json");
+    FAIL() << "accepted a malformed state";
+  } catch (const cx::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("run/state.json: bad early-stopping state"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(s.load_state(json(), "run/state.json"), cx::Error);
+}
+
+}  // namespace

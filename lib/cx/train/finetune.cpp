@@ -160,12 +160,11 @@ FinetuneLoopResult finetune_loop(model::VitModel& encoder, const nlohmann::json&
                          {"validation_records", task.validation_records()}};
   signature.update(loop);
 
-  // Early-stopping state.
-  double best_metric = -1;
-  int best_epoch = 0, bad = 0, epochs_validated = 0;
-  nlohmann::json best_eval;
-  std::vector<torch::Tensor> best_enc, best_head;
-  bool have_best = false;
+  // Early stopping over the encoder's and the head's parameters together (encoder first).
+  EarlyStopping stopping(o.patience);
+  std::vector<torch::Tensor> all_params = enc_params.tensors;
+  all_params.insert(all_params.end(), head_params.tensors.begin(), head_params.tensors.end());
+  const auto n_enc = static_cast<std::ptrdiff_t>(enc_params.tensors.size());
   std::int64_t start = 0;
 
   if (!o.resume.empty()) {
@@ -177,18 +176,13 @@ FinetuneLoopResult finetune_loop(model::VitModel& encoder, const nlohmann::json&
     head_params.load(c.group("head"), o.resume + "/head.safetensors");
     opt.load_state(c.group("optimizer"), o.resume + "/optimizer.safetensors");
     start = c.step;
-    const auto& es = c.state.at("early_stopping");
-    best_metric = es.value("best_metric", -1.0);
-    best_epoch = es.value("best_epoch", 0);
-    bad = es.value("bad", 0);
-    epochs_validated = es.value("epochs_validated", 0);
-    best_eval = es.value("best_eval", nlohmann::json());
+    stopping.load_state(c.state.value("early_stopping", nlohmann::json()), o.resume + "/state.json");
     if (c.has_group("best")) {
-      best_enc = snapshot(enc_params.tensors);
-      best_head = snapshot(head_params.tensors);
+      std::vector<torch::Tensor> best_enc = snapshot(enc_params.tensors), best_head = snapshot(head_params.tensors);
       enc_params.load_into(best_enc, c.group("best"), o.resume + "/best.safetensors");
       head_params.load_into(best_head, c.group("best"), o.resume + "/best.safetensors");
-      have_best = true;
+      best_enc.insert(best_enc.end(), best_head.begin(), best_head.end());
+      stopping.set_best(std::move(best_enc));
     }
     if (opt.steps() != start) throw Error(at(o.resume, "optimizer step count disagrees with state.json"));
   }
@@ -202,18 +196,14 @@ FinetuneLoopResult finetune_loop(model::VitModel& encoder, const nlohmann::json&
                {"micro_batches_done", step * o.accum},
                {"epoch", (step * o.accum) / per_epoch},
                {"base_encoder", base_info},
-               {"early_stopping",
-                {{"best_metric", best_metric},
-                 {"best_epoch", best_epoch},
-                 {"bad", bad},
-                 {"epochs_validated", epochs_validated},
-                 {"best_eval", best_eval}}}};
+               {"early_stopping", stopping.state()}};
     c.rng = {{"kind", "counter (splitmix64 of seed, purpose, epoch, record)"}, {"seed", o.seed}};
     c.groups["head"] = head_params.current();
     c.groups["optimizer"] = opt.state();
-    if (have_best) {
-      model::NamedTensors best = enc_params.with(best_enc);
-      for (auto& t : head_params.with(best_head)) best.push_back(t);
+    if (stopping.have_best()) {
+      const std::vector<torch::Tensor>& saved = stopping.best();
+      model::NamedTensors best = enc_params.with({saved.begin(), saved.begin() + n_enc});
+      for (auto& t : head_params.with({saved.begin() + n_enc, saved.end()})) best.push_back(t);
       c.groups["best"] = std::move(best);
     }
     write_checkpoint(o.checkpoint_dir, c, [&](const std::string& tmp) { model::save_hf_folder(tmp + "/encoder", encoder); });
@@ -261,32 +251,18 @@ FinetuneLoopResult finetune_loop(model::VitModel& encoder, const nlohmann::json&
     progress.total = total;
     progress.loss = step_loss;
     if (task.validation_records() > 0 && (epoch_ended || step + 1 == total)) {
-      ++epochs_validated;
       nlohmann::json report;
       const double metric = task.validate(encoder, report);
       encoder.train();
       task.head().train();
-      progress.epoch = epochs_validated;
+      progress.epoch = stopping.validations() + 1;
       progress.val_metric = metric;
-      if (!std::isnan(metric)) {
-        if (metric > best_metric) {
-          best_metric = metric;
-          best_epoch = epochs_validated;
-          best_enc = snapshot(enc_params.tensors);
-          best_head = snapshot(head_params.tensors);
-          best_eval = report;
-          have_best = true;
-          bad = 0;
-          progress.best = true;
-        } else {
-          ++bad;
-        }
-      }
+      progress.best = stopping.update(metric, progress.epoch, all_params, report);
     }
     if (on_progress) on_progress(progress);
     const std::int64_t done = step + 1;
     const bool stop_here = o.stop_after > 0 && done >= o.stop_after && done < total;
-    const bool early = have_best && o.patience > 0 && bad >= o.patience;
+    const bool early = stopping.should_stop();
     if (!o.checkpoint_dir.empty() && ((o.checkpoint_every > 0 && done % o.checkpoint_every == 0) || stop_here))
       write_checkpoint_at(done);
     if (early) {
@@ -303,21 +279,19 @@ FinetuneLoopResult finetune_loop(model::VitModel& encoder, const nlohmann::json&
     }
   }
 
-  if (have_best) {
-    restore(enc_params.tensors, best_enc);
-    restore(head_params.tensors, best_head);
-  }
+  stopping.restore_best(all_params);
+  const bool have_best = stopping.have_best();
   encoder.eval();
   task.head().eval();
   result.finished = true;
   result.steps_done = step;
   result.have_best = have_best;
-  result.best_epoch = best_epoch;
-  result.best_report = best_eval;
+  result.best_epoch = stopping.best_epoch();
+  result.best_report = stopping.best_report();
   result.training = signature;
   result.training["steps_done"] = step;
   result.training["stopped_early"] = result.stopped_early;
-  result.training["best_epoch"] = have_best ? nlohmann::json(best_epoch) : nlohmann::json();
+  result.training["best_epoch"] = have_best ? nlohmann::json(stopping.best_epoch()) : nlohmann::json();
   result.training["optimizer"] = "AdamW";
   result.training["precision"] = o.precision == model::Precision::bf16 ? "bf16" : o.precision == model::Precision::f16 ? "f16" : "f32";
   result.training["fine_tuned_from"] = base_info;

@@ -117,7 +117,9 @@ void restore(const std::vector<torch::Tensor>& params, const std::vector<torch::
   for (std::size_t i = 0; i < params.size(); ++i) params[i].copy_(saved[i]);
 }
 
-bool EarlyStopping::update(double metric, int epoch, const std::vector<torch::Tensor>& params) {
+bool EarlyStopping::update(double metric, int epoch, const std::vector<torch::Tensor>& params,
+                           const nlohmann::json& report) {
+  ++validations_;
   if (std::isnan(metric)) return false;
   if (have_best_ && !(metric > best_)) {
     ++bad_;
@@ -127,12 +129,41 @@ bool EarlyStopping::update(double metric, int epoch, const std::vector<torch::Te
   best_epoch_ = epoch;
   bad_ = 0;
   have_best_ = true;
+  report_ = report;
   saved_ = snapshot(params);
   return true;
 }
 
 void EarlyStopping::restore_best(const std::vector<torch::Tensor>& params) const {
   if (have_best_) restore(params, saved_);
+}
+
+nlohmann::json EarlyStopping::state() const {
+  return {{"best_metric", have_best_ ? nlohmann::json(best_) : nlohmann::json()},
+          {"best_epoch", best_epoch_},
+          {"bad", bad_},
+          {"epochs_validated", validations_},
+          {"best_eval", report_}};
+}
+
+void EarlyStopping::load_state(const nlohmann::json& state, const std::string& where) {
+  try {
+    const nlohmann::json& m = state.at("best_metric");
+    best_ = m.is_null() ? 0.0 : m.get<double>();
+    best_epoch_ = state.at("best_epoch").get<int>();
+    bad_ = state.at("bad").get<int>();
+    validations_ = state.at("epochs_validated").get<int>();
+    report_ = state.at("best_eval");
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(at(where, std::string("bad early-stopping state: ") + e.what()));
+  }
+  have_best_ = false;
+  saved_.clear();
+}
+
+void EarlyStopping::set_best(std::vector<torch::Tensor> saved) {
+  saved_ = std::move(saved);
+  have_best_ = true;
 }
 
 }  // namespace cx::train

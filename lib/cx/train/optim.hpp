@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include "cx/model/hf_loader.hpp"
@@ -59,24 +60,38 @@ std::vector<torch::Tensor> snapshot(const std::vector<torch::Tensor>& params);
 void restore(const std::vector<torch::Tensor>& params, const std::vector<torch::Tensor>& saved);
 
 // Early stopping on a validation metric, higher is better: after each validation, update() keeps a
-// copy of the parameters when the metric is the best so far (NaN, undefined, counts for nothing);
-// should_stop() once `patience` validations in a row brought no improvement (patience 0: never);
-// restore_best() writes the best copy back (when there is one).
+// copy of the parameters (and the validation's report) when the metric is the best so far (NaN
+// counts for nothing; the first defined metric is always a best); should_stop() once `patience`
+// validations in a row brought no improvement (patience 0: never); restore_best() writes the best
+// copy back (when there is one). A resumable trainer saves state() and best() in its checkpoint and
+// gives them back with load_state() and set_best().
 class EarlyStopping {
  public:
   explicit EarlyStopping(int patience) : patience_(patience) {}
-  // True when `metric` is a new best (the parameters were copied).
-  bool update(double metric, int epoch, const std::vector<torch::Tensor>& params);
+  // Counts a validation; true when `metric` is a new best (the parameters were copied).
+  bool update(double metric, int epoch, const std::vector<torch::Tensor>& params,
+              const nlohmann::json& report = nlohmann::json());
   bool should_stop() const { return have_best_ && patience_ > 0 && bad_ >= patience_; }
   bool have_best() const { return have_best_; }
   int best_epoch() const { return best_epoch_; }
+  double best_metric() const { return best_; }
+  int validations() const { return validations_; }
+  const nlohmann::json& best_report() const { return report_; }
+  const std::vector<torch::Tensor>& best() const { return saved_; }  // empty without a best
   void restore_best(const std::vector<torch::Tensor>& params) const;
+
+  // {"best_metric" (null without a best), "best_epoch", "bad", "epochs_validated", "best_eval"}.
+  nlohmann::json state() const;
+  // The counters and best metric of state(); throws cx::Error naming `where` on a malformed object.
+  void load_state(const nlohmann::json& state, const std::string& where);
+  void set_best(std::vector<torch::Tensor> saved);
 
  private:
   int patience_;
   double best_ = 0;
-  int best_epoch_ = 0, bad_ = 0;
+  int best_epoch_ = 0, bad_ = 0, validations_ = 0;
   bool have_best_ = false;
+  nlohmann::json report_;
   std::vector<torch::Tensor> saved_;
 };
 

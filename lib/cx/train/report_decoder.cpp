@@ -796,11 +796,7 @@ ReportTrainResult train_report_decoder(const ReportSet& train, const ReportSet* 
                               {"seed", o.seed}};
 
   // Early stopping (higher is better: -loss or BLEU-4).
-  double best_metric = -std::numeric_limits<double>::infinity();
-  int best_epoch = 0, bad = 0, epochs_validated = 0;
-  nlohmann::json best_eval;
-  std::vector<torch::Tensor> best;
-  bool have_best = false;
+  EarlyStopping stopping(o.patience);
   std::int64_t start = 0;
 
   if (!o.resume.empty()) {
@@ -809,21 +805,11 @@ ReportTrainResult train_report_decoder(const ReportSet& train, const ReportSet* 
     params.load(ck.group("model"), o.resume + "/model.safetensors");
     opt.load_state(ck.group("optimizer"), o.resume + "/optimizer.safetensors");
     start = ck.step;
-    try {
-      const auto& es = ck.state.at("early_stopping");
-      best_metric = es.at("best_metric").is_null() ? -std::numeric_limits<double>::infinity()
-                                                   : es.at("best_metric").get<double>();
-      best_epoch = es.at("best_epoch").get<int>();
-      bad = es.at("bad").get<int>();
-      epochs_validated = es.at("epochs_validated").get<int>();
-      best_eval = es.at("best_eval");
-    } catch (const nlohmann::json::exception& e) {
-      throw Error(at(o.resume + "/state.json", std::string("bad early-stopping state: ") + e.what()));
-    }
+    stopping.load_state(ck.state.value("early_stopping", nlohmann::json()), o.resume + "/state.json");
     if (ck.has_group("best")) {
-      best = snapshot(params.tensors);
+      std::vector<torch::Tensor> best = snapshot(params.tensors);
       params.load_into(best, ck.group("best"), o.resume + "/best.safetensors");
-      have_best = true;
+      stopping.set_best(std::move(best));
     }
     if (opt.steps() != start) throw Error(at(o.resume, "optimizer step count disagrees with state.json"));
   }
@@ -835,16 +821,11 @@ ReportTrainResult train_report_decoder(const ReportSet& train, const ReportSet* 
     ck.signature = signature;
     ck.state = {{"total_steps", total},
                 {"epoch", step / per_epoch},
-                {"early_stopping",
-                 {{"best_metric", have_best ? nlohmann::json(best_metric) : nlohmann::json()},
-                  {"best_epoch", best_epoch},
-                  {"bad", bad},
-                  {"epochs_validated", epochs_validated},
-                  {"best_eval", best_eval}}}};
+                {"early_stopping", stopping.state()}};
     ck.rng = {{"kind", "counter (splitmix64 of seed, purpose, epoch | step)"}, {"seed", o.seed}};
     ck.groups["model"] = params.current();
     ck.groups["optimizer"] = opt.state();
-    if (have_best) ck.groups["best"] = params.with(best);
+    if (stopping.have_best()) ck.groups["best"] = params.with(stopping.best());
     write_checkpoint(o.checkpoint_dir, ck);
   };
 
@@ -878,30 +859,17 @@ ReportTrainResult train_report_decoder(const ReportSet& train, const ReportSet* 
     progress.total = total;
     progress.loss = loss_value;
     if (validating && pos == per_epoch - 1) {
-      ++epochs_validated;
       const Validation v = trainer.validate(o.stop_metric == StopMetric::bleu);
       const double metric = o.stop_metric == StopMetric::bleu ? v.bleu4 : -v.loss;
-      progress.epoch = epochs_validated;
+      progress.epoch = stopping.validations() + 1;
       progress.val_loss = v.loss;
       progress.val_bleu4 = v.bleu4;
-      if (!std::isnan(metric)) {
-        if (!have_best || metric > best_metric) {
-          best_metric = metric;
-          best_epoch = epochs_validated;
-          best = snapshot(params.tensors);
-          best_eval = v.report();
-          have_best = true;
-          bad = 0;
-          progress.best = true;
-        } else {
-          ++bad;
-        }
-      }
+      progress.best = stopping.update(metric, progress.epoch, params.tensors, v.report());
     }
     if (on_progress) on_progress(progress);
     const std::int64_t done = step + 1;
     const bool stop_here = o.stop_after > 0 && done >= o.stop_after && done < total;
-    const bool early = have_best && o.patience > 0 && bad >= o.patience;
+    const bool early = stopping.should_stop();
     if (!o.checkpoint_dir.empty() && ((o.checkpoint_every > 0 && done % o.checkpoint_every == 0) || stop_here))
       write_checkpoint_at(done);
     if (early) {
@@ -918,11 +886,12 @@ ReportTrainResult train_report_decoder(const ReportSet& train, const ReportSet* 
     }
   }
 
-  if (have_best) restore(params.tensors, best);
+  stopping.restore_best(params.tensors);
+  const bool have_best = stopping.have_best();
   d.module->eval();
   if (validating) {
     // The kept weights' validation metrics; BLEU-4 as well when the run stopped on the loss.
-    nlohmann::json report = best_eval;
+    nlohmann::json report = stopping.best_report();
     if (o.stop_metric == StopMetric::loss || !have_best) {
       const Validation v = trainer.validate(true);
       if (!have_best) report = v.report();
@@ -945,7 +914,7 @@ ReportTrainResult train_report_decoder(const ReportSet& train, const ReportSet* 
   c.training["loss"] = "label-smoothed cross-entropy over report tokens (padding ignored)";
   c.training["steps_done"] = step;
   c.training["stopped_early"] = stopped_early;
-  c.training["best_epoch"] = have_best ? nlohmann::json(best_epoch) : nlohmann::json();
+  c.training["best_epoch"] = have_best ? nlohmann::json(stopping.best_epoch()) : nlohmann::json();
   c.training["parameters"] = c.parameter_count();
   result.decoder = d;
   result.finished = true;
