@@ -229,6 +229,10 @@ struct Mat {
 void gemm(SgemmFn sgemm, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, Mat a, Mat b, bool b_transposed,
           float* c, std::int64_t ldc) {
   if (sgemm) {
+    // oneDNN's sgemm where LibTorch loaded it (~2x OpenBLAS 0.3.21 on AVX-512 CPUs; gemm.hpp), on the
+    // calling thread inside the tiles' parallel region like OpenBLAS.
+    if (detail::onednn_sgemm('N', b_transposed ? 'T' : 'N', m, n, k, alpha, a.data, a.ld, b.data, b.ld, 0.0f, c, ldc))
+      return;
     // Column-major BLAS sees the row-major C^T = op(B)^T A^T.
     const int M = static_cast<int>(n), N = static_cast<int>(m), K = static_cast<int>(k);
     const int lda = static_cast<int>(b.ld), ldb = static_cast<int>(a.ld), ldcc = static_cast<int>(ldc);

@@ -8,10 +8,11 @@
 //   reference  matmul, softmax in float32, matmul: exactly Hugging Face's eager attention (float32 CPU
 //              products on oneDNN's sgemm through model::matmul, gemm.hpp; autograd through it).
 //   fused      CPU float32, inference only. Per (batch, head, tile of Tq queries): the tile's scores
-//              against every key with one sgemm of the BLAS LibTorch itself calls, an in-cache row
-//              softmax with a vectorised exp (AVX-512 / AVX2+FMA / portable, chosen at run time),
-//              then the tile times V with a second sgemm; the N x M score matrix is never
-//              materialised. Tiles run in parallel over at::parallel_for (LibTorch's thread count);
+//              against every key with one sgemm (oneDNN's where LibTorch loaded it, gemm.hpp, else
+//              the BLAS LibTorch calls), an in-cache row softmax with a vectorised exp (AVX-512 /
+//              AVX2+FMA / portable, chosen at run time), then the tile times V with a second sgemm;
+//              the N x M score matrix is never materialised. Tiles run in parallel over
+//              at::parallel_for (LibTorch's thread count);
 //              each output row is computed by one task in a fixed order, so the result does not
 //              depend on the number of threads. It differs from `reference` by float32 rounding
 //              only (summation order; its exp is within 2.5e-7 relative of the exact exp).
@@ -53,7 +54,8 @@ Isa best_isa();
 
 struct FusedOptions {
   Isa isa = Isa::automatic;
-  bool use_blas = true;       // sgemm_ from the process's BLAS; false (or none found): at::addmm_out on views
+  bool use_blas = true;       // tile products on oneDNN's sgemm (gemm.hpp), else the BLAS's sgemm_;
+                              // false (or no sgemm_ found): at::addmm_out on views
   std::int64_t tile_rows = 0; // queries per tile; 0 = chosen from the key count
 };
 bool blas_sgemm_available();

@@ -168,6 +168,17 @@ namespace detail {
 
 bool onednn_sgemm_available() { return find_sgemm() != nullptr; }
 
+bool onednn_sgemm(char transa, char transb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
+                  std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
+  const SgemmFn fn = find_sgemm();
+  if (!fn) return false;
+  const int status = fn(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  if (status != 0)
+    throw Error("oneDNN's sgemm failed (status " + std::to_string(status) + ") on " + std::to_string(m) + " x " +
+                std::to_string(n) + " x " + std::to_string(k));
+  return true;
+}
+
 void set_onednn_linear_enabled(bool enabled) { g_enabled = enabled; }
 
 bool onednn_linear_applies(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {

@@ -12,6 +12,8 @@
 // the symbol found. Everywhere else (CUDA, other dtypes, autocast, no libdnnl) it is at::linear.
 // Results differ from at::linear by float32 rounding (summation order) only; for a given thread count
 // they are the same on every call.
+#include <cstdint>
+
 #include <torch/torch.h>
 
 namespace cx::model {
@@ -29,6 +31,11 @@ torch::Tensor matmul(const torch::Tensor& a, const torch::Tensor& b);
 
 namespace detail {
 bool onednn_sgemm_available();  // dnnl_sgemm found in the process
+// Row-major C[m, n] = alpha op(A) op(B) + beta C on oneDNN's sgemm ('N' or 'T' per operand; inside an
+// OpenMP parallel region it runs on the calling thread). False, touching nothing, without oneDNN;
+// throws cx::Error if oneDNN reports a failure.
+bool onednn_sgemm(char transa, char transb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
+                  std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc);
 // Whether linear() takes the oneDNN path for these tensors (false: at::linear).
 bool onednn_linear_applies(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias);
 bool onednn_matmul_applies(const torch::Tensor& a, const torch::Tensor& b);
