@@ -10,7 +10,7 @@ JSON header of {name: {dtype, shape, data_offsets}}, then the raw little-endian 
   reference.py make-model DIR --config CONFIG.json [--seed S]   random-weight HF folder
   reference.py time --model DIR [--images 16 --batch 4 --threads 2 --warmup-batches 1]
   reference.py run --model DIR --pixel-values X.npy --out Y.npy  last_hidden_state of X
-  reference.py peak [--threads 2 --size 2048]                     sgemm GFLOP/s: best of torch and oneDNN
+  reference.py peak [--threads 2 --sizes 2048 --dtype float32]   matmul GFLOP/s: best of torch and oneDNN
 Results of `time` and `peak` are one JSON line on stdout.
 """
 import argparse
@@ -291,32 +291,47 @@ def cmd_run(args):
 
 
 def cmd_peak(args):
-    """The best of torch.mm (OpenBLAS in Debian's torch) and oneDNN's sgemm called directly (what cx's
-    float32 products run on, lib/cx/model/gemm.hpp): the machine's float32 peak as far as either
-    library reaches it, so that no figure exceeds 100% of it."""
+    """The matmul peak: the best of n^3 products (n in --sizes, --repeats each) through torch.mm
+    (OpenBLAS for float32 in Debian's torch, oneDNN's matmul for bfloat16) and through oneDNN's GEMM
+    called directly (dnnl_sgemm / dnnl_gemm_bf16bf16f32, what cx's products run on,
+    lib/cx/model/gemm.hpp); "gflops" is the better of the two (or the one --source names), so that
+    no figure exceeds 100% of the peak. bench/matmul_peak.sh calls this for the other benches."""
     import ctypes
     torch.set_num_threads(args.threads)
-    n = args.size
-    a, b, out = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
-    runs = {"torch": lambda: torch.mm(a, b)}
-    try:
-        fn = ctypes.CDLL("libdnnl.so.2").dnnl_sgemm
+    dtype = getattr(torch, args.dtype)
+
+    def torch_mm(n):
+        a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+        return lambda: torch.mm(a, b)
+
+    def onednn(n):
+        try:
+            lib = ctypes.CDLL("libdnnl.so.2")
+        except OSError:
+            return None
+        a, b, out = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype), torch.empty(n, n)
+        fn = lib.dnnl_sgemm if args.dtype == "float32" else lib.dnnl_gemm_bf16bf16f32
         i64, f32, vp = ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
         fn.argtypes = [ctypes.c_char, ctypes.c_char, i64, i64, i64, f32, vp, i64, vp, i64, f32, vp, i64]
-        args_ = (b"N", b"N", n, n, n, 1.0, a.data_ptr(), n, b.data_ptr(), n, 0.0, out.data_ptr(), n)
-        runs["onednn"] = lambda: fn(*args_)
-    except OSError:
-        pass
-    result = {"size": n, "threads": torch.get_num_threads()}
-    for name, run in runs.items():
-        run()
-        best = float("inf")
-        for _ in range(args.repeats):
-            start = time.perf_counter()
+        call = (b"N", b"N", n, n, n, 1.0, a.data_ptr(), n, b.data_ptr(), n, 0.0, out.data_ptr(), n)
+        return lambda: (a, b, out, fn(*call))
+
+    result = {"dtype": args.dtype, "sizes": args.sizes, "threads": torch.get_num_threads()}
+    for name, make in (("torch", torch_mm), ("onednn", onednn)):
+        for n in args.sizes:
+            run = make(n)
+            if run is None:
+                break
             run()
-            best = min(best, time.perf_counter() - start)
-        result[name + "_gflops"] = 2 * n ** 3 / best / 1e9
-    result["gflops"] = max(v for k, v in result.items() if k.endswith("_gflops"))
+            for _ in range(args.repeats):
+                start = time.perf_counter()
+                run()
+                gf = 2 * n ** 3 / (time.perf_counter() - start) / 1e9
+                result[name + "_gflops"] = max(result.get(name + "_gflops", 0.0), gf)
+    if args.source == "best":
+        result["gflops"] = max(v for k, v in result.items() if k.endswith("_gflops"))
+    else:
+        result["gflops"] = result.get(args.source + "_gflops", 0.0)
     print(json.dumps(result))
 
 
@@ -344,8 +359,10 @@ def main():
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("peak")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--size", type=int, default=2048)
+    p.add_argument("--sizes", type=int, nargs="+", default=[2048])
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    p.add_argument("--source", choices=["best", "torch", "onednn"], default="best")
     p.set_defaults(func=cmd_peak)
     args = parser.parse_args()
     args.func(args)

@@ -252,7 +252,7 @@ peak, ref, fused, model, cli = load("peak"), load("reference"), load("fused"), l
 cli_bf16 = load("cli_bf16") if os.path.exists(f"{tmp}/cli_bf16.json") else {}
 flops = ref["flops_per_image"]
 peak_gf = peak["gflops"]
-print(f"matmul peak: {peak_gf:.1f} GFLOP/s ({peak['size']}^3 sgemm, best of 3, {peak['threads']} threads: the better of torch.mm "
+print(f"matmul peak: {peak_gf:.1f} GFLOP/s ({peak['sizes'][0]}^3 sgemm, best of 3, {peak['threads']} threads: the better of torch.mm "
       f"{peak['torch_gflops']:.1f} and oneDNN's sgemm {peak.get('onednn_gflops', float('nan')):.1f})")
 print(f"FLOPs per image: {flops / 1e9:.2f} GFLOP = 12 layers x (qkv 2*N*D*3D + out 2*N*D*D + mlp 2*2*N*D*4D"
       f" + attention 2*2*N*N*D) + patch conv 2*P*3*14*14*D, N = 1374 tokens, P = 1369 patches, D = 384")

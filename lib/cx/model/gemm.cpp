@@ -28,13 +28,16 @@ SgemmFn find_sgemm() {
 
 std::atomic<bool> g_enabled{true};
 
-void sgemm(char ta, char tb, std::int64_t m, std::int64_t n, std::int64_t k, const float* a, std::int64_t lda,
-           const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
-  const int status = find_sgemm()(ta, tb, m, n, k, 1.0f, a, lda, b, ldb, beta, c, ldc);
+// The one call into oneDNN (found: the callers checked). at::parallel_for rethrows an exception from a task.
+void sgemm(char ta, char tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
+           std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
+  const int status = find_sgemm()(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
   if (status != 0)
-    throw Error("linear: oneDNN's sgemm failed (status " + std::to_string(status) + ") on " + std::to_string(m) + " x " +
+    throw Error("oneDNN's sgemm failed (status " + std::to_string(status) + ") on " + std::to_string(m) + " x " +
                 std::to_string(n) + " x " + std::to_string(k));
 }
+
+bool cpu_f32(const torch::Tensor& t) { return t.device().is_cpu() && t.scalar_type() == torch::kFloat32; }
 
 // A 2-D float32 operand whose rows are contiguous: element (i, j) at data[i * ld + j].
 torch::Tensor rows_contiguous(const torch::Tensor& t) {
@@ -52,7 +55,7 @@ torch::Tensor forward_2d(const torch::Tensor& x2, const torch::Tensor& w, const 
     y.copy_(b.expand({M, N}));
     beta = 1.0f;
   }
-  sgemm('N', 'T', M, N, K, x2.data_ptr<float>(), x2.stride(0), wc.data_ptr<float>(), K, beta, y.data_ptr<float>(), N);
+  sgemm('N', 'T', M, N, K, 1.0f, x2.data_ptr<float>(), x2.stride(0), wc.data_ptr<float>(), K, beta, y.data_ptr<float>(), N);
   return y;
 }
 
@@ -83,12 +86,12 @@ struct OneDnnLinear : public torch::autograd::Function<OneDnnLinear> {
     torch::Tensor gx, gw, gb;
     if (ctx->needs_input_grad(0)) {
       gx = torch::empty({M, K}, gy.options());
-      sgemm('N', 'N', M, K, N, gy.data_ptr<float>(), N, w.data_ptr<float>(), K, 0.0f, gx.data_ptr<float>(), K);
+      sgemm('N', 'N', M, K, N, 1.0f, gy.data_ptr<float>(), N, w.data_ptr<float>(), K, 0.0f, gx.data_ptr<float>(), K);
       gx = gx.view(ctx->saved_data["x_shape"].toIntVector());
     }
     if (ctx->needs_input_grad(1)) {
       gw = torch::empty({N, K}, gy.options());
-      sgemm('T', 'N', N, K, M, gy.data_ptr<float>(), N, x2.data_ptr<float>(), x2.stride(0), 0.0f, gw.data_ptr<float>(), K);
+      sgemm('T', 'N', N, K, M, 1.0f, gy.data_ptr<float>(), N, x2.data_ptr<float>(), x2.stride(0), 0.0f, gw.data_ptr<float>(), K);
     }
     if (ctx->saved_data["has_bias"].toBool() && ctx->needs_input_grad(2)) gb = gy.sum(0);
     return {gx, gw, gb};
@@ -132,17 +135,11 @@ torch::Tensor batched_product(const torch::Tensor& a_in, const torch::Tensor& b_
   const float* pa = a.t.data_ptr<float>();
   const float* pb = b.t.data_ptr<float>();
   float* pc = c.data_ptr<float>();
-  std::atomic<int> failed{0};
   at::parallel_for(0, G, 1, [&](std::int64_t begin, std::int64_t end) {
-    for (std::int64_t g = begin; g < end; ++g) {
-      const int status = find_sgemm()(a.trans, b.trans, M, N, K, 1.0f, pa + batch_offset(a.t, g), a.ld,
-                                      pb + batch_offset(b.t, g), b.ld, 0.0f, pc + g * M * N, N);
-      if (status != 0) failed = status;
-    }
+    for (std::int64_t g = begin; g < end; ++g)
+      sgemm(a.trans, b.trans, M, N, K, 1.0f, pa + batch_offset(a.t, g), a.ld, pb + batch_offset(b.t, g), b.ld, 0.0f,
+            pc + g * M * N, N);
   });
-  if (failed != 0)
-    throw Error("matmul: oneDNN's sgemm failed (status " + std::to_string(failed.load()) + ") on " + std::to_string(M) +
-                " x " + std::to_string(N) + " x " + std::to_string(K));
   return c;
 }
 
@@ -170,12 +167,8 @@ bool onednn_sgemm_available() { return find_sgemm() != nullptr; }
 
 bool onednn_sgemm(char transa, char transb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
                   std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
-  const SgemmFn fn = find_sgemm();
-  if (!fn) return false;
-  const int status = fn(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-  if (status != 0)
-    throw Error("oneDNN's sgemm failed (status " + std::to_string(status) + ") on " + std::to_string(m) + " x " +
-                std::to_string(n) + " x " + std::to_string(k));
+  if (!find_sgemm()) return false;
+  sgemm(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
   return true;
 }
 
@@ -183,7 +176,6 @@ void set_onednn_linear_enabled(bool enabled) { g_enabled = enabled; }
 
 bool onednn_linear_applies(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
   if (!g_enabled || !onednn_sgemm_available() || at::autocast::is_cpu_enabled()) return false;
-  auto cpu_f32 = [](const torch::Tensor& t) { return t.device().is_cpu() && t.scalar_type() == torch::kFloat32; };
   if (!cpu_f32(x) || !cpu_f32(weight) || (bias.defined() && !cpu_f32(bias))) return false;
   if (x.dim() < 1 || weight.dim() != 2 || x.size(-1) != weight.size(1)) return false;  // at::linear reports it
   if (bias.defined() && (bias.dim() != 1 || bias.size(0) != weight.size(0))) return false;
@@ -193,7 +185,6 @@ bool onednn_linear_applies(const torch::Tensor& x, const torch::Tensor& weight, 
 
 bool onednn_matmul_applies(const torch::Tensor& a, const torch::Tensor& b) {
   if (!g_enabled || !onednn_sgemm_available() || at::autocast::is_cpu_enabled()) return false;
-  auto cpu_f32 = [](const torch::Tensor& t) { return t.device().is_cpu() && t.scalar_type() == torch::kFloat32; };
   if (!cpu_f32(a) || !cpu_f32(b) || a.dim() < 2 || a.dim() != b.dim()) return false;
   for (std::int64_t d = 0; d + 2 < a.dim(); ++d)
     if (a.size(d) != b.size(d)) return false;  // broadcasting: torch::matmul
