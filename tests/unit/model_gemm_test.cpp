@@ -56,8 +56,10 @@ TEST_F(GemmTest, MatchesFloat64ForwardAndBackward) {
     std::int64_t n;
     bool bias;
   };
+  // Few rows and a long K (64 x 2048, 40 x 512) take the transposed forward (y^T = w x^T), the others
+  // the direct one.
   for (const Case& c : {Case{{2, 37, 96}, 288, true}, Case{{5, 384}, 1536, true}, Case{{3, 4, 7, 700}, 33, false},
-                        Case{{1, 1}, 1, true}, Case{{64, 2048}, 4096, true}}) {
+                        Case{{1, 1}, 1, true}, Case{{64, 2048}, 4096, true}, Case{{2, 20, 512}, 96, false}}) {
     const std::int64_t K = c.x.back();
     torch::Tensor x = torch::randn(c.x), w = torch::randn({c.n, K});
     torch::Tensor b = c.bias ? torch::randn({c.n}) : torch::Tensor();
@@ -88,6 +90,12 @@ TEST_F(GemmTest, ReadsStridedRowsAndNonContiguousWeights) {
   torch::Tensor b = torch::randn({48});
   torch::Tensor ours = cx::model::linear(cls, wt, b), ref = at::linear(cls.to(torch::kFloat64), wt.to(torch::kFloat64), b.to(torch::kFloat64));
   EXPECT_LT(max_abs_diff(ours, ref), 2e-5);
+  // The same through the transposed forward (24 rows of K = 256).
+  torch::Tensor tokens2 = torch::randn({24, 3, 256});
+  torch::Tensor w2 = torch::randn({40, 256}), b2 = torch::randn({40});
+  EXPECT_LT(max_abs_diff(cx::model::linear(tokens2.select(1, 0), w2, b2),
+                         at::linear(tokens2.select(1, 0).to(torch::kFloat64), w2.to(torch::kFloat64), b2.to(torch::kFloat64))),
+            tol(256));
   // Columns not contiguous: copied first, same result.
   torch::Tensor xt = torch::randn({64, 10}).t();
   EXPECT_LT(max_abs_diff(cx::model::linear(xt, wt, b), at::linear(xt.to(torch::kFloat64), wt.to(torch::kFloat64), b.to(torch::kFloat64))), 2e-5);

@@ -45,9 +45,27 @@ torch::Tensor rows_contiguous(const torch::Tensor& t) {
 }
 
 // x [M, K] (rows contiguous), w [N, K] -> x w^T + b [M, N].
+//
+// oneDNN's sgemm picks a slow kernel for x w^T when a few rows meet a long K: the DINO / iBOT heads'
+// 2048 x 2048 layer on 32-150 rows ran at 50-160 GFLOP/s against 350-400 for the same work as
+// dY W in the backward. The transposed product y^T = w x^T (N rows) goes to its many-row kernel:
+// 190-260 GFLOP/s there, the transpose back included (bench/matmul_peak.sh's sibling measurements
+// are in the commit message). Chosen by shape alone, so a run and its resume round alike.
+bool transposed_forward(std::int64_t M, std::int64_t K) { return M >= 16 && M * 8 <= K; }
+
 torch::Tensor forward_2d(const torch::Tensor& x2, const torch::Tensor& w, const torch::Tensor& b) {
   const std::int64_t M = x2.size(0), K = x2.size(1), N = w.size(0);
   torch::Tensor wc = w.contiguous();
+  if (transposed_forward(M, K)) {
+    torch::Tensor yt = torch::empty({N, M}, x2.options());
+    float beta = 0.0f;
+    if (b.defined()) {
+      yt.copy_(b.unsqueeze(1).expand({N, M}));
+      beta = 1.0f;
+    }
+    sgemm('N', 'T', N, M, K, 1.0f, wc.data_ptr<float>(), K, x2.data_ptr<float>(), x2.stride(0), beta, yt.data_ptr<float>(), M);
+    return yt.t().contiguous();
+  }
   // C starts as the bias in every row (beta 1), a fresh buffer: for M = 1 b.expand() is b itself.
   torch::Tensor y = torch::empty({M, N}, x2.options());
   float beta = 0.0f;
