@@ -48,9 +48,10 @@ torch::Tensor rows_contiguous(const torch::Tensor& t) {
 //
 // oneDNN's sgemm picks a slow kernel for x w^T when a few rows meet a long K: the DINO / iBOT heads'
 // 2048 x 2048 layer on 32-150 rows ran at 50-160 GFLOP/s against 350-400 for the same work as
-// dY W in the backward. The transposed product y^T = w x^T (N rows) goes to its many-row kernel:
-// 190-260 GFLOP/s there, the transpose back included (bench/matmul_peak.sh's sibling measurements
-// are in the commit message). Chosen by shape alone, so a run and its resume round alike.
+// dY W in the backward (2-core AMD EPYC with AVX-512, oneDNN 2.6). The transposed product
+// y^T = w x^T (N rows) goes to its many-row kernel: 190-260 GFLOP/s there, the transpose back
+// included; from about K/8 rows on the direct product is as fast. Chosen by shape alone, so a run
+// and its resume round alike.
 bool transposed_forward(std::int64_t M, std::int64_t K) { return M >= 16 && M * 8 <= K; }
 
 torch::Tensor forward_2d(const torch::Tensor& x2, const torch::Tensor& w, const torch::Tensor& b) {
