@@ -258,6 +258,29 @@ TEST(Optim, AdamWMatchesTorch) {
 // A parameter without a gradient (DINOv2's frozen prototype layer) is skipped and not counted: its
 // bias correction starts with its first real update, as torch's per-parameter step does; the count
 // survives a state round trip.
+// zero_grad(set_to_none): gradients undefined until the backward, the same updates bit for bit as
+// zeroing them; a parameter the backward does not reach then keeps no gradient and is not updated.
+TEST(Optim, AdamWZeroGradSetToNoneGivesTheSameUpdates) {
+  auto gen = at::detail::createCPUGenerator(7);
+  torch::Tensor a = torch::randn({5, 3}, gen).requires_grad_(), unused = torch::randn({2}, gen).requires_grad_();
+  torch::Tensor a2 = a.detach().clone().requires_grad_();
+  AdamW none({ParamGroup{{"a", "unused"}, {a, unused}, 0.01, 0.1}});
+  AdamW zeroed({ParamGroup{{"a"}, {a2}, 0.01, 0.1}});
+  const torch::Tensor unused0 = unused.detach().clone();
+  for (int step = 0; step < 5; ++step) {
+    none.zero_grad(/*set_to_none=*/true);
+    EXPECT_FALSE(a.grad().defined());
+    zeroed.zero_grad();
+    (a.pow(3).sum() * (step + 1)).backward();
+    (a2.pow(3).sum() * (step + 1)).backward();
+    none.step();
+    zeroed.step();
+  }
+  EXPECT_TRUE(torch::equal(a.detach(), a2.detach()));
+  EXPECT_FALSE(unused.grad().defined());
+  EXPECT_TRUE(torch::equal(unused.detach(), unused0));
+}
+
 TEST(Optim, AdamWCountsEachParametersOwnUpdates) {
   auto gen = at::detail::createCPUGenerator(6);
   torch::Tensor a = torch::randn({4}, gen).requires_grad_(), b = torch::randn({3}, gen).requires_grad_();

@@ -48,10 +48,12 @@ void AdamW::step(double lr_scale) {
   }
 }
 
-void AdamW::zero_grad() {
+void AdamW::zero_grad(bool set_to_none) {
   for (auto& g : groups_)
     for (auto& p : g.params)
-      if (p.grad().defined()) {
+      if (set_to_none) {
+        p.mutable_grad() = torch::Tensor();
+      } else if (p.grad().defined()) {
         p.mutable_grad().detach_();
         p.mutable_grad().zero_();
       }

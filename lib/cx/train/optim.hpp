@@ -29,7 +29,11 @@ class AdamW {
   explicit AdamW(std::vector<ParamGroup> groups, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8);
   // One update with every group's lr multiplied by lr_scale; parameters without a gradient are skipped.
   void step(double lr_scale = 1.0);
-  void zero_grad();
+  // Zeroes every gradient in place, or with set_to_none leaves them undefined (torch's
+  // set_to_none=True): the next backward then hands each parameter its gradient instead of adding it
+  // to zeros, a pass less over every gradient, same values. A parameter the backward does not reach
+  // then has no gradient and step() skips it.
+  void zero_grad(bool set_to_none = false);
   std::int64_t steps() const { return steps_; }
   const std::vector<ParamGroup>& groups() const { return groups_; }
   // Sets one group's lr and weight decay (schedules applied per update, as DINOv2 sets them).

@@ -725,10 +725,9 @@ PretrainResult pretrain(const PretrainOptions& o) {
       loss = l_dino_local + l_dino_global + l_koleo + l_ibot;
     }
     check_finite_loss(loss.item<double>(), "step " + std::to_string(it + 1));
-    // Gradients start undefined, not zeroed: the backward then hands each parameter its gradient
-    // instead of adding it to a zero tensor (a pass less over every gradient, and no zeroing pass).
-    // The values are the same; parameters the batch did not reach get zeros below.
-    for (auto& p : sp.tensors) p.mutable_grad() = torch::Tensor();
+    // Undefined, not zeroed (a pass less over every gradient); parameters the batch did not reach
+    // get zeros below.
+    opt.zero_grad(/*set_to_none=*/true);
     loss.backward();
 
     // Frozen prototypes: no gradient (the optimizer skips them) while the last layer's lr is 0. Every
