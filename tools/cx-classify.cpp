@@ -233,7 +233,7 @@ int run_finetune(cx::cli::Tool& tool, const HeadCli& s, const cx::train::Finetun
   }
   auto result = cx::train::finetune(train, val.get(), labels, o, cx::train::log_finetune_progress("macro AUROC"));
   if (!result.finished) {
-    cx::log::info("stopped after " + std::to_string(result.steps_done) + " updates; continue with --resume " + o.checkpoint_dir);
+    cx::train::log_stopped_for_resume(result.steps_done, "--resume " + o.checkpoint_dir);
     return cx::kExitOk;
   }
   if (!tool.common().no_provenance) result.head.info.training["provenance"] = tool.provenance_entry();

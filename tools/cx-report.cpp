@@ -165,7 +165,7 @@ int run_train_small(Tool& tool, const TrainCli& c, const std::string& out, const
   });
   progress.finish();
   if (!result.finished) {
-    cx::log::info("stopped after " + std::to_string(result.steps_done) + " updates; continue with --resume --checkpoint " + c.checkpoint);
+    cx::train::log_stopped_for_resume(result.steps_done, "--resume --checkpoint " + c.checkpoint);
     return cx::kExitOk;
   }
   if (!tool.common().no_provenance) result.decoder.config.training["provenance"] = tool.provenance_entry();
@@ -227,7 +227,7 @@ int run_train_llava(Tool& tool, const TrainCli& c, const std::string& out, const
   });
   progress.finish();
   if (!result.finished) {
-    cx::log::info("stopped after " + std::to_string(result.steps_done) + " updates; continue with --resume --checkpoint " + c.checkpoint);
+    cx::train::log_stopped_for_resume(result.steps_done, "--resume --checkpoint " + c.checkpoint);
     return cx::kExitOk;
   }
   if (!tool.common().no_provenance) m.info["training"]["provenance"] = tool.provenance_entry();

@@ -141,7 +141,7 @@ int run_finetune(cx::cli::Tool& tool, const SegCli& c, const cx::train::Finetune
   auto result = cx::train::finetune_seg(train, val.get(), c.feature, stride, cx::train::parse_seg_head_type(c.head), c.hidden, o,
                                         cx::train::log_finetune_progress("mean Dice"));
   if (!result.finished) {
-    cx::log::info("stopped after " + std::to_string(result.steps_done) + " updates; continue with --resume " + o.checkpoint_dir);
+    cx::train::log_stopped_for_resume(result.steps_done, "--resume " + o.checkpoint_dir);
     return cx::kExitOk;
   }
   if (!tool.common().no_provenance) result.head.info.training["provenance"] = tool.provenance_entry();

@@ -142,7 +142,9 @@ PY
   ft() { cx-classify finetune "$D/ft.cx" --model "$D/tiny" --labels Cardiomegaly --steps 4 --batch 3 --accum 2 \
            --lr-backbone 1e-4 --seed 2 --threads 2 "$@"; }
   ft -o "$D/ft"
-  ft -o "$D/ft2" --checkpoint "$D/ck" --stop-after 2
+  run ft -o "$D/ft2" --checkpoint "$D/ck" --stop-after 2
+  [ "$status" -eq 0 ]
+  [[ "$output" == *"stopped after 2 updates; continue with --resume $D/ck"* ]]
   [ "$(jq -r .step "$D/ck/state.json")" = 2 ]
   [ ! -e "$D/ft2" ]
   ft -o "$D/ft2" --resume "$D/ck"

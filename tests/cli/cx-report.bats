@@ -129,7 +129,10 @@ llama_folder() {
 @test "train: interrupted with --stop-after and resumed gives the same decoder bytes as one run" {
   args=(--d-model 32 --layers 1 --heads 2 --ffn 64 --epochs 2 --batch 32 --vocab 400 --seed 9 --threads 2 -q)
   cx-report train "${args[@]}" -o "$T/full" "$D/train.cx"
-  cx-report train "${args[@]}" --checkpoint "$T/ck" --stop-after 7 -o "$T/part" "$D/train.cx"
+  # without -q (the last of args): the message names the way on
+  run cx-report train "${args[@]:0:${#args[@]}-1}" --checkpoint "$T/ck" --stop-after 7 -o "$T/part" "$D/train.cx"
+  [ "$status" -eq 0 ]
+  [[ "$output" == *"stopped after 7 updates; continue with --resume --checkpoint $T/ck"* ]]
   [ ! -e "$T/part" ]
   ls "$T/ck" | grep -q .
   cx-report train "${args[@]}" --checkpoint "$T/ck" --resume -o "$T/part" "$D/train.cx"

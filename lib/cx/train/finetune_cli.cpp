@@ -80,4 +80,8 @@ std::function<void(const FinetuneProgress&)> log_finetune_progress(const std::st
   };
 }
 
+void log_stopped_for_resume(std::int64_t updates, const std::string& resume) {
+  log::info("stopped after " + std::to_string(updates) + " updates; continue with " + resume);
+}
+
 }  // namespace cx::train

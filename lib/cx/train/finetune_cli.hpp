@@ -68,4 +68,9 @@ void apply_finetune_cli(const FinetuneCli& f, const std::string& head_dir, const
 // The -v line of each update: "step 3/10: loss 0.12345, epoch 1 val <metric> 0.8123 (best)".
 std::function<void(const FinetuneProgress&)> log_finetune_progress(const std::string& metric);
 
+// After a resumable trainer stopped early (--stop-after or a signal; its checkpoint written):
+// "stopped after N updates; continue with RESUME" on stderr. `resume` is the tool's own spelling of
+// the way on ("--resume DIR" for cx-classify and cx-segment, "--resume --checkpoint DIR" for cx-report).
+void log_stopped_for_resume(std::int64_t updates, const std::string& resume);
+
 }  // namespace cx::train
