@@ -212,3 +212,120 @@ TEST_F(GemmTest, BatchedMatmulFallsBackOnBroadcasting) {
 }
 
 }  // namespace
+
+namespace {
+
+// linear() under CPU bf16 autocast: oneDNN's bf16 GEMM, float32 accumulation and output.
+class Bf16LinearTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!detail::onednn_gemm_bf16() || !__builtin_cpu_supports("avx512f"))
+      GTEST_SKIP() << "no oneDNN bf16 GEMM or no AVX-512 here: linear() under autocast is at::linear";
+    at::autocast::set_cpu_enabled(true);
+    at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+  }
+  void TearDown() override {
+    at::autocast::set_cpu_enabled(false);
+    at::autocast::clear_cache();
+    detail::set_onednn_linear_enabled(true);
+  }
+};
+
+torch::Tensor rounded64(const torch::Tensor& t) { return t.detach().to(torch::kBFloat16).to(torch::kFloat64); }
+
+// The operands rounded to bf16 are exact in float32 and so are their products: what is left is
+// float32 summation, tol(n) as above. A product rounded to bf16 anywhere (as at::linear's output
+// and gradients are under autocast) is off by ~4e-3 relative, |y| ~ sqrt(n): far outside.
+TEST_F(Bf16LinearTest, FloatOutputIsTheFloat32SumOfBf16Products) {
+  torch::manual_seed(7);
+  for (auto [shape, n] : {std::make_pair(std::vector<std::int64_t>{2, 37, 96}, std::int64_t{288}),
+                          std::make_pair(std::vector<std::int64_t>{261, 384}, std::int64_t{1152}),
+                          std::make_pair(std::vector<std::int64_t>{1, 5}, std::int64_t{3})}) {
+    const std::int64_t K = shape.back();
+    torch::Tensor x = torch::randn(shape).requires_grad_(true), w = torch::randn({n, K}).requires_grad_(true);
+    torch::Tensor b = torch::randn({n}).requires_grad_(true);
+    ASSERT_TRUE(detail::bf16_linear_applies(x, w, b));
+    torch::Tensor y = cx::model::linear(x, w, b, cx::model::LinearOutput::float32);
+    ASSERT_EQ(y.scalar_type(), torch::kFloat32);
+    std::vector<std::int64_t> ys = shape;
+    ys.back() = n;
+    ASSERT_EQ(y.sizes(), ys);
+    torch::Tensor y64 = at::linear(rounded64(x), rounded64(w), b.detach().to(torch::kFloat64));
+    EXPECT_LT(max_abs_diff(y, y64), tol(K)) << "K " << K;
+
+    torch::Tensor g = torch::randn(ys);
+    (y * g).sum().backward();
+    const torch::Tensor g64 = rounded64(g).reshape({-1, n}), x64 = rounded64(x).reshape({-1, K});
+    const std::int64_t M = x64.size(0);
+    ASSERT_EQ(x.grad().scalar_type(), torch::kFloat32);
+    EXPECT_LT(max_abs_diff(x.grad().reshape({-1, K}), g64.mm(rounded64(w))), tol(n)) << "dx";
+    EXPECT_LT(max_abs_diff(w.grad(), g64.t().mm(x64)), tol(M)) << "dw";
+    // db from dY as it arrived, float32.
+    EXPECT_LT(max_abs_diff(b.grad(), g.to(torch::kFloat64).reshape({-1, n}).sum(0)), tol(M)) << "db";
+  }
+}
+
+TEST_F(Bf16LinearTest, AutocastOutputIsTheFloatOutputRounded) {
+  torch::manual_seed(8);
+  torch::Tensor x = torch::randn({3, 50, 64}), w = torch::randn({80, 64}), b = torch::randn({80});
+  torch::Tensor f = cx::model::linear(x, w, b, cx::model::LinearOutput::float32);
+  torch::Tensor h = cx::model::linear(x, w, b);
+  ASSERT_EQ(h.scalar_type(), torch::kBFloat16);
+  // h is f rounded to bf16: within half a bf16 ulp (2^-8 relative) of it. (The bias is added after
+  // the product there and before it here, so an f32 ulp may tip a rounding: not bit for bit.)
+  EXPECT_TRUE(((h.to(torch::kFloat32) - f).abs() <= f.abs() * (1.0 / 256) + 1e-6).all().item<bool>());
+  // And what at::linear gives under autocast, which also rounds the bias to bf16 first: both are
+  // within half a bf16 ulp (2^-8 relative) of nearly the same float32 sum, so within 2^-6 relative
+  // of each other with room; a missing bias or a wrong row would be off by O(1).
+  torch::Tensor ref = at::linear(x, w, b);
+  ASSERT_EQ(ref.scalar_type(), torch::kBFloat16);
+  torch::Tensor rel = (h.to(torch::kFloat32) - ref.to(torch::kFloat32)).abs() / ref.to(torch::kFloat32).abs().clamp_min(1.0);
+  EXPECT_LE(rel.max().item<double>(), 1.0 / 64);
+  // The backward of the bf16 output receives bf16 dY: db as 1^T dY on the bf16 GEMM, f32 sums.
+  torch::Tensor bg = b.clone().requires_grad_(true), wg = w.clone().requires_grad_(true);
+  torch::Tensor g = torch::randn({3, 50, 80});
+  (cx::model::linear(x, wg, bg) * g.to(torch::kBFloat16)).sum().backward();
+  EXPECT_LT(max_abs_diff(bg.grad(), rounded64(g).reshape({-1, 80}).sum(0)), tol(150));
+  EXPECT_LT(max_abs_diff(wg.grad(), rounded64(g).reshape({-1, 80}).t().mm(rounded64(x).reshape({-1, 64}))), tol(150));
+}
+
+TEST_F(Bf16LinearTest, Bf16InputsAndAWeightUsedTwice) {
+  torch::manual_seed(9);
+  // x already bf16 (a GELU output under autocast): read in place; its gradient comes back in bf16.
+  torch::Tensor x = torch::randn({40, 32}).to(torch::kBFloat16).requires_grad_(true);
+  torch::Tensor x2 = torch::randn({12, 32}).requires_grad_(true);
+  torch::Tensor w = torch::randn({16, 32}).requires_grad_(true);
+  // Twice in one autocast region (the student's global and local crops): the cached bf16 copy, both
+  // gradients added into w.
+  torch::Tensor y = cx::model::linear(x, w, {}, cx::model::LinearOutput::float32);
+  torch::Tensor y2 = cx::model::linear(x2, w, {}, cx::model::LinearOutput::float32);
+  (y.sum() + 2.0 * y2.sum()).backward();
+  ASSERT_EQ(x.grad().scalar_type(), torch::kBFloat16);
+  torch::Tensor expect_w = x.detach().to(torch::kFloat64).sum(0) + 2.0 * rounded64(x2).sum(0);
+  EXPECT_LT(max_abs_diff(w.grad(), expect_w.expand({16, 32})), tol(52));
+  EXPECT_LT(max_abs_diff(x2.grad(), 2.0 * rounded64(w).sum(0).expand({12, 32})), tol(16));
+  // No gradient mode: no graph, and the same numbers.
+  torch::NoGradGuard no_grad;
+  torch::Tensor z = cx::model::linear(x2, w, {}, cx::model::LinearOutput::float32);
+  EXPECT_FALSE(z.requires_grad());
+  EXPECT_TRUE(z.equal(y2.detach()));
+}
+
+TEST_F(Bf16LinearTest, SameBitsOnEveryCallAndFallsBackWhenOff) {
+  torch::manual_seed(10);
+  torch::Tensor x = torch::randn({261 * 4, 384}), w = torch::randn({1152, 384}), b = torch::randn({1152});
+  torch::Tensor g = torch::randn({261 * 4, 1152});
+  auto f = [](auto& a, auto& bw, auto& bb) { return cx::model::linear(a, bw, bb, cx::model::LinearOutput::float32); };
+  Grads a = run(f, x, w, b, g, torch::kFloat32), c = run(f, x, w, b, g, torch::kFloat32);
+  EXPECT_TRUE(a.y.equal(c.y) && a.gx.equal(c.gx) && a.gw.equal(c.gw) && a.gb.equal(c.gb));
+  EXPECT_FALSE(detail::bf16_linear_applies(x.to(torch::kFloat64), w, b));
+  EXPECT_FALSE(detail::bf16_linear_applies(x, w, torch::randn({5})));
+  detail::set_onednn_linear_enabled(false);
+  EXPECT_FALSE(detail::bf16_linear_applies(x, w, b));
+  EXPECT_TRUE(cx::model::linear(x, w, b, cx::model::LinearOutput::float32).equal(at::linear(x, w, b)));
+  at::autocast::set_cpu_enabled(false);
+  detail::set_onednn_linear_enabled(true);
+  EXPECT_FALSE(detail::bf16_linear_applies(x, w, b));  // no autocast: the float32 path
+}
+
+}  // namespace

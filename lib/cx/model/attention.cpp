@@ -15,6 +15,7 @@
 
 #include <ATen/Parallel.h>
 #include <ATen/TensorIterator.h>
+#include <ATen/record_function.h>
 
 #include "cx/cli/error.hpp"
 #include "cx/model/gemm.hpp"
@@ -340,17 +341,11 @@ torch::Tensor reference_attention(const torch::Tensor& q, const torch::Tensor& k
 
 
 // ---------------------------------------------------------------------------------------------
-// bf16: oneDNN's row-major GEMM with bf16 operands and f32 accumulation and output (dnnl.h's
-// dnnl_gemm_bf16bf16f32), from the libdnnl LibTorch itself loads; looked up like sgemm_. It runs
-// on the CPU's bf16 units (AVX512_BF16 / AMX) and single-threaded inside an OpenMP region.
-using GemmBf16Fn = int (*)(char transa, char transb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
-                           const std::uint16_t* a, std::int64_t lda, const std::uint16_t* b, std::int64_t ldb,
-                           float beta, float* c, std::int64_t ldc);
-
-GemmBf16Fn find_gemm_bf16() {
-  static const GemmBf16Fn fn = reinterpret_cast<GemmBf16Fn>(dlsym(RTLD_DEFAULT, "dnnl_gemm_bf16bf16f32"));
-  return fn;
-}
+// bf16: oneDNN's row-major GEMM with bf16 operands and f32 accumulation and output
+// (gemm.hpp's detail::onednn_gemm_bf16). It runs on the CPU's bf16 units (AVX512_BF16 / AMX) and
+// single-threaded inside an OpenMP region.
+using detail::GemmBf16Fn;
+GemmBf16Fn find_gemm_bf16() { return detail::onednn_gemm_bf16(); }
 
 // y[i] = bf16(x[i] * w), rounded to nearest even as c10::BFloat16 does (NaN -> 0x7fc0).
 void to_bf16_scalar(const float* x, std::uint16_t* y, std::int64_t n, float w) {
@@ -365,18 +360,22 @@ void to_bf16_scalar(const float* x, std::uint16_t* y, std::int64_t n, float w) {
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+// The lanes of m in v rounded to bf16 (nearest even, NaN -> 0x7fc0) and stored at y.
+__attribute__((target("avx512f"))) inline void store_bf16(__m512 v, std::uint16_t* y, __mmask16 m) {
+  const __m512i one = _mm512_set1_epi32(1), round = _mm512_set1_epi32(0x7fff), qnan = _mm512_set1_epi32(0x7fc0);
+  const __m512i b = _mm512_castps_si512(v);
+  __m512i r = _mm512_add_epi32(b, _mm512_add_epi32(round, _mm512_and_si512(_mm512_srli_epi32(b, 16), one)));
+  r = _mm512_srli_epi32(r, 16);
+  r = _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), qnan);
+  _mm512_mask_cvtepi32_storeu_epi16(y, m, r);
+}
+
 __attribute__((target("avx512f"))) void to_bf16_avx512(const float* x, std::uint16_t* y, std::int64_t n, float w) {
   const __m512 vw = _mm512_set1_ps(w);
-  const __m512i one = _mm512_set1_epi32(1), round = _mm512_set1_epi32(0x7fff), qnan = _mm512_set1_epi32(0x7fc0);
   for (std::int64_t i = 0; i < n; i += 16) {
     const std::int64_t left = n - i;
     const __mmask16 m = left >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << left) - 1);
-    const __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), vw);
-    const __m512i b = _mm512_castps_si512(v);
-    __m512i r = _mm512_add_epi32(b, _mm512_add_epi32(round, _mm512_and_si512(_mm512_srli_epi32(b, 16), one)));
-    r = _mm512_srli_epi32(r, 16);
-    r = _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), qnan);
-    _mm512_mask_cvtepi32_storeu_epi16(y + i, m, r);
+    store_bf16(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), vw), y + i, m);
   }
 }
 #pragma GCC diagnostic pop
@@ -450,6 +449,167 @@ torch::Tensor fused_attention_bf16(const torch::Tensor& q_in, const torch::Tenso
   if (failed) throw Error("attention: oneDNN's bf16 GEMM failed (status " + std::to_string(failed.load()) + ")");
   return result();
 }
+// ---------------------------------------------------------------------------------------------
+// Training in bf16 (CPU autocast): attention with its backward, from one fused qkv projection.
+//
+// qkv [B, N, 3, H, d] bf16 (q, k, v blocks, heads within) -> ctx [B, N, H * d] bf16, per (batch,
+// head) on one thread with oneDNN's bf16 GEMM (f32 accumulation), as autocast's eager attention
+// computes it: the scores in f32, the softmax in f32, its probabilities P rounded to bf16 once and
+// kept for the backward, P V rounded to bf16 once. The backward, per (batch, head):
+//   dV = P^T dO,  dP = dO V^T,  dS = scale * P * (dP - rowsum(P * dP)),  dQ = dS K,  dK = dS^T Q
+// with dS rounded to bf16 as a GEMM operand and every product accumulated in f32; dQ, dK and dV are
+// written (rounded to bf16) into one [B, N, 3, H, d] gradient, qkv's own layout. Nothing of
+// size N x N is formed but P and one thread's dP. Each (batch, head) is one task: the result does
+// not depend on the thread count.
+
+// ds[j] = bf16(scale * p[j] * (dp[j] - sum_k p[k] dp[k])), p in bf16.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+// 16 bf16 values (fewer at the tail, zeros after them) widened to f32; AVX-512F only.
+__attribute__((target("avx512f"))) inline __m512 bf16_to_f32x16(const std::uint16_t* p, std::int64_t left) {
+  __m256i raw;
+  if (left >= 16) {
+    raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  } else {
+    alignas(32) std::uint16_t tail[16] = {};
+    std::memcpy(tail, p, static_cast<std::size_t>(left) * sizeof(std::uint16_t));
+    raw = _mm256_load_si256(reinterpret_cast<const __m256i*>(tail));
+  }
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
+}
+
+__attribute__((target("avx512f"))) void softmax_backward_row(const std::uint16_t* p, const float* dp, std::int64_t n,
+                                                            float scale, std::uint16_t* ds) {
+  __m512 acc = _mm512_setzero_ps();
+  for (std::int64_t i = 0; i < n; i += 16) {
+    const std::int64_t left = n - i;
+    const __mmask16 m = left >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << left) - 1);
+    const __m512 pv = bf16_to_f32x16(p + i, left);
+    acc = _mm512_fmadd_ps(pv, _mm512_maskz_loadu_ps(m, dp + i), acc);
+  }
+  const __m512 dot = _mm512_set1_ps(_mm512_reduce_add_ps(acc)), vs = _mm512_set1_ps(scale);
+  for (std::int64_t i = 0; i < n; i += 16) {
+    const std::int64_t left = n - i;
+    const __mmask16 m = left >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << left) - 1);
+    const __m512 pv = bf16_to_f32x16(p + i, left);
+    store_bf16(_mm512_mul_ps(_mm512_mul_ps(pv, vs), _mm512_sub_ps(_mm512_maskz_loadu_ps(m, dp + i), dot)), ds + i, m);
+  }
+}
+#pragma GCC diagnostic pop
+
+struct QkvLayout {
+  std::int64_t B, N, H, d, D;  // D = H * d; qkv rows are 3 D long
+};
+
+QkvLayout qkv_layout(const torch::Tensor& qkv, std::int64_t heads) {
+  const std::int64_t D = qkv.size(2) / 3;
+  return {qkv.size(0), qkv.size(1), heads, D / heads, D};
+}
+
+void check_gemm(int status) {
+  if (status != 0) throw Error("attention: oneDNN's bf16 GEMM failed (status " + std::to_string(status) + ")");
+}
+
+struct Bf16AttentionTrain : public torch::autograd::Function<Bf16AttentionTrain> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& qkv_in,
+                               std::int64_t heads, double scale) {
+    RECORD_FUNCTION("cx::bf16_attention", std::vector<c10::IValue>());
+    const torch::Tensor qkv = qkv_in.contiguous();
+    const QkvLayout L = qkv_layout(qkv, heads);
+    const std::int64_t N = L.N, d = L.d, ld = 3 * L.D;
+    torch::Tensor out = torch::empty({L.B, N, L.D}, qkv.options());
+    torch::Tensor probs = torch::empty({L.B, L.H, N, N}, qkv.options());
+    const GemmBf16Fn gemm = find_gemm_bf16();
+    const Isa isa = detail::best_isa();
+    const auto* qp = reinterpret_cast<const std::uint16_t*>(qkv.data_ptr<at::BFloat16>());
+    auto* op = reinterpret_cast<std::uint16_t*>(out.data_ptr<at::BFloat16>());
+    auto* pp = reinterpret_cast<std::uint16_t*>(probs.data_ptr<at::BFloat16>());
+    const std::int64_t ldS = (N + 15) / 16 * 16;
+    const float alpha = static_cast<float>(scale);
+    std::atomic<int> failed{0};
+    parallel_tasks(L.B * L.H, [&](std::int64_t begin, std::int64_t end) {
+      auto scores = aligned_floats(N * ldS);
+      auto acc = aligned_floats(N * d);
+      for (std::int64_t bh = begin; bh < end; ++bh) {
+        const std::int64_t b = bh / L.H, h = bh % L.H;
+        const std::uint16_t* q = qp + b * N * ld + h * d;
+        const std::uint16_t *k = q + L.D, *v = q + 2 * L.D;
+        std::uint16_t* P = pp + bh * N * N;
+        float* S = scores.get();
+        int status = gemm('N', 'T', N, N, d, alpha, q, ld, k, ld, 0.0f, S, ldS);
+        for (std::int64_t r = 0; r < N; ++r) {
+          float* srow = S + r * ldS;
+          const float sum = exp_shift_sum(srow, N, row_max(srow, N, isa), isa);
+          to_bf16(srow, P + r * N, N, 1.0f / sum, isa);
+        }
+        status |= gemm('N', 'N', N, d, N, 1.0f, P, N, v, ld, 0.0f, acc.get(), d);
+        if (status != 0) failed = status;
+        for (std::int64_t r = 0; r < N; ++r) to_bf16(acc.get() + r * d, op + (b * N + r) * L.D + h * d, d, 1.0f, isa);
+      }
+    });
+    check_gemm(failed);
+    ctx->save_for_backward({qkv, probs});
+    ctx->saved_data["heads"] = heads;
+    ctx->saved_data["scale"] = scale;
+    return out;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_out) {
+    const auto saved = ctx->get_saved_variables();
+    const torch::Tensor& qkv = saved[0];
+    const torch::Tensor& probs = saved[1];
+    const QkvLayout L = qkv_layout(qkv, ctx->saved_data["heads"].toInt());
+    const float scale = static_cast<float>(ctx->saved_data["scale"].toDouble());
+    const std::int64_t N = L.N, d = L.d, ld = 3 * L.D;
+    const torch::Tensor dout = grad_out[0].to(torch::kBFloat16).contiguous();
+    torch::Tensor dqkv = torch::empty_like(qkv);
+    const GemmBf16Fn gemm = find_gemm_bf16();
+    const Isa isa = detail::best_isa();
+    const auto* qp = reinterpret_cast<const std::uint16_t*>(qkv.data_ptr<at::BFloat16>());
+    const auto* pp = reinterpret_cast<const std::uint16_t*>(probs.data_ptr<at::BFloat16>());
+    const auto* gp = reinterpret_cast<const std::uint16_t*>(dout.data_ptr<at::BFloat16>());
+    auto* dp = reinterpret_cast<std::uint16_t*>(dqkv.data_ptr<at::BFloat16>());
+    const std::int64_t ldS = (N + 15) / 16 * 16, ldP = (N + 31) / 32 * 32;
+    std::atomic<int> failed{0};
+    parallel_tasks(L.B * L.H, [&](std::int64_t begin, std::int64_t end) {
+      auto dprob = aligned_floats(N * ldS);
+      auto dscore = aligned_floats((N * ldP + 1) / 2);  // bf16 [N, ldP]
+      auto acc = aligned_floats(N * d);
+      auto* dS = reinterpret_cast<std::uint16_t*>(dscore.get());
+      for (std::int64_t bh = begin; bh < end; ++bh) {
+        const std::int64_t b = bh / L.H, h = bh % L.H;
+        const std::int64_t at = b * N * ld + h * d;
+        const std::uint16_t *q = qp + at, *k = q + L.D, *v = q + 2 * L.D;
+        std::uint16_t *dq = dp + at, *dk = dq + L.D, *dv = dq + 2 * L.D;
+        const std::uint16_t* P = pp + bh * N * N;
+        const std::uint16_t* dO = gp + b * N * L.D + h * d;
+        auto store = [&](std::uint16_t* dst) {
+          for (std::int64_t r = 0; r < N; ++r) to_bf16(acc.get() + r * d, dst + r * ld, d, 1.0f, isa);
+        };
+        int status = gemm('T', 'N', N, d, N, 1.0f, P, N, dO, L.D, 0.0f, acc.get(), d);  // dV = P^T dO
+        store(dv);
+        float* dPr = dprob.get();
+        status |= gemm('N', 'T', N, N, d, 1.0f, dO, L.D, v, ld, 0.0f, dPr, ldS);  // dP = dO V^T
+        for (std::int64_t r = 0; r < N; ++r) softmax_backward_row(P + r * N, dPr + r * ldS, N, scale, dS + r * ldP);
+        status |= gemm('N', 'N', N, d, N, 1.0f, dS, ldP, k, ld, 0.0f, acc.get(), d);  // dQ = dS K
+        store(dq);
+        status |= gemm('T', 'N', N, d, N, 1.0f, dS, ldP, q, ld, 0.0f, acc.get(), d);  // dK = dS^T Q
+        store(dk);
+        if (status != 0) failed = status;
+      }
+    });
+    check_gemm(failed);
+    return {dqkv, torch::Tensor(), torch::Tensor()};
+  }
+};
+
+bool bf16_training_applies(const torch::Tensor& qkv) {
+  return torch::GradMode::is_enabled() && qkv.requires_grad() && qkv.device().is_cpu() &&
+         qkv.scalar_type() == torch::kBFloat16 && bf16_kernel_available() && qkv.numel() > 0;
+}
+
 }  // namespace
 
 namespace detail {
@@ -571,6 +731,19 @@ torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const to
                         AttentionKernel kernel) {
   if (use_fused(q, k, v, kernel)) return detail::fused_attention(q, k, v, scale, /*merged_heads=*/false);
   return reference_attention(q, k, v, scale);
+}
+
+torch::Tensor attention_from_qkv(const torch::Tensor& qkv, std::int64_t heads, double scale, AttentionKernel kernel) {
+  if (qkv.dim() != 3 || heads <= 0 || qkv.size(2) % (3 * heads) != 0)
+    throw Error("attention: qkv " + c10::str(qkv.sizes()) + " is not [B, N, 3 * heads * d] for " +
+                std::to_string(heads) + " heads");
+  if (kernel != AttentionKernel::reference && bf16_training_applies(qkv))
+    return Bf16AttentionTrain::apply(qkv, heads, scale);
+  const std::int64_t B = qkv.size(0), N = qkv.size(1), d = qkv.size(2) / (3 * heads);
+  // unbind, not [0..2]: the backward of three selects fills three zero tensors of qkv's size and
+  // adds them; unbind's stacks the three gradients once.
+  const std::vector<torch::Tensor> p = qkv.view({B, N, 3, heads, d}).permute({2, 0, 3, 1, 4}).unbind(0);
+  return attention_merged_heads(p[0], p[1], p[2], scale, kernel);
 }
 
 torch::Tensor attention_merged_heads(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,

@@ -23,7 +23,8 @@
 //              1 / sum is applied in f32. Needs AVX-512 and that symbol (detail::bf16_gemm_available).
 //   automatic  fused where it applies (all on CPU, all float32 or all bfloat16 with the bf16 GEMM
 //              available, and no autograd: grad mode off or no input requiring grad), reference
-//              everywhere else (CUDA, other dtypes, training; its softmax runs in float32).
+//              everywhere else (CUDA, other dtypes, training; its softmax runs in float32), except
+//              that attention_from_qkv() trains CPU bf16 on a kernel of its own (below).
 // The fused result of attention() is a [B, H, N, dv] view of a [B, N, H, dv] buffer, so
 // `out.transpose(1, 2).reshape({B, N, H * dv})` is free; attention_merged_heads() returns that
 // [B, N, H * dv] tensor directly (for the reference kernel it does the transpose + copy).
@@ -41,6 +42,16 @@ torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const to
 // The same attention with the heads merged back: [B, N, H * dv], what the output projection reads.
 torch::Tensor attention_merged_heads(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                      double scale, AttentionKernel kernel = AttentionKernel::automatic);
+
+// Self-attention from one fused projection: qkv [B, N, 3 * heads * d] (the q, k and v blocks, heads
+// within each, as x W_qkv^T lays them out) -> [B, N, heads * d]. With autograd on a CPU bf16 qkv
+// (CPU autocast training) and a kernel other than `reference`: a trainable bf16 kernel, forward
+// and backward per (batch, head) on oneDNN's bf16 GEMM with f32 accumulation, the softmax in f32,
+// its probabilities rounded to bf16 once (autocast's eager attention, without its N x N float
+// passes and the copies of strided q, k, v), gradients written into qkv's layout directly.
+// Everywhere else: the q, k, v views of qkv through attention_merged_heads().
+torch::Tensor attention_from_qkv(const torch::Tensor& qkv, std::int64_t heads, double scale,
+                                 AttentionKernel kernel = AttentionKernel::automatic);
 
 // Whether `automatic` picks the fused kernel for these inputs.
 bool fused_attention_applies(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v);

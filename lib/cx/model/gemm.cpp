@@ -4,6 +4,7 @@
 
 #include <ATen/Parallel.h>
 #include <ATen/autocast_mode.h>
+#include <ATen/record_function.h>
 
 #include <algorithm>
 #include <atomic>
@@ -178,9 +179,125 @@ struct OneDnnMatmul : public torch::autograd::Function<OneDnnMatmul> {
   }
 };
 
+// ---- bf16 (CPU autocast) ----
+
+bool cpu_bf16_or_f32(const torch::Tensor& t) {
+  return t.device().is_cpu() && (t.scalar_type() == torch::kFloat32 || t.scalar_type() == torch::kBFloat16);
+}
+
+const std::uint16_t* bits(const torch::Tensor& t) {
+  return reinterpret_cast<const std::uint16_t*>(t.data_ptr<at::BFloat16>());
+}
+
+void gemm_bf16(char ta, char tb, std::int64_t m, std::int64_t n, std::int64_t k, const std::uint16_t* a,
+               std::int64_t lda, const std::uint16_t* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
+  const int status = detail::onednn_gemm_bf16()(ta, tb, m, n, k, 1.0f, a, lda, b, ldb, beta, c, ldc);
+  if (status != 0)
+    throw Error("oneDNN's bf16 GEMM failed (status " + std::to_string(status) + ") on " + std::to_string(m) + " x " +
+                std::to_string(n) + " x " + std::to_string(k));
+}
+
+// [M, K] in bf16 with contiguous rows: a float32 x rounded as autocast rounds it (one pass), a bf16
+// x read in place.
+torch::Tensor bf16_rows(const torch::Tensor& x2) {
+  if (x2.scalar_type() == torch::kBFloat16) return rows_contiguous(x2);
+  return torch::empty(x2.sizes(), x2.options().dtype(torch::kBFloat16)).copy_(x2);
+}
+
+// W in bf16, contiguous. A float32 leaf that requires grad goes through autocast's own cast cache,
+// as at::linear's would (the student's weights: cast once per autocast region, not once per call);
+// the cache is only used with recording on, so an entry never lacks the gradient edge a later
+// autocast op relies on. Detached: the gradient reaches W through this function's backward.
+torch::Tensor bf16_weight(const torch::Tensor& w) {
+  if (w.scalar_type() == torch::kBFloat16) return w.contiguous();
+  if (torch::GradMode::is_enabled() && w.requires_grad() && w.is_leaf())
+    return at::autocast::cached_cast(at::kBFloat16, w, c10::DeviceType::CPU).detach().contiguous();
+  return w.to(torch::kBFloat16).contiguous();
+}
+
+// xb [M, K] bf16 rows, wb [N, K] bf16 -> x W^T + b [M, N] in f32 accumulation. float32 output:
+// the bias (float32 where given so) is C's starting value. bf16 output: the product into a float32
+// buffer, then one pass that adds the bias and rounds (at::add_out into a bf16 tensor), instead of
+// writing the bias first and rounding in a pass of its own.
+torch::Tensor bf16_forward_2d(const torch::Tensor& xb, const torch::Tensor& wb, const torch::Tensor& b,
+                              LinearOutput output) {
+  const std::int64_t M = xb.size(0), K = xb.size(1), N = wb.size(0);
+  torch::Tensor y = torch::empty({M, N}, xb.options().dtype(torch::kFloat32));
+  const bool into_c = b.defined() && output == LinearOutput::float32;
+  if (into_c) y.copy_(b.expand({M, N}));
+  gemm_bf16('N', 'T', M, N, K, bits(xb), xb.stride(0), bits(wb), K, into_c ? 1.0f : 0.0f, y.data_ptr<float>(), N);
+  if (output == LinearOutput::float32) return y;
+  torch::Tensor out = torch::empty({M, N}, xb.options().dtype(torch::kBFloat16));
+  return b.defined() ? at::add_out(out, y, b) : out.copy_(y);
+}
+
+struct Bf16Linear : public torch::autograd::Function<Bf16Linear> {
+  // wb: W's bf16 copy (not differentiated); w: W itself, for its gradient's dtype and for autograd.
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& w,
+                               const torch::Tensor& b, const torch::Tensor& wb, bool float_out) {
+    RECORD_FUNCTION("cx::bf16_linear", std::vector<c10::IValue>());
+    torch::Tensor xb = bf16_rows(x.reshape({-1, x.size(-1)}));
+    ctx->save_for_backward({xb, wb});
+    const bool has_bias = b.numel() > 0;
+    ctx->saved_data["has_bias"] = has_bias;
+    ctx->saved_data["x_shape"] = x.sizes().vec();
+    return bf16_forward_2d(xb, wb, has_bias ? b : torch::Tensor(),
+                           float_out ? LinearOutput::float32 : LinearOutput::as_autocast)
+        .view(out_shape(x, w.size(0)));
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_out) {
+    const auto saved = ctx->get_saved_variables();
+    const torch::Tensor& xb = saved[0];
+    const torch::Tensor& wb = saved[1];
+    const std::int64_t M = xb.size(0), K = xb.size(1), N = wb.size(0);
+    torch::Tensor g = grad_out[0].reshape({M, N});
+    torch::Tensor gyb = bf16_rows(g).contiguous();
+    torch::Tensor gx, gw, gb;
+    if (ctx->needs_input_grad(0)) {
+      gx = torch::empty({M, K}, g.options().dtype(torch::kFloat32));
+      gemm_bf16('N', 'N', M, K, N, bits(gyb), N, bits(wb), K, 0.0f, gx.data_ptr<float>(), K);
+      gx = gx.view(ctx->saved_data["x_shape"].toIntVector());
+    }
+    if (ctx->needs_input_grad(1)) {
+      gw = torch::empty({N, K}, g.options().dtype(torch::kFloat32));
+      gemm_bf16('T', 'N', N, K, M, bits(gyb), N, bits(xb), xb.stride(0), 0.0f, gw.data_ptr<float>(), K);
+    }
+    // The bias gradient: float32 dY summed as it is; bf16 dY as the product 1^T dY on the same GEMM
+    // (f32 accumulation), which reads it once instead of widening a copy first.
+    if (ctx->saved_data["has_bias"].toBool() && ctx->needs_input_grad(2)) {
+      if (g.scalar_type() == torch::kFloat32) {
+        gb = g.sum(0);
+      } else {
+        const torch::Tensor ones = torch::ones({M}, gyb.options());
+        gb = torch::empty({N}, g.options().dtype(torch::kFloat32));
+        gemm_bf16('N', 'N', 1, N, M, bits(ones), M, bits(gyb), N, 0.0f, gb.data_ptr<float>(), N);
+      }
+    }
+    return {gx, gw, gb, torch::Tensor(), torch::Tensor()};
+  }
+};
+
 }  // namespace
 
 namespace detail {
+
+GemmBf16Fn onednn_gemm_bf16() {
+  static const GemmBf16Fn fn = reinterpret_cast<GemmBf16Fn>(dlsym(RTLD_DEFAULT, "dnnl_gemm_bf16bf16f32"));
+  return fn;
+}
+
+bool bf16_linear_applies(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
+  if (!g_enabled || !at::autocast::is_cpu_enabled() || at::autocast::get_autocast_cpu_dtype() != at::kBFloat16)
+    return false;
+  static const bool cpu = __builtin_cpu_supports("avx512f");
+  if (!cpu || !onednn_gemm_bf16()) return false;
+  if (!cpu_bf16_or_f32(x) || !cpu_bf16_or_f32(weight) || (bias.defined() && !cpu_bf16_or_f32(bias))) return false;
+  if (x.dim() < 1 || weight.dim() != 2 || x.size(-1) != weight.size(1)) return false;
+  if (bias.defined() && (bias.dim() != 1 || bias.size(0) != weight.size(0))) return false;
+  return x.numel() > 0 && weight.numel() > 0;
+}
 
 bool onednn_sgemm_available() { return find_sgemm() != nullptr; }
 
@@ -219,7 +336,18 @@ torch::Tensor matmul(const torch::Tensor& a, const torch::Tensor& b) {
   return grad ? OneDnnMatmul::apply(a, b) : batched_product(a, b);
 }
 
-torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
+torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias,
+                     LinearOutput output) {
+  if (detail::bf16_linear_applies(x, weight, bias)) {
+    const bool grad = torch::GradMode::is_enabled() &&
+                      (x.requires_grad() || weight.requires_grad() || (bias.defined() && bias.requires_grad()));
+    torch::Tensor wb = bf16_weight(weight);
+    if (grad)
+      return Bf16Linear::apply(x, weight, bias.defined() ? bias : torch::empty({0}, x.options()), wb,
+                               output == LinearOutput::float32);
+    torch::Tensor xb = bf16_rows(x.reshape({-1, x.size(-1)}));
+    return bf16_forward_2d(xb, wb, bias, output).view(out_shape(x, weight.size(0)));
+  }
   if (!detail::onednn_linear_applies(x, weight, bias)) return at::linear(x, weight, bias);
   const bool grad = torch::GradMode::is_enabled() &&
                     (x.requires_grad() || weight.requires_grad() || (bias.defined() && bias.requires_grad()));

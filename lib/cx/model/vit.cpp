@@ -221,7 +221,8 @@ torch::Tensor VitModel::mlp(const Block& b, const torch::Tensor& x) const {
       case Activation::relu: h = at::relu(h); break;
     }
   }
-  return linear(h, b.fc2_w, b.fc2_b);
+  // Into the float32 residual stream: under CPU bf16 autocast the accumulators stay float32.
+  return linear(h, b.fc2_w, b.fc2_b, LinearOutput::float32);
 }
 
 std::vector<torch::Tensor> VitModel::block_parameters(std::int64_t index) const {
@@ -243,22 +244,19 @@ torch::Tensor VitModel::block(std::int64_t index, const torch::Tensor& x, const 
   // One [3D, D] projection instead of three: the concatenation is tiny next to the activations.
   torch::Tensor qkv_w = torch::cat({b.q_w, b.k_w, b.v_w}, 0);
   torch::Tensor qkv_b = b.q_b.defined() ? torch::cat({b.q_b, b.k_b, b.v_b}, 0) : torch::Tensor();
-  torch::Tensor qkv = linear(h, qkv_w, qkv_b).view({B, N, 3, heads, hd}).permute({2, 0, 3, 1, 4});
-  // HF scales the scores by head_dim^-0.5 after q k^T; the kernels read these strided views in place.
+  torch::Tensor qkv = linear(h, qkv_w, qkv_b).view({B, N, 3 * D});
+  // HF scales the scores by head_dim^-0.5 after q k^T; the kernels read q, k and v inside qkv in place.
   const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
-  // unbind, not qkv[0..2]: the backward of three selects fills three zero tensors of qkv's size and
-  // adds them; unbind's stacks the three gradients once.
-  const std::vector<torch::Tensor> qkv3 = qkv.unbind(0);
-  torch::Tensor ctx = attention_merged_heads(qkv3[0], qkv3[1], qkv3[2], scale, attention_);  // [B, N, D]
+  torch::Tensor ctx = attention_from_qkv(qkv, heads, scale, attention_);  // [B, N, D]
   if (drop_path_scale.defined()) {
     // Stochastic depth: each sample's branch scaled by its own factor.
     torch::Tensor s = drop_path_scale.to(x.device(), x.scalar_type()).view({B, 1, 1});
-    torch::Tensor y = x + linear(ctx, b.o_w, b.o_b) * b.ls1 * s;
+    torch::Tensor y = x + linear(ctx, b.o_w, b.o_b, LinearOutput::float32) * b.ls1 * s;
     h = at::layer_norm(y, {D}, b.norm2_w, b.norm2_b, eps);
     return y + mlp(b, h) * b.ls2 * s;
   }
   // x + lambda * f(x) in one pass over the activations.
-  torch::Tensor y = at::addcmul(x, linear(ctx, b.o_w, b.o_b), b.ls1);
+  torch::Tensor y = at::addcmul(x, linear(ctx, b.o_w, b.o_b, LinearOutput::float32), b.ls1);
 
   h = at::layer_norm(y, {D}, b.norm2_w, b.norm2_b, eps);
   return at::addcmul(y, mlp(b, h), b.ls2);

@@ -51,14 +51,17 @@ DinoHead::DinoHead(DinoHeadConfig c) : config_(c) {
 torch::Tensor DinoHead::forward(const torch::Tensor& x) {
   torch::Tensor z = x;
   for (std::size_t i = 0; i < mlp_.size(); ++i) {
-    z = model::linear(z, mlp_[i].first, mlp_[i].second);
-    if (i + 1 < mlp_.size()) z = torch::gelu(z);
+    // The bottleneck (the last layer) in float32 under CPU bf16 autocast: it is L2-normalised next.
+    const bool last = i + 1 == mlp_.size();
+    z = model::linear(z, mlp_[i].first, mlp_[i].second,
+                      last ? model::LinearOutput::float32 : model::LinearOutput::as_autocast);
+    if (!last) z = torch::gelu(z);
   }
   const double eps = z.scalar_type() == torch::kHalf ? 1e-6 : 1e-12;
   z = torch::nn::functional::normalize(z, torch::nn::functional::NormalizeFuncOptions().p(2).dim(-1).eps(eps));
   // torch's own weight-norm kernel (fused forward and backward), as nn.utils.weight_norm calls it.
   torch::Tensor w = torch::_weight_norm(weight_v_, weight_g_, 0);
-  return model::linear(z, w.to(z.scalar_type()));
+  return model::linear(z, w.to(z.scalar_type()), {}, model::LinearOutput::float32);
 }
 
 void DinoHead::init_random(std::uint64_t seed) {
