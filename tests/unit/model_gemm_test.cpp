@@ -219,7 +219,7 @@ namespace {
 class Bf16LinearTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!detail::onednn_gemm_bf16() || !__builtin_cpu_supports("avx512f"))
+    if (!detail::onednn_gemm_bf16_usable())
       GTEST_SKIP() << "no oneDNN bf16 GEMM or no AVX-512 here: linear() under autocast is at::linear";
     at::autocast::set_cpu_enabled(true);
     at::autocast::set_autocast_cpu_dtype(at::kBFloat16);

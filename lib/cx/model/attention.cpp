@@ -345,7 +345,6 @@ torch::Tensor reference_attention(const torch::Tensor& q, const torch::Tensor& k
 // (gemm.hpp's detail::onednn_gemm_bf16). It runs on the CPU's bf16 units (AVX512_BF16 / AMX) and
 // single-threaded inside an OpenMP region.
 using detail::GemmBf16Fn;
-GemmBf16Fn find_gemm_bf16() { return detail::onednn_gemm_bf16(); }
 
 // y[i] = bf16(x[i] * w), rounded to nearest even as c10::BFloat16 does (NaN -> 0x7fc0).
 void to_bf16_scalar(const float* x, std::uint16_t* y, std::int64_t n, float w) {
@@ -385,16 +384,16 @@ void to_bf16(const float* x, std::uint16_t* y, std::int64_t n, float w, Isa isa)
   else to_bf16_scalar(x, y, n, w);
 }
 
-bool bf16_kernel_available() { return find_gemm_bf16() != nullptr && detail::isa_supported(Isa::avx512); }
+bool bf16_kernel_available() { return detail::onednn_gemm_bf16_usable(); }
 
 // The fused kernel in bf16 (attention.hpp): scores Q K^T with bf16 operands into f32, the softmax's
 // maximum, exp and sum in f32, the unnormalised probabilities rounded to bf16 for P V (f32
 // accumulation), then 1 / sum applied in f32 and the output rounded to bf16 once.
 torch::Tensor fused_attention_bf16(const torch::Tensor& q_in, const torch::Tensor& k_in, const torch::Tensor& v_in,
                                    double scale, bool merged_heads, const detail::FusedOptions& options) {
-  const GemmBf16Fn gemm_bf16 = find_gemm_bf16();
-  if (!gemm_bf16 || !detail::isa_supported(Isa::avx512))
+  if (!bf16_kernel_available())
     throw Error("attention: the fused bf16 kernel needs oneDNN's bf16 GEMM and AVX-512");
+  const GemmBf16Fn gemm_bf16 = detail::onednn_gemm_bf16();
   const std::int64_t B = q_in.size(0), H = q_in.size(1), N = q_in.size(2), M = k_in.size(2);
   const std::int64_t dk = q_in.size(3), dv = v_in.size(3);
   const Isa isa = resolve_isa(options.isa);
@@ -520,7 +519,7 @@ struct Bf16AttentionTrain : public torch::autograd::Function<Bf16AttentionTrain>
     const std::int64_t N = L.N, d = L.d, ld = 3 * L.D;
     torch::Tensor out = torch::empty({L.B, N, L.D}, qkv.options());
     torch::Tensor probs = torch::empty({L.B, L.H, N, N}, qkv.options());
-    const GemmBf16Fn gemm = find_gemm_bf16();
+    const GemmBf16Fn gemm = detail::onednn_gemm_bf16();
     const Isa isa = detail::best_isa();
     const auto* qp = reinterpret_cast<const std::uint16_t*>(qkv.data_ptr<at::BFloat16>());
     auto* op = reinterpret_cast<std::uint16_t*>(out.data_ptr<at::BFloat16>());
@@ -565,7 +564,7 @@ struct Bf16AttentionTrain : public torch::autograd::Function<Bf16AttentionTrain>
     const std::int64_t N = L.N, d = L.d, ld = 3 * L.D;
     const torch::Tensor dout = grad_out[0].to(torch::kBFloat16).contiguous();
     torch::Tensor dqkv = torch::empty_like(qkv);
-    const GemmBf16Fn gemm = find_gemm_bf16();
+    const GemmBf16Fn gemm = detail::onednn_gemm_bf16();
     const Isa isa = detail::best_isa();
     const auto* qp = reinterpret_cast<const std::uint16_t*>(qkv.data_ptr<at::BFloat16>());
     const auto* pp = reinterpret_cast<const std::uint16_t*>(probs.data_ptr<at::BFloat16>());

@@ -179,6 +179,14 @@ struct OneDnnMatmul : public torch::autograd::Function<OneDnnMatmul> {
   }
 };
 
+// Shapes both linear() paths take: anything else goes to at::linear, which reports it. Empty
+// products too: at::linear's zeros (or bias) are all there is to compute.
+bool linear_shapes_fit(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
+  if (x.dim() < 1 || weight.dim() != 2 || x.size(-1) != weight.size(1)) return false;
+  if (bias.defined() && (bias.dim() != 1 || bias.size(0) != weight.size(0))) return false;
+  return x.numel() > 0 && weight.numel() > 0;
+}
+
 // ---- bf16 (CPU autocast) ----
 
 bool cpu_bf16_or_f32(const torch::Tensor& t) {
@@ -288,15 +296,17 @@ GemmBf16Fn onednn_gemm_bf16() {
   return fn;
 }
 
+bool onednn_gemm_bf16_usable() {
+  static const bool usable = onednn_gemm_bf16() != nullptr && __builtin_cpu_supports("avx512f");
+  return usable;
+}
+
 bool bf16_linear_applies(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
   if (!g_enabled || !at::autocast::is_cpu_enabled() || at::autocast::get_autocast_cpu_dtype() != at::kBFloat16)
     return false;
-  static const bool cpu = __builtin_cpu_supports("avx512f");
-  if (!cpu || !onednn_gemm_bf16()) return false;
+  if (!onednn_gemm_bf16_usable()) return false;
   if (!cpu_bf16_or_f32(x) || !cpu_bf16_or_f32(weight) || (bias.defined() && !cpu_bf16_or_f32(bias))) return false;
-  if (x.dim() < 1 || weight.dim() != 2 || x.size(-1) != weight.size(1)) return false;
-  if (bias.defined() && (bias.dim() != 1 || bias.size(0) != weight.size(0))) return false;
-  return x.numel() > 0 && weight.numel() > 0;
+  return linear_shapes_fit(x, weight, bias);
 }
 
 bool onednn_sgemm_available() { return find_sgemm() != nullptr; }
@@ -313,10 +323,7 @@ void set_onednn_linear_enabled(bool enabled) { g_enabled = enabled; }
 bool onednn_linear_applies(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
   if (!g_enabled || !onednn_sgemm_available() || at::autocast::is_cpu_enabled()) return false;
   if (!cpu_f32(x) || !cpu_f32(weight) || (bias.defined() && !cpu_f32(bias))) return false;
-  if (x.dim() < 1 || weight.dim() != 2 || x.size(-1) != weight.size(1)) return false;  // at::linear reports it
-  if (bias.defined() && (bias.dim() != 1 || bias.size(0) != weight.size(0))) return false;
-  // Empty products: at::linear's zeros (or bias) are all there is to compute.
-  return x.numel() > 0 && weight.numel() > 0;
+  return linear_shapes_fit(x, weight, bias);
 }
 
 bool onednn_matmul_applies(const torch::Tensor& a, const torch::Tensor& b) {
@@ -338,21 +345,18 @@ torch::Tensor matmul(const torch::Tensor& a, const torch::Tensor& b) {
 
 torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias,
                      LinearOutput output) {
-  if (detail::bf16_linear_applies(x, weight, bias)) {
-    const bool grad = torch::GradMode::is_enabled() &&
-                      (x.requires_grad() || weight.requires_grad() || (bias.defined() && bias.requires_grad()));
-    torch::Tensor wb = bf16_weight(weight);
-    if (grad)
-      return Bf16Linear::apply(x, weight, bias.defined() ? bias : torch::empty({0}, x.options()), wb,
-                               output == LinearOutput::float32);
-    torch::Tensor xb = bf16_rows(x.reshape({-1, x.size(-1)}));
-    return bf16_forward_2d(xb, wb, bias, output).view(out_shape(x, weight.size(0)));
-  }
-  if (!detail::onednn_linear_applies(x, weight, bias)) return at::linear(x, weight, bias);
+  const bool bf16 = detail::bf16_linear_applies(x, weight, bias);
+  if (!bf16 && !detail::onednn_linear_applies(x, weight, bias)) return at::linear(x, weight, bias);
   const bool grad = torch::GradMode::is_enabled() &&
                     (x.requires_grad() || weight.requires_grad() || (bias.defined() && bias.requires_grad()));
   // A custom function's inputs must be defined tensors: no bias travels as an empty placeholder.
-  if (grad) return OneDnnLinear::apply(x, weight, bias.defined() ? bias : torch::empty({0}, x.options()));
+  auto b_in = [&] { return bias.defined() ? bias : torch::empty({0}, x.options()); };
+  if (bf16) {
+    torch::Tensor wb = bf16_weight(weight);
+    if (grad) return Bf16Linear::apply(x, weight, b_in(), wb, output == LinearOutput::float32);
+    return bf16_forward_2d(bf16_rows(x.reshape({-1, x.size(-1)})), wb, bias, output).view(out_shape(x, weight.size(0)));
+  }
+  if (grad) return OneDnnLinear::apply(x, weight, b_in());
   torch::Tensor x2 = rows_contiguous(x.reshape({-1, x.size(-1)}));
   return forward_2d(x2, weight, bias).view(out_shape(x, weight.size(0)));
 }

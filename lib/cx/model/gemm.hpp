@@ -62,6 +62,8 @@ using GemmBf16Fn = int (*)(char transa, char transb, std::int64_t m, std::int64_
                            const std::uint16_t* a, std::int64_t lda, const std::uint16_t* b, std::int64_t ldb,
                            float beta, float* c, std::int64_t ldc);
 GemmBf16Fn onednn_gemm_bf16();
+// Found, and a CPU with AVX-512 to run it on (the condition of every bf16 kernel here).
+bool onednn_gemm_bf16_usable();
 // Force the at::linear / torch::matmul paths (tests compare the two; benchmarks measure each), the
 // float32 and the bf16 ones alike. Process-wide.
 void set_onednn_linear_enabled(bool enabled);
